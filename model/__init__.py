@@ -1,0 +1,1 @@
+"""Pure ML: plain interaction types, vocabularies, recommender, trainer (numpy + torch only)."""

@@ -1,0 +1,1 @@
+"""Adapters for state outside the process: Redis (and, later, FAISS and snapshots)."""

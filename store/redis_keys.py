@@ -1,0 +1,44 @@
+"""Every Redis key recstream writes, under one configurable prefix, defined here and nowhere else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Key layout; `prefix` isolates deployments, shadows and tests from each other."""
+
+    prefix: str = "recstream:"
+
+    def seen_event(self, event_id: str) -> str:
+        """Marker that an event's effects are applied (the idempotency record)."""
+        return f"{self.prefix}seen:{event_id}"
+
+    def history(self, user_id: str) -> str:
+        """The user's recent interactions, newest first."""
+        return f"{self.prefix}user:{user_id}:history"
+
+    def purchased(self, user_id: str) -> str:
+        """Set of item ids the user has ordered."""
+        return f"{self.prefix}user:{user_id}:purchased"
+
+    @property
+    def item_clicks(self) -> str:
+        """Sorted set: item id -> number of clicks."""
+        return f"{self.prefix}items:clicks"
+
+    @property
+    def item_orders(self) -> str:
+        """Sorted set: item id -> number of orders containing it."""
+        return f"{self.prefix}items:orders"
+
+    @property
+    def item_units(self) -> str:
+        """Sorted set: item id -> units ordered."""
+        return f"{self.prefix}items:units"
+
+    @property
+    def stats(self) -> str:
+        """Hash of ingest counters: applied, duplicates, dead_lettered."""
+        return f"{self.prefix}stats"

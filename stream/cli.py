@@ -1,0 +1,147 @@
+"""The `recstream` command: stack, worker, api, produce, schema, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from stream.config import Settings
+from stream.events import json_schemas
+from stream.stack import StackError, stack_down, stack_status, stack_up
+
+
+@dataclass
+class ProduceSummary:
+    """What `recstream produce` did: counts and the first rejections with line numbers."""
+
+    sent: int = 0
+    rejected: int = 0
+    failed: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def note(self, line: int, reason: str, limit: int = 50) -> None:
+        if len(self.reasons) < limit:
+            self.reasons.append(f"line {line}: {reason}")
+
+    def render(self) -> str:
+        out = [f"sent {self.sent}, rejected {self.rejected}, failed to deliver {self.failed}"]
+        out += [f"  {r}" for r in self.reasons]
+        hidden = self.rejected + self.failed - len(self.reasons)
+        if hidden > 0:
+            out.append(f"  ... and {hidden} more")
+        return "\n".join(out)
+
+
+def produce_file(settings: Settings, path: str, *, progress: bool = True) -> ProduceSummary:
+    """Validate and send every event of a JSONL/CSV file (or stdin); invalid lines are reported."""
+    from stream.event_files import read_events
+    from stream.producer import EventProducer
+    from stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    summary = ProduceSummary()
+    pending: list[tuple[int, object]] = []
+    with EventProducer(settings) as producer:
+        for record in tqdm(
+            read_events(path), desc="produce", unit="ev", disable=not progress, file=sys.stderr
+        ):
+            if record.event is None:
+                summary.rejected += 1
+                summary.note(record.line, record.error or "invalid")
+                continue
+            pending.append((record.line, producer.send(record.event)))
+        producer.flush()
+        for line, future in pending:
+            try:
+                future.get(timeout=30)  # type: ignore[attr-defined]
+                summary.sent += 1
+            except Exception as error:
+                summary.failed += 1
+                summary.note(line, f"delivery failed: {error}")
+    return summary
+
+
+def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "up":
+        state = stack_up(settings, kafka_port=args.kafka_port)
+        sys.stdout.write(state.shell_exports())
+    elif args.action == "down":
+        stopped = stack_down(settings)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing"), file=sys.stderr)
+    else:
+        print(stack_status(settings))
+    return 0
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.api.server import run_api
+
+    run_api(settings)
+    return 0
+
+
+def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    summary = produce_file(settings, args.file, progress=not args.quiet)
+    print(summary.render(), file=sys.stderr)
+    return 0 if summary.rejected == 0 and summary.failed == 0 else 1
+
+
+def _cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
+    schemas = json_schemas()
+    chosen = schemas if args.type is None else {args.type: schemas[args.type]}
+    print(json.dumps(chosen if args.type is None else chosen[args.type], indent=2))
+    return 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(settings, events=args.events)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    stack = sub.add_parser("stack", help="start/stop the local Kafka-protocol broker and Redis")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--kafka-port", type=int, default=None, help="broker port (default: free)")
+    stack.set_defaults(run=_cmd_stack)
+    sub.add_parser("worker", help="run a Faust ingest worker").set_defaults(run=_cmd_worker)
+    sub.add_parser("api", help="run the HTTP API").set_defaults(run=_cmd_api)
+    produce = sub.add_parser("produce", help="send events from a JSONL or CSV file ('-': stdin)")
+    produce.add_argument("file")
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(run=_cmd_produce)
+    schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
+    schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
+    schema.set_defaults(run=_cmd_schema)
+    demo = sub.add_parser(
+        "demo", help="start the stack and a worker, stream sample events, show state"
+    )
+    demo.add_argument("--events", type=int, default=20_000)
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    try:
+        return int(args.run(settings, args))
+    except StackError as error:
+        print(f"recstream: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,38 @@
+"""Settings from `RECSTREAM_*` environment variables, built once in an entry point and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of a recstream process; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSTREAM_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,...]"
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (db index included)")
+    redis_prefix: str = Field("recstream:", description="prefix of every Redis key")
+    topic_prefix: str = Field("recstream.", description="prefix of every Kafka topic name")
+    partitions: int = Field(6, ge=1, description="partitions of topics created at start-up")
+    replication_factor: int = Field(
+        1, ge=1, description="replication of topics created at start-up"
+    )
+    app_id: str = Field("recstream", min_length=1, description="Faust app id = consumer group")
+    dedup_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long an event_id is remembered")
+    history_len: int = Field(200, ge=1, description="interactions kept per user history")
+    max_event_bytes: int = Field(64 * 1024, ge=256, description="largest accepted event payload")
+    batch_size: int = Field(500, ge=1, description="events an agent applies per Redis round trip")
+    batch_wait_ms: int = Field(5, ge=0, description="longest an agent waits to fill a batch")
+    fetch_max_wait_ms: int = Field(20, ge=1, description="broker long-poll wait of the consumer")
+    session_timeout_s: float = Field(10.0, gt=0, description="consumer group session timeout")
+    commit_interval_s: float = Field(1.0, gt=0, description="how often processed offsets commit")
+    data_dir: Path = Field(Path(".recstream"), description="worker and stack state directory")
+    api_host: str = Field("127.0.0.1", description="HTTP API bind address")
+    api_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
+    log_level: str = Field("info", description="log level of workers and API")

@@ -1,0 +1,205 @@
+"""Behaviour events on the wire: pydantic models, decoding with human-readable rejection reasons.
+
+JSON on the wire; the Kafka message key is the `user_id`, so a user's events stay ordered.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+MAX_CONTEXT_BYTES = 2048
+# Event times outside [2000-01-01, 2100-01-01) are almost surely unit mistakes (seconds vs ms).
+_MIN_TS_MS = 946_684_800_000
+_MAX_TS_MS = 4_102_444_800_000
+
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class EventError(ValueError):
+    """An event was rejected; `reason` says what to fix."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EventContext(BaseModel):
+    """Where the interaction happened; small and bounded."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    page: Annotated[str, Field(max_length=256)] | None = None
+    position: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    query: Annotated[str, Field(max_length=512)] | None = None
+
+
+class _EventBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    event_id: Id
+    user_id: Id
+    ts: datetime
+    schema_version: int = 1
+    session_id: Id | None = None
+    context: EventContext | None = None
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _event_time(cls, value: Any) -> datetime:
+        return parse_event_time(value)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value not in SUPPORTED_SCHEMA_VERSIONS:
+            known = ", ".join(str(v) for v in sorted(SUPPORTED_SCHEMA_VERSIONS))
+            raise ValueError(
+                f"unsupported schema_version {value}; this version understands {known}"
+            )
+        return value
+
+    @property
+    def ts_ms(self) -> int:
+        """Event time as epoch milliseconds."""
+        return int(self.ts.timestamp() * 1000)
+
+    def to_json(self) -> bytes:
+        """Wire form: compact JSON with the event time as RFC 3339 UTC."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class ClickEvent(_EventBase):
+    """A user clicked (viewed) an item."""
+
+    type: Literal["click"] = "click"
+    item_id: Id
+
+
+class OrderLine(BaseModel):
+    """One item of an order."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    item_id: Id
+    quantity: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+    @field_validator("price", mode="before")
+    @classmethod
+    def _int_price(cls, value: Any) -> Any:
+        # JSON has one number type: a whole price such as 10 is as valid as 10.0.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+
+class OrderEvent(_EventBase):
+    """A user ordered one or more items."""
+
+    type: Literal["order"] = "order"
+    order_id: Id
+    items: Annotated[list[OrderLine], Field(min_length=1, max_length=500)]
+
+
+Event = Annotated[ClickEvent | OrderEvent, Field(discriminator="type")]
+EVENT_TYPES: dict[str, type[ClickEvent] | type[OrderEvent]] = {
+    "click": ClickEvent,
+    "order": OrderEvent,
+}
+_event_adapter: TypeAdapter[ClickEvent | OrderEvent] = TypeAdapter(Event)
+
+
+def parse_event_time(value: Any) -> datetime:
+    """RFC 3339 string (with an offset) or epoch milliseconds -> aware UTC datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("ts must carry a UTC offset")
+        return value.astimezone(UTC)
+    if isinstance(value, bool):
+        raise ValueError("ts must be an RFC 3339 string or epoch milliseconds, not a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("ts must be a finite number of epoch milliseconds")
+        if not _MIN_TS_MS <= value < _MAX_TS_MS:
+            raise ValueError(
+                f"ts {value} is not epoch milliseconds between 2000 and 2100 (seconds given?)"
+            )
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise ValueError("ts string is too long for an RFC 3339 time")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"ts {value!r} is not an RFC 3339 time") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"ts {value!r} needs a UTC offset, e.g. 'Z' or '+02:00'")
+        return parsed.astimezone(UTC)
+    raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per problem, e.g. `items.0.quantity: Input should be >= 1`."""
+    parts: list[str] = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(p) for p in item["loc"][1:])
+        if item["type"] == "union_tag_invalid":
+            tag = item.get("ctx", {}).get("tag", "?")
+            parts.append(f"type: unknown event type {tag!r} (expected one of: click, order)")
+            continue
+        if item["type"] == "union_tag_not_found":
+            parts.append("type: missing (expected one of: click, order)")
+            continue
+        if item["type"] == "extra_forbidden":
+            parts.append(f"{loc}: unknown field")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts[:10]) + (f"; and {len(parts) - 10} more" if len(parts) > 10 else "")
+
+
+def validate_event(document: Any) -> ClickEvent | OrderEvent:
+    """A decoded JSON document -> event, or EventError with a reason a human can act on."""
+    if not isinstance(document, dict):
+        raise EventError(f"an event must be a JSON object, got {type(document).__name__}")
+    context = document.get("context")
+    if context is not None and len(json.dumps(context, default=str)) > MAX_CONTEXT_BYTES:
+        raise EventError(f"context: larger than {MAX_CONTEXT_BYTES} bytes")
+    try:
+        return _event_adapter.validate_python(document)
+    except ValidationError as error:
+        raise EventError(_describe(error)) from None
+
+
+def decode_event(payload: bytes, max_bytes: int) -> ClickEvent | OrderEvent:
+    """Wire bytes -> event, or EventError. Never raises anything else."""
+    if len(payload) > max_bytes:
+        raise EventError(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        document = json.loads(payload)
+    except RecursionError:
+        raise EventError("payload is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise EventError(f"payload is not valid UTF-8 JSON: {error}") from None
+    try:
+        return validate_event(document)
+    except RecursionError:
+        raise EventError("payload is nested too deeply") from None
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """A JSON Schema per event type, for producers in other languages."""
+    return {name: model.model_json_schema() for name, model in EVENT_TYPES.items()}

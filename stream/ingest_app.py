@@ -1,0 +1,153 @@
+"""The Faust ingest worker: thin agents that decode, de-duplicate and apply events to Redis.
+
+Offsets are acked only after a batch's effects are in Redis (or its bad messages are in the
+dead-letter topic), so delivery is at-least-once; effects are idempotent on `event_id`, so
+the outcome is exactly-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import faust
+import redis.asyncio as aioredis
+from faust.types import EventT, StreamT, TopicT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from store.interaction_store import EventEffect, RedisInteractionStore
+from store.redis_keys import RedisKeys
+from stream.config import Settings
+from stream.handlers import DeadLetter, SourcePosition, handle_message
+from stream.kafka_transport import LowLatencyApp
+from stream.topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    effect: EventEffect
+    source: SourcePosition
+    key: bytes | None
+    payload: bytes
+
+
+class IngestProcessor:
+    """Applies one batch of Kafka messages: effects to Redis, bad messages to the DLQ."""
+
+    def __init__(self, store: RedisInteractionStore, dlq: TopicT, max_event_bytes: int) -> None:
+        self._store = store
+        self._dlq = dlq
+        self._max_event_bytes = max_event_bytes
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        pending: list[_Pending] = []
+        for event in events:
+            msg = event.message
+            source = SourcePosition(msg.topic, msg.partition, msg.offset)
+            key = msg.key if isinstance(msg.key, bytes) or msg.key is None else bytes(msg.key)
+            value = (
+                msg.value if isinstance(msg.value, bytes) or msg.value is None else bytes(msg.value)
+            )
+            outcome = handle_message(value, key, source, self._max_event_bytes)
+            if isinstance(outcome, DeadLetter):
+                await self._dead_letter(outcome)
+            else:
+                pending.append(_Pending(outcome, source, key, value or b""))
+        await self._apply(pending)
+
+    async def _apply(self, pending: list[_Pending]) -> None:
+        if not pending:
+            return
+        try:
+            await _retrying(partial(self._store.apply_many, [p.effect for p in pending]))
+        except Exception:
+            log.exception("batch apply failed; applying its %d events one by one", len(pending))
+            for item in pending:
+                try:
+                    await _retrying(partial(self._store.apply_many, [item.effect]))
+                except Exception as error:
+                    reason = f"handler error: {type(error).__name__}: {error}"
+                    await self._dead_letter(DeadLetter(reason, item.source, item.key, item.payload))
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        source = str(letter.source)
+        if await _retrying(partial(self._store.was_dead_lettered, source)):
+            return
+        log.warning("dead-lettering %s: %s", source, letter.reason)
+        delivery = await self._dlq.send(key=letter.key, value=letter.to_json())
+        await delivery
+        await _retrying(partial(self._store.mark_dead_lettered, source))
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], max_backoff_s: float = 5.0) -> T:
+    """Retry an infrastructure call (Redis down, timeouts) until it succeeds; other errors raise."""
+    backoff = 0.05
+    while True:
+        try:
+            return await call()
+        except _RETRYABLE as error:
+            log.warning("Redis unavailable (%s); retrying in %.2fs", error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+def _broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_ingest_app(settings: Settings) -> faust.App:
+    """The Faust app with the ingest agent, configured from `settings`."""
+    session_timeout = settings.session_timeout_s
+    datadir = settings.data_dir / "worker" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = LowLatencyApp(
+        settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        broker=_broker_urls(settings.kafka_bootstrap),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=session_timeout,
+        broker_heartbeat_interval=session_timeout / 3,
+        broker_request_timeout=max(40.0, session_timeout * 2),
+        broker_commit_interval=settings.commit_interval_s,
+        producer_acks=-1,
+        stream_wait_empty=False,
+        web_enabled=False,
+        datadir=str(datadir),
+    )
+    names = TopicNames.from_settings(settings)
+    ingest_topic = app.topic(*names.ingest, key_type=bytes, value_type=bytes)
+    dlq_topic = app.topic(names.dlq, key_type=bytes, value_type=bytes)
+
+    @app.agent(ingest_topic, name="ingest")
+    async def ingest(stream: StreamT[bytes]) -> None:
+        client = aioredis.from_url(settings.redis_url)
+        store = RedisInteractionStore(
+            client,
+            RedisKeys(settings.redis_prefix),
+            history_len=settings.history_len,
+            dedup_ttl_s=settings.dedup_ttl_s,
+        )
+        processor = IngestProcessor(store, dlq_topic, settings.max_event_bytes)
+        try:
+            async for events in stream.take_events(
+                settings.batch_size, within=settings.batch_wait_ms / 1000
+            ):
+                await processor.process(events)
+        finally:
+            await client.aclose()
+
+    return app

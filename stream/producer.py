@@ -1,0 +1,87 @@
+"""Python SDK for event producers: validate, then send to Kafka keyed by user (kafka-python)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
+
+from stream.config import Settings
+from stream.events import ClickEvent, EventError, OrderEvent, validate_event
+from stream.topics import TopicNames
+
+AnyEvent = ClickEvent | OrderEvent
+
+
+class EventProducer:
+    """Sends behaviour events with acks=all, retries and batching.
+
+    Invalid events raise `EventError` before anything is sent. Delivery is at-least-once;
+    the consumers de-duplicate by `event_id`, so a retried send never counts twice.
+    """
+
+    def __init__(self, settings: Settings, *, linger_ms: int = 5, **kafka_config: Any) -> None:
+        self._settings = settings
+        self.topics = TopicNames.from_settings(settings)
+        config: dict[str, Any] = {
+            "bootstrap_servers": settings.kafka_bootstrap.split(","),
+            "client_id": f"{settings.app_id}-producer",
+            "acks": "all",
+            "retries": 10,
+            "retry_backoff_ms": 200,
+            "linger_ms": linger_ms,
+            "batch_size": 256 * 1024,
+            "max_request_size": max(1024 * 1024, settings.max_event_bytes * 2),
+            "request_timeout_ms": 30_000,
+        }
+        config.update(kafka_config)
+        self._producer = KafkaProducer(**config)
+
+    def _coerce(self, event: AnyEvent | Mapping[str, Any]) -> AnyEvent:
+        if isinstance(event, ClickEvent | OrderEvent):
+            return event
+        return validate_event(dict(event))
+
+    def send(self, event: AnyEvent | Mapping[str, Any]) -> FutureRecordMetadata:
+        """Validate and send one event; returns the delivery future."""
+        valid = self._coerce(event)
+        payload = valid.to_json()
+        if len(payload) > self._settings.max_event_bytes:
+            raise EventError(
+                f"event of {len(payload)} bytes exceeds the {self._settings.max_event_bytes}-byte limit"
+            )
+        return self._producer.send(
+            self.topics.for_event_type(valid.type), value=payload, key=valid.user_id.encode()
+        )
+
+    def send_many(
+        self, events: Iterable[AnyEvent | Mapping[str, Any]]
+    ) -> list[FutureRecordMetadata]:
+        """Validate every event first, then send them all (nothing is sent if one is invalid)."""
+        valid = [self._coerce(e) for e in events]
+        return [self.send(e) for e in valid]
+
+    def send_raw(self, topic: str, payload: bytes, key: bytes | None) -> FutureRecordMetadata:
+        """Forward bytes as they are (replay, bridges); consumers validate them."""
+        return self._producer.send(topic, value=payload, key=key)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until every event sent so far is acknowledged by the broker."""
+        self._producer.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float | None = 30.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

