@@ -43,7 +43,7 @@ class EventProducer:
     def _coerce(self, event: AnyEvent | Mapping[str, Any]) -> AnyEvent:
         if isinstance(event, ClickEvent | OrderEvent):
             return event
-        return validate_event(dict(event))
+        return validate_event(event)
 
     def send(self, event: AnyEvent | Mapping[str, Any]) -> FutureRecordMetadata:
         """Validate and send one event; returns the delivery future."""

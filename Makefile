@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` runs the main job, `make test` runs every check.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench-ingest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/recstream demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: install lint
+	export RECSTREAM_DATA_DIR=$$(mktemp -d)
+	trap '$(BIN)/recstream stack down' EXIT
+	eval "$$($(BIN)/recstream stack up)"
+	$(BIN)/pytest
+
+bench-ingest: install
+	export RECSTREAM_DATA_DIR=$$(mktemp -d)
+	trap '$(BIN)/recstream stack down' EXIT
+	eval "$$($(BIN)/recstream stack up)"
+	$(BIN)/python bench/ingest.py

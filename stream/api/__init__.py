@@ -1,0 +1,1 @@
+"""recstream's HTTP service (FastAPI): event ingest now, retrieval endpoints beside it."""

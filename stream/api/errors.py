@@ -1,0 +1,33 @@
+"""Every API error is JSON with a human-readable `reason`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+
+def error_response(status: int, reason: str, **extra: Any) -> JSONResponse:
+    """A JSON error body: `{"status": ..., "reason": ..., ...extra}`."""
+    return JSONResponse({"status": status, "reason": reason, **extra}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Turn framework errors into the same JSON shape as our own."""
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        return error_response(exc.status_code, str(exc.detail))
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        reasons = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        return error_response(422, "; ".join(reasons))
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)

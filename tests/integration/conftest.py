@@ -1,0 +1,116 @@
+"""Fixtures over the real broker and real Redis: isolated topics, key prefix and consumer group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kafka import KafkaConsumer
+
+from stream.config import Settings
+from stream.processes import spawn, stop
+from stream.stack import free_port, redis_reachable, start_broker, stop_pid
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """RECSTREAM_KAFKA_BOOTSTRAP when set (the README's test command sets it), else our own broker."""
+    configured = os.environ.get("RECSTREAM_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    port = free_port()
+    pid = start_broker(port, tmp_path_factory.mktemp("broker"))
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_pid(pid)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("RECSTREAM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_reachable(url):
+        pytest.fail(f"integration tests need Redis at {url} (recstream stack up starts one)")
+    return url
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings isolated to this test: own topics, consumer group and Redis key prefix."""
+    tag = uuid.uuid4().hex[:10]
+    made = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        redis_prefix=f"test:{tag}:",
+        topic_prefix=f"t{tag}.",
+        app_id=f"test-{tag}",
+        partitions=3,
+        session_timeout_s=6.0,
+        commit_interval_s=0.5,
+        data_dir=tmp_path / "data",
+        log_level="warning",
+    )
+    yield made
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{made.redis_prefix}*", count=1000))
+    for start in range(0, len(keys), 1000):
+        client.delete(*keys[start : start + 1000])
+    client.close()
+
+
+Spawner = Callable[[], subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def start_worker(settings: Settings) -> Iterator[Spawner]:
+    """Starts ingest worker processes; all are stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def _start() -> subprocess.Popen[bytes]:
+        process = spawn("worker", settings, settings.data_dir / f"worker-{len(started)}.log")
+        started.append(process)
+        return process
+
+    yield _start
+    for process in started:
+        stop(process)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `predicate` until it holds; fail the test with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def read_topic(
+    bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The JSON values of a topic from the beginning, once at least `expected` are there."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
+    values: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(values) < expected and time.monotonic() < deadline:
+            values.extend(json.loads(message.value) for message in consumer)
+    finally:
+        consumer.close()
+    return values
