@@ -42,6 +42,10 @@ return 1
 """
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class EventEffect:
     """The interactions one event contributes, keyed by its idempotency id."""
@@ -154,7 +158,7 @@ class RedisInteractionStore:
     async def purchased(self, user_id: str) -> set[str]:
         """Items the user has ordered."""
         members = await self._client.smembers(self._keys.purchased(user_id))
-        return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+        return {_text(m) for m in members}
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
         """Top `n` items (all when None) by `counter`: 'clicks', 'orders' or 'units'."""
@@ -162,7 +166,7 @@ class RedisInteractionStore:
         keys["units"] = self._keys.item_units
         end = -1 if n is None else n - 1
         pairs = await self._client.zrevrange(keys[counter], 0, end, withscores=True)
-        return [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in pairs]
+        return [(_text(pair[0]), float(pair[1])) for pair in pairs]
 
     async def counter_total(self, counter: str) -> float:
         """Sum of a counter over all items."""
@@ -171,7 +175,7 @@ class RedisInteractionStore:
     async def stats(self) -> IngestStats:
         """What ingest has done so far."""
         raw = await self._client.hgetall(self._keys.stats)
-        values = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        values = {_text(k): int(v) for k, v in raw.items()}
         return IngestStats(
             applied=values.get("applied", 0),
             duplicates=values.get("duplicates", 0),

@@ -1,4 +1,4 @@
-"""Every Redis key recstream writes, under one configurable prefix, defined here and nowhere else."""
+"""Every Redis key recstream writes, under one configurable prefix, defined here only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings from `RECSTREAM_*` environment variables, built once in an entry point and passed down."""
+"""Settings from `RECSTREAM_*` variables, built once in an entry point and passed down."""
 
 from __future__ import annotations
 

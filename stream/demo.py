@@ -49,13 +49,21 @@ async def _wait_for(store: RedisInteractionStore, expected: int, timeout_s: floa
 
 async def _report(store: RedisInteractionStore, user_id: str, seconds: float, n: int) -> None:
     stats = await store.stats()
-    print(f"\n{n} events applied in {seconds:.2f}s from first to last ({n / seconds:,.0f} events/s)")
-    print(f"applied {stats.applied}, duplicates skipped {stats.duplicates}, "
-          f"dead-lettered {stats.dead_lettered}")
-    print("\ntop items by clicks:  " + ", ".join(
-        f"{i} ({s:.0f})" for i, s in await store.top_items("clicks", 5)))
-    print("top items by orders:  " + ", ".join(
-        f"{i} ({s:.0f})" for i, s in await store.top_items("orders", 5)))
+    print(
+        f"\n{n} events applied in {seconds:.2f}s from first to last ({n / seconds:,.0f} events/s)"
+    )
+    print(
+        f"applied {stats.applied}, duplicates skipped {stats.duplicates}, "
+        f"dead-lettered {stats.dead_lettered}"
+    )
+    print(
+        "\ntop items by clicks:  "
+        + ", ".join(f"{i} ({s:.0f})" for i, s in await store.top_items("clicks", 5))
+    )
+    print(
+        "top items by orders:  "
+        + ", ".join(f"{i} ({s:.0f})" for i, s in await store.top_items("orders", 5))
+    )
     print(f"\n{user_id}: last interactions")
     for entry in await store.history(user_id, limit=5):
         print(f"  {entry.kind:5s} {entry.item_id}  at {entry.ts_ms}")

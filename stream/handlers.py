@@ -37,7 +37,7 @@ class DeadLetter:
     payload: bytes
 
     def to_json(self) -> bytes:
-        """Dead-letter topic value: the original bytes (base64 and, if text, as text) + why + where."""
+        """Dead-letter value: original bytes (base64, and as text if UTF-8), reason, origin."""
         try:
             text: str | None = self.payload.decode()
         except UnicodeDecodeError:

@@ -49,7 +49,7 @@ class IngestProcessor:
         self._dlq = dlq
         self._max_event_bytes = max_event_bytes
 
-    async def process(self, events: Sequence[EventT]) -> None:
+    async def process(self, events: Sequence[EventT[bytes]]) -> None:
         pending: list[_Pending] = []
         for event in events:
             msg = event.message
@@ -143,6 +143,8 @@ def create_ingest_app(settings: Settings) -> faust.App:
         )
         processor = IngestProcessor(store, dlq_topic, settings.max_event_bytes)
         try:
+            if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol
+                raise TypeError(f"expected a faust.Stream, got {type(stream).__name__}")
             async for events in stream.take_events(
                 settings.batch_size, within=settings.batch_wait_ms / 1000
             ):

@@ -50,9 +50,8 @@ class EventProducer:
         valid = self._coerce(event)
         payload = valid.to_json()
         if len(payload) > self._settings.max_event_bytes:
-            raise EventError(
-                f"event of {len(payload)} bytes exceeds the {self._settings.max_event_bytes}-byte limit"
-            )
+            limit = self._settings.max_event_bytes
+            raise EventError(f"event of {len(payload)} bytes exceeds the {limit}-byte limit")
         return self._producer.send(
             self.topics.for_event_type(valid.type), value=payload, key=valid.user_id.encode()
         )

@@ -1,10 +1,11 @@
-"""A small synthetic e-commerce stream (long-tail items, clicks converting to orders) for the demo."""
+"""A small synthetic e-commerce stream (long-tail items, clicks turning into orders)."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from stream.events import ClickEvent, OrderEvent, OrderLine
 
@@ -34,11 +35,20 @@ def sample_events(
                 for i in picks
             ]
             yield OrderEvent(
-                event_id=event_id, user_id=user_id, ts=ts, order_id=f"o-{event_id}", items=lines
+                event_id=event_id,
+                user_id=user_id,
+                ts=datetime.fromtimestamp(ts / 1000, UTC),
+                order_id=f"o-{event_id}",
+                items=lines,
             )
             clicked.clear()
             continue
         item_id = rng.choices(item_ids, cum_weights=cum_weights)[0]
         clicked.append(item_id)
         del clicked[:-20]
-        yield ClickEvent(event_id=event_id, user_id=user_id, ts=ts, item_id=item_id)
+        yield ClickEvent(
+            event_id=event_id,
+            user_id=user_id,
+            ts=datetime.fromtimestamp(ts / 1000, UTC),
+            item_id=item_id,
+        )

@@ -6,6 +6,7 @@ else in recstream depends on it: any Kafka reachable at `RECSTREAM_KAFKA_BOOTSTR
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -178,10 +179,8 @@ def start_redis(port: int, state_dir: Path, timeout_s: float = 15.0) -> int:
 
 def _alive(pid: int) -> bool:
     """Whether `pid` runs (reaping it first if it is our exited child)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -70,7 +70,9 @@ def _deliver(producer: EventProducer, documents: list[tuple[int, Any]]) -> list[
         try:
             futures.append(producer.send(document))
         except EventError as error:
-            rejections.append(Rejection(index=index, event_id=_event_id(document), reason=error.reason))
+            rejections.append(
+                Rejection(index=index, event_id=_event_id(document), reason=error.reason)
+            )
     for future in futures:
         future.get(timeout=DELIVERY_TIMEOUT_S)
     return rejections
@@ -80,8 +82,11 @@ def _deliver(producer: EventProducer, documents: list[tuple[int, Any]]) -> list[
     "/v1/events",
     status_code=202,
     response_model=IngestResult,
-    responses={413: {"description": "body or batch too large"}, 422: {"description": "no valid event"},
-               503: {"description": "event log unavailable: retry (event_ids make it safe)"}},
+    responses={
+        413: {"description": "body or batch too large"},
+        422: {"description": "no valid event"},
+        503: {"description": "event log unavailable: retry (event_ids make it safe)"},
+    },
 )
 async def ingest_events(request: Request) -> IngestResult | JSONResponse:
     """Accept one event (a JSON object) or up to 1,000 (an array) in at most 1 MiB."""
@@ -97,7 +102,9 @@ async def ingest_events(request: Request) -> IngestResult | JSONResponse:
         return error_response(422, f"body is not valid JSON: {error}")
     documents = parsed if isinstance(parsed, list) else [parsed]
     if len(documents) > MAX_EVENTS:
-        return error_response(413, f"{len(documents)} events in one request; the limit is {MAX_EVENTS}")
+        return error_response(
+            413, f"{len(documents)} events in one request; the limit is {MAX_EVENTS}"
+        )
     if not documents:
         return error_response(422, "no events in the request")
     producer: EventProducer = request.app.state.producer

@@ -10,5 +10,9 @@ from stream.config import Settings
 
 def run_api(settings: Settings) -> None:
     """Serve the HTTP API on `settings.api_host:api_port` until SIGTERM/SIGINT."""
-    uvicorn.run(create_api(settings), host=settings.api_host, port=settings.api_port,
-                log_level=settings.log_level)
+    uvicorn.run(
+        create_api(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level,
+    )

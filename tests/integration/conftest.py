@@ -22,7 +22,7 @@ from stream.stack import free_port, redis_reachable, start_broker, stop_pid
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """RECSTREAM_KAFKA_BOOTSTRAP when set (the README's test command sets it), else our own broker."""
+    """RECSTREAM_KAFKA_BOOTSTRAP when set (`make test` sets it), else a broker of our own."""
     configured = os.environ.get("RECSTREAM_KAFKA_BOOTSTRAP")
     if configured:
         yield configured

@@ -137,9 +137,9 @@ def test_each_valid_unique_event_has_exactly_one_effect_and_invalid_ones_are_dea
 
     letters = read_topic(settings.kafka_bootstrap, topics.dlq, expected=len(invalid))
     assert len(letters) == len(invalid)
-    assert Counter(
-        base64.b64decode(letter["payload_b64"]) for letter in letters
-    ) == Counter(invalid)
+    assert Counter(base64.b64decode(letter["payload_b64"]) for letter in letters) == Counter(
+        invalid
+    )
     for letter in letters:
         assert letter["reason"]
         assert letter["topic"] == topics.clicks
@@ -180,10 +180,23 @@ def test_raw_json_from_a_plain_kafka_client_is_consumed(
     ensure_topics(settings)
     topics = TopicNames.from_settings(settings)
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    click = {"type": "click", "event_id": "raw-1", "user_id": "alice", "ts": "2026-03-01T12:00:00+01:00",
-             "item_id": "sku-9", "session_id": "s1", "context": {"page": "home", "position": 3}}
-    order = {"type": "order", "event_id": "raw-2", "user_id": "alice", "ts": 1772366400000,
-             "order_id": "o-1", "items": [{"item_id": "sku-9", "quantity": 2, "price": 19.9}]}
+    click = {
+        "type": "click",
+        "event_id": "raw-1",
+        "user_id": "alice",
+        "ts": "2026-03-01T12:00:00+01:00",
+        "item_id": "sku-9",
+        "session_id": "s1",
+        "context": {"page": "home", "position": 3},
+    }
+    order = {
+        "type": "order",
+        "event_id": "raw-2",
+        "user_id": "alice",
+        "ts": 1772366400000,
+        "order_id": "o-1",
+        "items": [{"item_id": "sku-9", "quantity": 2, "price": 19.9}],
+    }
     producer.send(topics.clicks, json.dumps(click).encode(), key=b"alice")
     producer.send(topics.orders, json.dumps(order).encode(), key=b"alice")
     producer.flush()
