@@ -1,7 +1,8 @@
 """Redis state fed by ingest: user histories, purchased sets, item counters; idempotent per event.
 
-Each event's effects and its idempotency marker are written by one Lua script, so they land
-together or not at all: replaying or redelivering an event changes nothing.
+A batch of events and their idempotency markers are written by one Lua script, so an event's
+effects land together with its marker or not at all: replaying or redelivering changes nothing.
+Every key of the batch is passed to the script, so on Redis Cluster a batch must share a slot.
 """
 
 from __future__ import annotations
@@ -16,29 +17,42 @@ import redis.asyncio as aioredis
 from model.interaction import Interaction
 from store.redis_keys import RedisKeys
 
-# KEYS: seen, history, purchased, item_clicks, item_orders, item_units, stats
-# ARGV: ttl, history_len, n_history, history entries..., n_clicks, (item, count)...,
-#       n_orders, (item, units)..., purchased items...
-_APPLY_EVENT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  redis.call('HINCRBY', KEYS[7], 'duplicates', 1)
-  return 0
+# One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, then per
+# event: seen, history, purchased. ARGV: ttl, history_len, then per event: n_history, entries...,
+# n_clicks, (item, count)..., n_orders, (item, units)... Returns 1 (applied) or 0 per event.
+_APPLY_EVENTS = """
+local ttl, cap = ARGV[1], tonumber(ARGV[2]) - 1
+local applied, duplicates, out = 0, 0, {}
+local a = 3
+for e = 0, (#KEYS - 4) / 3 - 1 do
+  local seen, history, purchased = KEYS[5 + 3 * e], KEYS[6 + 3 * e], KEYS[7 + 3 * e]
+  local fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
+  out[e + 1] = fresh and 1 or 0
+  local n = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n do
+    if fresh then redis.call('LPUSH', history, ARGV[a]) end
+    a = a + 1
+  end
+  if fresh and n > 0 then redis.call('LTRIM', history, 0, cap) end
+  n = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n do
+    if fresh then redis.call('ZINCRBY', KEYS[1], ARGV[a + 1], ARGV[a]) end
+    a = a + 2
+  end
+  n = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n do
+    if fresh then
+      redis.call('ZINCRBY', KEYS[2], 1, ARGV[a])
+      redis.call('ZINCRBY', KEYS[3], ARGV[a + 1], ARGV[a])
+      redis.call('SADD', purchased, ARGV[a])
+    end
+    a = a + 2
+  end
+  if fresh then applied = applied + 1 else duplicates = duplicates + 1 end
 end
-local i = 3
-local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('LPUSH', KEYS[2], ARGV[i]); i = i + 1 end
-if n > 0 then redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[2]) - 1) end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do redis.call('ZINCRBY', KEYS[4], ARGV[i + 1], ARGV[i]); i = i + 2 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('ZINCRBY', KEYS[5], 1, ARGV[i])
-  redis.call('ZINCRBY', KEYS[6], ARGV[i + 1], ARGV[i])
-  redis.call('SADD', KEYS[3], ARGV[i])
-  i = i + 2
-end
-redis.call('HINCRBY', KEYS[7], 'applied', 1)
-return 1
+if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
+if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
+return out
 """
 
 
@@ -90,51 +104,43 @@ class RedisInteractionStore:
         self._keys = keys
         self._history_len = history_len
         self._dedup_ttl_s = dedup_ttl_s
-        self._apply = client.register_script(_APPLY_EVENT)
+        self._apply = client.register_script(_APPLY_EVENTS)
 
-    def _args(self, effect: EventEffect) -> tuple[list[str], list[str | int]]:
-        k = self._keys
-        keys = [
-            k.seen_event(effect.event_id),
-            k.history(effect.user_id),
-            k.purchased(effect.user_id),
-            k.item_clicks,
-            k.item_orders,
-            k.item_units,
-            k.stats,
+    def _event_args(self, effect: EventEffect, keys: list[str], args: list[str | int]) -> None:
+        keys += [
+            self._keys.seen_event(effect.event_id),
+            self._keys.history(effect.user_id),
+            self._keys.purchased(effect.user_id),
         ]
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
         history: list[str] = []
         for it in effect.interactions:
-            history.append(
-                json.dumps(
-                    {"item_id": it.item_id, "kind": it.kind, "ts_ms": it.ts_ms},
-                    separators=(",", ":"),
-                )
-            )
+            entry = {"item_id": it.item_id, "kind": it.kind, "ts_ms": it.ts_ms}
+            history.append(json.dumps(entry, separators=(",", ":")))
             if it.kind == "click":
                 clicks[it.item_id] += 1
             else:
                 units[it.item_id] += it.quantity
-        args: list[str | int] = [self._dedup_ttl_s, self._history_len, len(history), *history]
-        args.append(len(clicks))
-        for item_id, count in clicks.items():
-            args += [item_id, count]
-        args.append(len(units))
-        for item_id, count in units.items():
-            args += [item_id, count]
-        return keys, args
+        args += [len(history), *history]
+        for counts in (clicks, units):
+            args.append(len(counts))
+            for item_id, count in counts.items():
+                args += [item_id, count]
 
     async def apply_many(self, effects: Sequence[EventEffect]) -> list[bool]:
-        """Apply each effect once; True where applied now, False where already applied before."""
+        """Apply each effect once, atomically with its idempotency marker.
+
+        Returns True where applied now, False where it had been applied before.
+        """
         if not effects:
             return []
-        pipe = self._client.pipeline(transaction=False)
+        k = self._keys
+        keys = [k.item_clicks, k.item_orders, k.item_units, k.stats]
+        args: list[str | int] = [self._dedup_ttl_s, self._history_len]
         for effect in effects:
-            keys, args = self._args(effect)
-            await self._apply(keys=keys, args=args, client=pipe)
-        results = await pipe.execute()
+            self._event_args(effect, keys, args)
+        results = await self._apply(keys=keys, args=args)
         return [bool(r) for r in results]
 
     async def was_dead_lettered(self, source: str) -> bool:

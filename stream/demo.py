@@ -16,7 +16,7 @@ from stream.events import ClickEvent, OrderEvent
 from stream.processes import spawn, stop
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
-from stream.stack import read_state, stack_down, stack_up
+from stream.stack import local_stack
 from stream.topics import TopicNames, ensure_topics
 
 _INVALID = (
@@ -94,23 +94,18 @@ async def _stream_and_report(settings: Settings, events: int) -> None:
 
 def run_demo(settings: Settings, events: int = 20_000) -> int:
     """Start what is needed, stream `events` sample events (+3 invalid ones), print the state."""
-    started_stack = read_state(settings) is None
-    state = stack_up(settings)
-    settings = settings.model_copy(
-        update={
-            "kafka_bootstrap": state.kafka_bootstrap,
-            "redis_url": state.redis_url,
-            "redis_prefix": "recstream-demo:",
-            "topic_prefix": f"recstream-demo-{int(time.time())}.",
-            "app_id": "recstream-demo",
-        }
-    )
-    ensure_topics(settings)
-    worker = spawn("worker", settings, settings.data_dir / "demo-worker.log")
-    try:
-        asyncio.run(_stream_and_report(settings, events))
-    finally:
-        stop(worker)
-        if started_stack:
-            stack_down(settings)
+    with local_stack(settings) as running:
+        demo = running.model_copy(
+            update={
+                "redis_prefix": "recstream-demo:",
+                "topic_prefix": f"recstream-demo-{int(time.time())}.",
+                "app_id": "recstream-demo",
+            }
+        )
+        ensure_topics(demo)
+        worker = spawn("worker", demo, demo.data_dir / "demo-worker.log")
+        try:
+            asyncio.run(_stream_and_report(demo, events))
+        finally:
+            stop(worker)
     return 0

@@ -13,6 +13,8 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -253,6 +255,20 @@ def stack_down(settings: Settings) -> list[str]:
             stopped.append(f"{name} (pid {pid})")
     _state_file(settings).unlink(missing_ok=True)
     return stopped
+
+
+@contextmanager
+def local_stack(settings: Settings) -> Iterator[Settings]:
+    """`settings` pointed at a running stack; stops it afterwards if this call started it."""
+    started = read_state(settings) is None
+    state = stack_up(settings)
+    try:
+        yield settings.model_copy(
+            update={"kafka_bootstrap": state.kafka_bootstrap, "redis_url": state.redis_url}
+        )
+    finally:
+        if started:
+            stack_down(settings)
 
 
 def stack_status(settings: Settings) -> str:

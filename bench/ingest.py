@@ -1,0 +1,213 @@
+"""Ingest benchmark: sustained events/s end to end and produce-to-effect latency (prints figures).
+
+    python bench/ingest.py [--events 100000] [--runs 3] [--rate 5000] [--seconds 15]
+
+End to end = SDK -> broker -> Faust worker -> Redis effects. Baseline in the same run: the same
+events applied straight to Redis by the store (no broker, no Faust), i.e. the ceiling of the
+Redis side alone. Starts the local stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import redis
+import redis.asyncio as aioredis
+from tqdm import tqdm
+
+from store.interaction_store import RedisInteractionStore
+from store.redis_keys import RedisKeys
+from stream.config import Settings
+from stream.events import ClickEvent, OrderEvent
+from stream.handlers import effect_of
+from stream.processes import spawn, stop
+from stream.producer import EventProducer
+from stream.sample_events import sample_events
+from stream.stack import local_stack
+from stream.topics import ensure_topics
+
+
+def _isolated(settings: Settings, tag: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "redis_prefix": f"bench:{tag}:",
+            "topic_prefix": f"bench-{tag}.",
+            "app_id": f"bench-{tag}",
+            "log_level": "warning",
+        }
+    )
+
+
+def _applied(client: redis.Redis, settings: Settings) -> int:
+    value = client.hget(RedisKeys(settings.redis_prefix).stats, "applied")
+    return int(value) if value else 0
+
+
+def _clear(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=5000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start : start + 5000])
+
+
+def _wait_applied(client: redis.Redis, settings: Settings, n: int, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _applied(client, settings) >= n:
+            return time.monotonic()
+        time.sleep(0.002)
+    raise TimeoutError(f"only {_applied(client, settings)} of {n} applied in {timeout_s:.0f}s")
+
+
+def _probe(user: str) -> ClickEvent:
+    return ClickEvent(event_id=user, user_id=user, ts=datetime.now(UTC), item_id="probe")
+
+
+def baseline_redis_only(settings: Settings, events: list[ClickEvent | OrderEvent]) -> float:
+    """Events/s of the store alone, in batches as the worker applies them."""
+
+    async def run() -> float:
+        client = aioredis.from_url(settings.redis_url)
+        store = RedisInteractionStore(client, RedisKeys(settings.redis_prefix))
+        effects = [effect_of(e) for e in events]
+        start = time.perf_counter()
+        for i in range(0, len(effects), settings.batch_size):
+            await store.apply_many(effects[i : i + settings.batch_size])
+        elapsed = time.perf_counter() - start
+        await client.aclose()
+        return len(effects) / elapsed
+
+    return asyncio.run(run())
+
+
+def throughput_run(
+    settings: Settings, events: list[ClickEvent | OrderEvent], client: redis.Redis
+) -> float:
+    """Events/s from the first send to the last effect in Redis, with a warmed-up worker."""
+    ensure_topics(settings)
+    worker = spawn("worker", settings, settings.data_dir / "bench-worker.log")
+    try:
+        with EventProducer(settings) as producer:
+            producer.send(_probe("warmup"))
+            producer.flush()
+            _wait_applied(client, settings, 1, timeout_s=120)
+            start = time.monotonic()
+            for event in tqdm(events, desc="produce", unit="ev", file=sys.stderr, mininterval=1):
+                producer.send(event)
+            producer.flush()
+        end = _wait_applied(client, settings, len(events) + 1, timeout_s=600)
+        return len(events) / (end - start)
+    finally:
+        stop(worker)
+
+
+def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Redis) -> list[float]:
+    """Produce-to-effect latencies (ms) of probes sent every 10 ms under `rate` events/s."""
+    ensure_topics(settings)
+    worker = spawn("worker", settings, settings.data_dir / "bench-worker.log")
+    keys = RedisKeys(settings.redis_prefix)
+    latencies: list[float] = []
+    try:
+        with EventProducer(settings, linger_ms=1) as producer:
+            producer.send(_probe("warmup"))
+            producer.flush()
+            _wait_applied(client, settings, 1, timeout_s=120)
+            load = sample_events(int(rate * seconds) + rate, seed=3)
+            stop_load = threading.Event()
+
+            def background() -> None:
+                start = time.monotonic()
+                for sent, event in enumerate(load):
+                    if stop_load.is_set():
+                        return
+                    ahead = sent / rate - (time.monotonic() - start)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                    producer.send(event)
+
+            loader = threading.Thread(target=background, daemon=True)
+            loader.start()
+            deadline = time.monotonic() + seconds
+            with tqdm(desc=f"latency @ {rate} ev/s", unit="probe", file=sys.stderr) as bar:
+                while time.monotonic() < deadline:
+                    user = f"probe-{uuid.uuid4().hex[:12]}"
+                    sent_at = time.perf_counter()
+                    producer.send(_probe(user))
+                    while not client.exists(keys.history(user)):
+                        if time.perf_counter() - sent_at > 10:
+                            raise TimeoutError("a probe took more than 10 s")
+                        time.sleep(0.0002)
+                    latencies.append((time.perf_counter() - sent_at) * 1000)
+                    bar.update()
+                    time.sleep(max(0.0, 0.01 - (time.perf_counter() - sent_at)))
+            stop_load.set()
+            loader.join()
+    finally:
+        stop(worker)
+    return latencies
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000, help="events per throughput run")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs (median reported)")
+    parser.add_argument("--rate", type=int, nargs="+", default=[1_000, 5_000], help="latency loads")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each latency run")
+    args = parser.parse_args()
+
+    with local_stack(Settings()) as base:
+        client = redis.Redis.from_url(base.redis_url)
+        events = list(sample_events(args.events, users=10_000, items=50_000, seed=11))
+        baseline_settings = _isolated(base, uuid.uuid4().hex[:8])
+        baseline = baseline_redis_only(baseline_settings, events)
+        _clear(client, baseline_settings.redis_prefix)
+        rates: list[float] = []
+        for _ in range(args.runs):
+            run_settings = _isolated(base, uuid.uuid4().hex[:8])
+            rates.append(throughput_run(run_settings, events, client))
+            _clear(client, run_settings.redis_prefix)
+            print(f"  run: {rates[-1]:,.0f} events/s end to end", file=sys.stderr)
+        latency_rows = []
+        for rate in args.rate:
+            run_settings = _isolated(base, uuid.uuid4().hex[:8])
+            lat = latency_run(run_settings, rate, args.seconds, client)
+            _clear(client, run_settings.redis_prefix)
+            latency_rows.append((rate, len(lat), _pct(lat, 0.5), _pct(lat, 0.99), max(lat)))
+
+    median = statistics.median(rates)
+    print(
+        f"\ningest benchmark ({args.events:,} events per run, {args.runs} runs, "
+        f"batch {base.batch_size}, fetch wait {base.fetch_max_wait_ms} ms)"
+    )
+    print(
+        f"  end to end (SDK -> broker -> Faust -> Redis): median {median:,.0f} events/s "
+        f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+    )
+    print(
+        f"  baseline, store alone (no broker/Faust):      {baseline:,.0f} events/s "
+        f"(end to end = {median / baseline:.0%} of it)"
+    )
+    print("  produce-to-effect latency (probe every 10 ms under a steady load):")
+    for rate, n, p50, p99, worst in latency_rows:
+        print(
+            f"    {rate:>6,} ev/s: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {worst:6.1f} ms"
+            f"  ({n} probes)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
