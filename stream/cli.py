@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from kafka.producer.future import FutureRecordMetadata
 from tqdm import tqdm
 
 from stream.config import Settings
@@ -45,7 +46,7 @@ def produce_file(settings: Settings, path: str, *, progress: bool = True) -> Pro
 
     ensure_topics(settings)
     summary = ProduceSummary()
-    pending: list[tuple[int, object]] = []
+    pending: list[tuple[int, FutureRecordMetadata]] = []
     with EventProducer(settings) as producer:
         for record in tqdm(
             read_events(path), desc="produce", unit="ev", disable=not progress, file=sys.stderr
@@ -58,7 +59,7 @@ def produce_file(settings: Settings, path: str, *, progress: bool = True) -> Pro
         producer.flush()
         for line, future in pending:
             try:
-                future.get(timeout=30)  # type: ignore[attr-defined]
+                future.get(timeout=30)
                 summary.sent += 1
             except Exception as error:
                 summary.failed += 1
