@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import redis
@@ -86,54 +88,58 @@ def baseline_redis_only(settings: Settings, events: list[ClickEvent | OrderEvent
     return asyncio.run(run())
 
 
-def throughput_run(
-    settings: Settings, events: list[ClickEvent | OrderEvent], client: redis.Redis
-) -> float:
-    """Events/s from the first send to the last effect in Redis, with a warmed-up worker."""
+@contextmanager
+def _warm_worker(
+    settings: Settings, client: redis.Redis, linger_ms: int
+) -> Iterator[EventProducer]:
+    """A producer, with a worker that has joined its group and applied a first event."""
     ensure_topics(settings)
     worker = spawn("worker", settings, settings.data_dir / "bench-worker.log")
     try:
-        with EventProducer(settings) as producer:
+        with EventProducer(settings, linger_ms=linger_ms) as producer:
             producer.send(_probe("warmup"))
             producer.flush()
             _wait_applied(client, settings, 1, timeout_s=120)
-            start = time.monotonic()
-            for event in tqdm(events, desc="produce", unit="ev", file=sys.stderr, mininterval=1):
-                producer.send(event)
-            producer.flush()
-        end = _wait_applied(client, settings, len(events) + 1, timeout_s=600)
-        return len(events) / (end - start)
+            yield producer
     finally:
         stop(worker)
 
 
+def throughput_run(
+    settings: Settings, events: list[ClickEvent | OrderEvent], client: redis.Redis
+) -> float:
+    """Events/s from the first send to the last effect in Redis, with a warmed-up worker."""
+    with _warm_worker(settings, client, linger_ms=5) as producer:
+        start = time.monotonic()
+        for event in tqdm(events, desc="produce", unit="ev", file=sys.stderr, mininterval=1):
+            producer.send(event)
+        producer.flush()
+        end = _wait_applied(client, settings, len(events) + 1, timeout_s=600)
+    return len(events) / (end - start)
+
+
 def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Redis) -> list[float]:
     """Produce-to-effect latencies (ms) of probes sent every 10 ms under `rate` events/s."""
-    ensure_topics(settings)
-    worker = spawn("worker", settings, settings.data_dir / "bench-worker.log")
     keys = RedisKeys(settings.redis_prefix)
     latencies: list[float] = []
-    try:
-        with EventProducer(settings, linger_ms=1) as producer:
-            producer.send(_probe("warmup"))
-            producer.flush()
-            _wait_applied(client, settings, 1, timeout_s=120)
-            load = sample_events(int(rate * seconds) + rate, seed=3)
-            stop_load = threading.Event()
+    with _warm_worker(settings, client, linger_ms=1) as producer:
+        load = sample_events(int(rate * seconds) + rate, seed=3)
+        stop_load = threading.Event()
 
-            def background() -> None:
-                start = time.monotonic()
-                for sent, event in enumerate(load):
-                    if stop_load.is_set():
-                        return
-                    ahead = sent / rate - (time.monotonic() - start)
-                    if ahead > 0:
-                        time.sleep(ahead)
-                    producer.send(event)
+        def background() -> None:
+            start = time.monotonic()
+            for sent, event in enumerate(load):
+                if stop_load.is_set():
+                    return
+                ahead = sent / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+                producer.send(event)
 
-            loader = threading.Thread(target=background, daemon=True)
-            loader.start()
-            deadline = time.monotonic() + seconds
+        loader = threading.Thread(target=background, daemon=True)
+        loader.start()
+        deadline = time.monotonic() + seconds
+        try:
             with tqdm(desc=f"latency @ {rate} ev/s", unit="probe", file=sys.stderr) as bar:
                 while time.monotonic() < deadline:
                     user = f"probe-{uuid.uuid4().hex[:12]}"
@@ -146,10 +152,9 @@ def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Red
                     latencies.append((time.perf_counter() - sent_at) * 1000)
                     bar.update()
                     time.sleep(max(0.0, 0.01 - (time.perf_counter() - sent_at)))
+        finally:
             stop_load.set()
             loader.join()
-    finally:
-        stop(worker)
     return latencies
 
 

@@ -174,10 +174,6 @@ class RedisInteractionStore:
         pairs = await self._client.zrevrange(keys[counter], 0, end, withscores=True)
         return [(_text(pair[0]), float(pair[1])) for pair in pairs]
 
-    async def counter_total(self, counter: str) -> float:
-        """Sum of a counter over all items."""
-        return sum(score for _, score in await self.top_items(counter, n=None))
-
     async def stats(self) -> IngestStats:
         """What ingest has done so far."""
         raw = await self._client.hgetall(self._keys.stats)
