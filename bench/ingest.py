@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys
+from store.redis_keys import RedisKeys, delete_prefixed
 from stream.config import Settings
 from stream.events import ClickEvent, OrderEvent
 from stream.handlers import effect_of
@@ -50,12 +50,6 @@ def _isolated(settings: Settings, tag: str) -> Settings:
 def _applied(client: redis.Redis, settings: Settings) -> int:
     value = client.hget(RedisKeys(settings.redis_prefix).stats, "applied")
     return int(value) if value else 0
-
-
-def _clear(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{prefix}*", count=5000))
-    for start in range(0, len(keys), 5000):
-        client.delete(*keys[start : start + 5000])
 
 
 def _wait_applied(client: redis.Redis, settings: Settings, n: int, timeout_s: float) -> float:
@@ -178,18 +172,18 @@ def main() -> int:
         events = list(sample_events(args.events, users=10_000, items=50_000, seed=11))
         baseline_settings = _isolated(base, uuid.uuid4().hex[:8])
         baseline = baseline_redis_only(baseline_settings, events)
-        _clear(client, baseline_settings.redis_prefix)
+        delete_prefixed(client, baseline_settings.redis_prefix)
         rates: list[float] = []
         for _ in range(args.runs):
             run_settings = _isolated(base, uuid.uuid4().hex[:8])
             rates.append(throughput_run(run_settings, events, client))
-            _clear(client, run_settings.redis_prefix)
+            delete_prefixed(client, run_settings.redis_prefix)
             print(f"  run: {rates[-1]:,.0f} events/s end to end", file=sys.stderr)
         latency_rows = []
         for rate in args.rate:
             run_settings = _isolated(base, uuid.uuid4().hex[:8])
             lat = latency_run(run_settings, rate, args.seconds, client)
-            _clear(client, run_settings.redis_prefix)
+            delete_prefixed(client, run_settings.redis_prefix)
             latency_rows.append((rate, len(lat), _pct(lat, 0.5), _pct(lat, 0.99), max(lat)))
 
     median = statistics.median(rates)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis
+
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
@@ -42,3 +44,11 @@ class RedisKeys:
     def stats(self) -> str:
         """Hash of ingest counters: applied, duplicates, dead_lettered."""
         return f"{self.prefix}stats"
+
+
+def delete_prefixed(client: redis.Redis, prefix: str, chunk: int = 1000) -> int:
+    """Delete every key under `prefix` (a test's, a demo's or a shadow's); returns how many."""
+    keys = list(client.scan_iter(match=f"{prefix}*", count=chunk))
+    for start in range(0, len(keys), chunk):
+        client.delete(*keys[start : start + chunk])
+    return len(keys)

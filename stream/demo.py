@@ -6,11 +6,12 @@ import asyncio
 import sys
 import time
 
+import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys
+from store.redis_keys import RedisKeys, delete_prefixed
 from stream.config import Settings
 from stream.events import ClickEvent, OrderEvent
 from stream.processes import spawn, stop
@@ -24,11 +25,6 @@ _INVALID = (
     b'{"type": "view", "event_id": "bad-2", "user_id": "u", "ts": 1767225600000}',
     b"not json at all",
 )
-
-
-async def _clear(client: aioredis.Redis, prefix: str) -> None:
-    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-        await client.delete(key)
 
 
 async def _wait_for(store: RedisInteractionStore, expected: int, timeout_s: float) -> float:
@@ -83,7 +79,6 @@ async def _stream_and_report(settings: Settings, events: int) -> None:
     client = aioredis.from_url(settings.redis_url)
     try:
         store = RedisInteractionStore(client, RedisKeys(settings.redis_prefix))
-        await _clear(client, settings.redis_prefix)
         stream = list(sample_events(events, seed=7))
         _produce(settings, stream)
         seconds = await _wait_for(store, len(stream) + len(_INVALID), timeout_s=300)
@@ -102,6 +97,8 @@ def run_demo(settings: Settings, events: int = 20_000) -> int:
                 "app_id": "recstream-demo",
             }
         )
+        with redis.Redis.from_url(demo.redis_url) as sync_client:
+            delete_prefixed(sync_client, demo.redis_prefix)
         ensure_topics(demo)
         worker = spawn("worker", demo, demo.data_dir / "demo-worker.log")
         try:

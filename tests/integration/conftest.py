@@ -15,6 +15,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
+from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.processes import spawn, stop
 from stream.stack import free_port, redis_reachable, start_broker, stop_pid
@@ -61,9 +62,7 @@ def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[S
     )
     yield made
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{made.redis_prefix}*", count=1000))
-    for start in range(0, len(keys), 1000):
-        client.delete(*keys[start : start + 1000])
+    delete_prefixed(client, made.redis_prefix)
     client.close()
 
 

@@ -125,7 +125,7 @@ def test_each_valid_unique_event_has_exactly_one_effect_and_invalid_ones_are_dea
         producer.flush()
 
     wait_until(
-        lambda: stats_of(settings).applied + stats_of(settings).dead_lettered >= 10_200,
+        lambda: (stats := stats_of(settings)).applied + stats.dead_lettered >= 10_200,
         timeout_s=120,
         what="10,000 events applied and 200 dead-lettered",
     )
