@@ -1,4 +1,4 @@
-"""The `recstream` command: stack, worker, api, produce, schema, demo."""
+"""The `recstream` command: stack, worker, api, produce, schema, demo, eval, data."""
 
 from __future__ import annotations
 
@@ -112,6 +112,18 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, events=args.events)
 
 
+def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.evaluate import run_evaluation
+
+    return run_evaluation(args)
+
+
+def _cmd_data(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.evaluate import write_dataset
+
+    return write_dataset(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -133,6 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events", type=int, default=20_000)
     demo.set_defaults(run=_cmd_demo)
+    evaluate = sub.add_parser(
+        "eval", help="prequential (test-then-train) evaluation of the model and baselines"
+    )
+    evaluate.add_argument("--events", required=True, help="CSV/TSV/JSONL interaction log")
+    evaluate.add_argument("--k", type=int, default=10)
+    evaluate.add_argument("--warmup", type=float, default=0.2, help="share learned, not scored")
+    evaluate.add_argument("--allow-repeats", action="store_true", help="score re-interactions")
+    evaluate.add_argument("--json", dest="json_out", default=None, help="write results here")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="events per micro-batch")
+    evaluate.add_argument("--device", default=None, help="cpu, cuda (default: cuda if present)")
+    evaluate.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N events")
+    evaluate.set_defaults(run=_cmd_eval)
+    data = sub.add_parser("data", help="write an interaction log: ml-100k or synthetic")
+    data.add_argument("source", choices=["ml-100k", "synthetic"])
+    data.add_argument("--out", default=None, help="CSV path (ml-100k: default in the cache)")
+    data.add_argument("--users", type=int, default=1_000)
+    data.add_argument("--items", type=int, default=5_000)
+    data.add_argument("--events", type=int, default=100_000)
+    data.add_argument("--seed", type=int, default=0)
+    data.set_defaults(run=_cmd_data)
     return parser
 
 

@@ -1,0 +1,211 @@
+"""Baselines scored beside the model: popularity, recent popularity, item-kNN, incremental MF."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from model.recommender import RecommendRequest, top_k_indices
+from model.trainer import TrainingExample
+
+
+class Catalogue:
+    """Dense column numbers for item ids, in order of first sighting."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.column: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, item_id: str) -> int:
+        column = self.column.get(item_id)
+        if column is None:
+            column = self.column[item_id] = len(self.ids)
+            self.ids.append(item_id)
+        return column
+
+    def excluded(self, requests: Sequence[RecommendRequest]) -> list[list[int]]:
+        return [[self.column[i] for i in r.exclude if i in self.column] for r in requests]
+
+    def top_k(
+        self, scores: npt.NDArray[np.float32], requests: Sequence[RecommendRequest], k: int
+    ) -> list[list[str]]:
+        if not self.ids:
+            return [[] for _ in requests]
+        best = top_k_indices(scores, self.excluded(requests), k)
+        return [[self.ids[c] for c in row] for row in best]
+
+
+def _grown(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
+    """`array` with at least `rows` rows (zero-filled), doubling to amortise growth."""
+    if rows <= len(array):
+        return array
+    bigger = np.zeros((max(rows, 2 * len(array)), *array.shape[1:]), dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+class PopularityRecommender:
+    """Most-interacted items; with `half_life_ms`, interactions fade exponentially with age."""
+
+    def __init__(self, half_life_ms: float | None = None, name: str = "popularity") -> None:
+        self.name = name
+        self.catalogue = Catalogue()
+        self._scores = np.zeros(1024, dtype=np.float64)
+        self._rate = math.log(2) / half_life_ms if half_life_ms else 0.0
+        self._origin_ms: int | None = None
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> None:
+        for example in batch:
+            column = self.catalogue.add(example.target.item_id)
+            self._scores = _grown(self._scores, column + 1)
+            self._scores[column] += self._weight(example.target.ts_ms)
+
+    def _weight(self, ts_ms: int) -> float:
+        """exp(rate * (t - origin)): a growing weight is a decay of everything older."""
+        if not self._rate:
+            return 1.0
+        if self._origin_ms is None:
+            self._origin_ms = ts_ms
+        exponent = self._rate * (ts_ms - self._origin_ms)
+        if exponent > 50:
+            self._scores *= math.exp(-exponent)
+            self._origin_ms, exponent = ts_ms, 0.0
+        return math.exp(exponent)
+
+    def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+        scores = self._scores[: len(self.catalogue)].astype(np.float32)
+        return self.catalogue.top_k(np.tile(scores, (len(requests), 1)), requests, k)
+
+
+class ItemKNNRecommender:
+    """Item-to-item co-occurrence (cosine) over the user's `recent` items, recency-weighted.
+
+    Co-occurrences within `window` consecutive interactions are counted in a sparse matrix
+    that absorbs new pairs in amortised merges; items never co-visited fall back to popularity.
+    """
+
+    name = "item_knn"
+
+    def __init__(self, recent: int = 20, window: int = 10, decay: float = 0.9) -> None:
+        self.recent, self.window, self.decay = recent, window, decay
+        self.catalogue = Catalogue()
+        self._counts = np.zeros(1024, dtype=np.float32)
+        self._merged = torch.sparse_coo_tensor(
+            torch.zeros(2, 0, dtype=torch.long), [], (0, 0), check_invariants=False
+        )
+        self._pending: list[tuple[int, int]] = []
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> None:
+        add = self.catalogue.add
+        for example in batch:
+            target = add(example.target.item_id)
+            self._counts = _grown(self._counts, target + 1)
+            self._counts[target] += 1
+            for earlier in example.history[-self.window :]:
+                other = add(earlier.item_id)
+                if other != target:
+                    self._pending += [(other, target), (target, other)]
+        if len(self._pending) > 200_000:
+            self._merged = self._cooccurrence()
+            self._pending = []
+
+    def _cooccurrence(self) -> torch.Tensor:
+        size = len(self.catalogue)
+        merged = self._merged
+        indices, values = merged.indices(), merged.values()
+        if self._pending:
+            fresh = torch.tensor(self._pending, dtype=torch.long).T
+            indices = torch.cat([indices, fresh], dim=1)
+            values = torch.cat([values, torch.ones(fresh.shape[1])])
+        return torch.sparse_coo_tensor(
+            indices, values, (size, size), check_invariants=False
+        ).coalesce()
+
+    def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+        size = len(self.catalogue)
+        if size == 0:
+            return [[] for _ in requests]
+        counts = torch.from_numpy(self._counts[:size])
+        norm = 1.0 / torch.sqrt(counts.clamp(min=1.0))
+        query = torch.zeros(size, len(requests))
+        for b, request in enumerate(requests):
+            for age, seen in enumerate(reversed(request.history[-self.recent :])):
+                column = self.catalogue.column.get(seen.item_id)
+                if column is not None:
+                    query[column, b] += self.decay**age
+        query *= norm.unsqueeze(1)
+        scores = torch.sparse.mm(self._cooccurrence(), query).T * norm
+        scores += 1e-6 * counts / counts.max().clamp(min=1.0)
+        return self.catalogue.top_k(scores.numpy(), requests, k)
+
+
+class IncrementalMFRecommender:
+    """Matrix factorisation updated by SGD on each event against sampled negatives."""
+
+    name = "incremental_mf"
+
+    def __init__(
+        self,
+        dim: int = 32,
+        learning_rate: float = 0.05,
+        regularisation: float = 0.01,
+        negatives: int = 8,
+        seed: int = 0,
+    ) -> None:
+        self.dim, self.lr, self.reg, self.negatives = dim, learning_rate, regularisation, negatives
+        self.catalogue = Catalogue()
+        self._rng = np.random.default_rng(seed)
+        self._users: dict[str, int] = {}
+        self._user_vectors = np.zeros((1024, dim), dtype=np.float32)
+        self._item_vectors = np.zeros((1024, dim), dtype=np.float32)
+        self._item_bias = np.zeros(1024, dtype=np.float32)
+
+    def _user(self, user_id: str) -> int:
+        row = self._users.get(user_id)
+        if row is None:
+            row = self._users[user_id] = len(self._users)
+            self._user_vectors = _grown(self._user_vectors, row + 1)
+            self._user_vectors[row] = self._rng.normal(0, 0.1, self.dim)
+        return row
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> None:
+        for example in batch:
+            user = self._user(example.target.user_id)
+            target = self.catalogue.add(example.target.item_id)
+            if target + 1 > len(self._item_bias):
+                self._item_vectors = _grown(self._item_vectors, target + 1)
+                self._item_bias = _grown(self._item_bias, target + 1)
+            if not self._item_vectors[target].any():
+                self._item_vectors[target] = self._rng.normal(0, 0.1, self.dim)
+            sampled = self._rng.integers(0, len(self.catalogue), self.negatives)
+            items = np.concatenate([[target], sampled[sampled != target]])
+            labels = np.zeros(len(items), dtype=np.float32)
+            labels[0] = 1.0
+            u = self._user_vectors[user]
+            q = self._item_vectors[items]
+            logits = q @ u + self._item_bias[items]
+            error = 1.0 / (1.0 + np.exp(-logits)) - labels
+            self._user_vectors[user] -= self.lr * (error @ q + self.reg * u)
+            self._item_vectors[items] -= self.lr * (np.outer(error, u) + self.reg * q)
+            self._item_bias[items] -= self.lr * error
+
+    def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+        size = len(self.catalogue)
+        users = np.stack(
+            [
+                self._user_vectors[self._users[r.user_id]]
+                if r.user_id in self._users
+                else np.zeros(self.dim, dtype=np.float32)
+                for r in requests
+            ]
+        )
+        scores = users @ self._item_vectors[:size].T + self._item_bias[:size]
+        return self.catalogue.top_k(scores.astype(np.float32), requests, k)

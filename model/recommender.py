@@ -1,0 +1,78 @@
+"""The online-recommender contract (`recommend_many` / `learn_many`) and the two-tower one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from model.interaction import Interaction
+from model.trainer import OnlineTrainer, TrainingExample
+from model.two_tower import TwoTowerRecommender
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendRequest:
+    """Top-k for `user_id` as of `now_ms`, given their `history`; never return `exclude`."""
+
+    user_id: str
+    history: tuple[Interaction, ...]
+    now_ms: int
+    exclude: frozenset[str] = frozenset()
+
+
+class OnlineRecommender(Protocol):
+    """Anything that recommends, then learns from what happened (test-then-train)."""
+
+    name: str
+
+    def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]: ...
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> None: ...
+
+
+def top_k_indices(
+    scores: npt.NDArray[np.float32], excluded: Sequence[Sequence[int]], k: int
+) -> list[list[int]]:
+    """Best-first column indices per row of `scores` [B, N], skipping each row's `excluded`."""
+    scores = scores.copy()
+    for row, columns in enumerate(excluded):
+        scores[row, list(columns)] = -np.inf
+    k = min(k, scores.shape[1])
+    if k == 0:
+        return [[] for _ in range(len(scores))]
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(-scores, part, axis=1).argsort(axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    return [[int(c) for c in row if np.isfinite(scores[r, c])] for r, row in enumerate(best)]
+
+
+class TwoTowerOnlineRecommender:
+    """The deep model as an `OnlineRecommender`: inner product against every admitted item."""
+
+    name = "model"
+
+    def __init__(self, trainer: OnlineTrainer) -> None:
+        self.trainer = trainer
+        self.model: TwoTowerRecommender = trainer.model
+        self._catalogue: tuple[list[str], torch.Tensor, dict[str, int]] | None = None
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> None:
+        self.trainer.learn_many(batch)
+        self._catalogue = None
+
+    def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+        if self._catalogue is None:
+            ids, vectors = self.model.catalogue()
+            self._catalogue = (ids, vectors, {item: c for c, item in enumerate(ids)})
+        ids, vectors, column = self._catalogue
+        if not ids:
+            return [[] for _ in requests]
+        users = self.model.embed_users([r.history for r in requests], [r.now_ms for r in requests])
+        scores = (users @ vectors.T).float().cpu().numpy()
+        excluded = [[column[i] for i in r.exclude if i in column] for r in requests]
+        return [[ids[c] for c in row] for row in top_k_indices(scores, excluded, k)]

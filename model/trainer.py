@@ -1,0 +1,247 @@
+"""Incremental training from the stream: sampled softmax with logQ correction and replay."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from model.interaction import Interaction
+from model.replay_buffer import ReplayBuffer
+from model.two_tower import HistoryBatch, TwoTowerRecommender
+from model.vocabulary import UNKNOWN_ROW
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerConfig:
+    """Optimisation knobs; randomness comes only from `seed`."""
+
+    learning_rate: float = 1e-3
+    embedding_learning_rate: float = 0.1
+    temperature: float = 0.05
+    sampled_negatives: int = 256
+    step_examples: int = 32
+    replay_capacity: int = 50_000
+    replay_ratio: float = 1.0
+    all_positions: bool = True
+    logq_correction: bool = True
+    clip_norm: float = 1.0
+    threads: int = 1
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingExample:
+    """One event to learn: the user's `history` before it and the `target` interaction."""
+
+    history: tuple[Interaction, ...]
+    target: Interaction
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """What one `learn_many` step did."""
+
+    loss: float
+    examples: int
+    replayed: int
+    admitted: int
+
+
+class OnlineTrainer:
+    """Fine-tunes a `TwoTowerRecommender` one micro-batch at a time, on one chosen device.
+
+    Embedding tables get row-sparse SparseAdam updates (only touched rows move); dense
+    weights get Adam with gradient clipping. A reservoir of past examples is mixed into
+    every step so that old tastes are not forgotten.
+    """
+
+    def __init__(
+        self, model: TwoTowerRecommender, config: TrainerConfig, device: torch.device
+    ) -> None:
+        self.config = config
+        self.device = device
+        if device.type == "cpu":
+            torch.set_num_threads(config.threads)
+        self.model = model.to(device)
+        self.model.train()
+        self.steps = 0
+        self._expired_at_ms: int | None = None
+        self.examples_seen = 0
+        self._generator = torch.Generator().manual_seed(config.seed)
+        self._replay = ReplayBuffer[TrainingExample](config.replay_capacity, seed=config.seed)
+        self._counts = torch.zeros(self.model.vocabulary.capacity, device=device)
+        self._dense = torch.optim.Adam(self._dense_parameters(), lr=config.learning_rate)
+        self._sparse = torch.optim.SparseAdam(
+            [model.item_embedding.weight, model.feature_embedding.weight],
+            lr=config.embedding_learning_rate,
+        )
+
+    def _dense_parameters(self) -> list[nn.Parameter]:
+        sparse = {id(self.model.item_embedding.weight), id(self.model.feature_embedding.weight)}
+        return [p for p in self.model.parameters() if id(p) not in sparse]
+
+    def learn_one(self, example: TrainingExample) -> StepReport:
+        return self.learn_many([example])
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> StepReport:
+        """Admit new items, then one optimiser step per `step_examples` (plus replayed ones)."""
+        admitted = replayed = 0
+        losses: list[float] = []
+        size = self.config.step_examples
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            admitted += self._admit(chunk)
+            replay = self._replay.sample(int(len(chunk) * self.config.replay_ratio))
+            self._replay.extend(chunk)
+            losses.append(self._step([*chunk, *replay], final_candidates=len(chunk)))
+            rows = torch.from_numpy(
+                self.model.vocabulary.lookup(e.target.item_id for e in chunk)
+            ).to(self.device)
+            self._counts.index_add_(0, rows, torch.ones(len(rows), device=self.device))
+            self.steps += 1
+            self.examples_seen += len(chunk)
+            replayed += len(replay)
+        loss = sum(losses) / len(losses) if losses else 0.0
+        return StepReport(loss, len(batch), replayed, admitted)
+
+    def _admit(self, batch: Sequence[TrainingExample]) -> int:
+        vocab = self.model.vocabulary
+        now = max(e.target.ts_ms for e in batch)
+        ttl = vocab.expire_after_ms
+        if ttl is not None and (
+            self._expired_at_ms is None or now - self._expired_at_ms >= ttl // 10
+        ):
+            vocab.expire(now)
+            self._expired_at_ms = now
+        admission = vocab.observe(
+            [e.target.item_id for e in batch], [e.target.ts_ms for e in batch]
+        )
+        if admission.capacity > self.model.item_embedding.weight.shape[0]:
+            self._grow(admission.capacity)
+        if admission.fresh_rows:
+            self._reset(admission.fresh_rows)
+        return len(admission.fresh_rows)
+
+    def _grow(self, capacity: int) -> None:
+        """Resize the item table and carry its optimiser state over, zero-padded."""
+        old = self.model.item_embedding.weight
+        state = self._sparse.state.pop(old, {})
+        self.model.resize(capacity)
+        new = self.model.item_embedding.weight
+        self._sparse.param_groups[0]["params"][0] = new
+        if state:
+            self._sparse.state[new] = {
+                key: _pad_rows(value, capacity) if _is_row_state(value, old) else value
+                for key, value in state.items()
+            }
+        self._counts = _pad_rows(self._counts, capacity)
+
+    def _reset(self, rows: list[int]) -> None:
+        """New or recycled rows start fresh: weights, Adam moments and popularity."""
+        self.model.reset_rows(rows)
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        weight = self.model.item_embedding.weight
+        for value in self._sparse.state.get(weight, {}).values():
+            if _is_row_state(value, weight):
+                value[index] = 0
+        self._counts[index] = 0
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _step(self, examples: list[TrainingExample], final_candidates: int) -> float:
+        model = self.model
+        history = model.encode_histories(
+            [e.history for e in examples], [e.target.ts_ms for e in examples]
+        )
+        targets = torch.from_numpy(model.vocabulary.lookup(e.target.item_id for e in examples)).to(
+            self.device
+        )
+        with self._autocast():
+            states = model.sequence_states(history)
+            queries, positives = self._queries(states, history, targets)
+            if len(positives) == 0:
+                return 0.0
+            loss = self._sampled_softmax(queries, positives, targets[:final_candidates])
+        self._dense.zero_grad(set_to_none=True)
+        self._sparse.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(self._dense_parameters(), self.config.clip_norm)
+        self._dense.step()
+        self._sparse.step()  # type: ignore[no-untyped-call]
+        return float(loss.detach())
+
+    def _queries(
+        self, states: Tensor, history: HistoryBatch, targets: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """User states and the row each should predict: the target, or every next item."""
+        if self.config.all_positions:
+            next_rows = torch.cat([history.rows[:, 1:], targets.unsqueeze(1)], dim=1)
+            valid = torch.cat(
+                [history.mask[:, :-1] & history.mask[:, 1:], torch.ones_like(targets[:, None])],
+                dim=1,
+            ).bool()
+        else:
+            next_rows = targets.unsqueeze(1)
+            states = states[:, -1:]
+            valid = torch.ones_like(next_rows, dtype=torch.bool)
+        valid &= next_rows != UNKNOWN_ROW
+        return states[valid], next_rows[valid]
+
+    def _sampled_softmax(self, queries: Tensor, positives: Tensor, in_batch: Tensor) -> Tensor:
+        """Softmax over positive + in-batch + uniform negatives, each corrected by log q."""
+        model = self.model
+        in_batch = torch.unique(in_batch[in_batch != UNKNOWN_ROW])
+        rows_in_use = max(2, model.vocabulary.rows_used)
+        sampled = torch.randint(
+            1, rows_in_use, (self.config.sampled_negatives,), generator=self._generator
+        ).to(self.device)
+        candidates = torch.cat([in_batch, sampled])
+        popularity = (self._counts + 1.0) / (self._counts.sum() + len(self._counts))
+        if not self.config.logq_correction:
+            popularity = torch.full_like(popularity, 1.0 / len(in_batch))
+            rows_in_use = len(sampled)
+        log_q = torch.cat(
+            [
+                torch.log(len(in_batch) * popularity[in_batch]),
+                torch.full(
+                    (len(sampled),), math.log(len(sampled) / rows_in_use), device=self.device
+                ),
+            ]
+        )
+        users = functional.normalize(queries.float(), dim=-1)
+        positive_vectors = model.item_vectors(positives)
+        candidate_vectors = model.item_vectors(candidates)
+        tau = self.config.temperature
+        positive_logits = (users * positive_vectors).sum(-1, keepdim=True) / tau
+        positive_logits = positive_logits - torch.log(
+            len(in_batch) * popularity[positives]
+        ).unsqueeze(1)
+        negative_logits = users @ candidate_vectors.T / tau - log_q
+        negative_logits = negative_logits.masked_fill(
+            candidates.unsqueeze(0) == positives.unsqueeze(1), -math.inf
+        )
+        logits = torch.cat([positive_logits, negative_logits], dim=1)
+        labels = torch.zeros(len(logits), dtype=torch.long, device=self.device)
+        return functional.cross_entropy(logits, labels)
+
+
+def _is_row_state(value: object, param: Tensor) -> bool:
+    return isinstance(value, Tensor) and value.dim() > 0 and value.shape == param.shape
+
+
+def _pad_rows(value: Tensor, rows: int) -> Tensor:
+    pad = torch.zeros((rows - value.shape[0], *value.shape[1:]), dtype=value.dtype)
+    return torch.cat([value, pad.to(value.device)])

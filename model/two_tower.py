@@ -1,0 +1,283 @@
+"""The two-tower recommender: item ids (+ hashed features) and a causal encoder over histories."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from model.interaction import Interaction
+from model.vocabulary import IdVocabulary
+
+PAD_KIND, CLICK_KIND, ORDER_KIND = 0, 1, 2
+_KIND_INDEX = {"click": CLICK_KIND, "order": ORDER_KIND}
+
+
+class ModelConfigError(ValueError):
+    """A model configuration that cannot be built."""
+
+
+@dataclass(frozen=True, slots=True)
+class TwoTowerConfig:
+    """Architecture knobs; saved with every checkpoint."""
+
+    dim: int = 64
+    max_history: int = 50
+    encoder: Literal["transformer", "gru"] = "transformer"
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.0
+    age_buckets: int = 32
+    history_decay: float = 0.9
+    feature_fields: tuple[str, ...] = ()
+    feature_buckets: int = 1 << 14
+
+    def __post_init__(self) -> None:
+        if self.dim < 2 or self.dim % self.heads:
+            raise ModelConfigError(f"dim {self.dim} must be >= 2 and divisible by heads")
+        if self.max_history < 1 or self.layers < 1:
+            raise ModelConfigError("max_history and layers must be >= 1")
+        if self.encoder not in ("transformer", "gru"):
+            raise ModelConfigError(f"unknown encoder {self.encoder!r}")
+        if not 0 <= self.dropout < 1:
+            raise ModelConfigError("dropout must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for a checkpoint."""
+        out = asdict(self)
+        out["feature_fields"] = list(self.feature_fields)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TwoTowerConfig:
+        """Inverse of `to_dict`."""
+        return cls(**{**values, "feature_fields": tuple(values.get("feature_fields", ()))})
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryBatch:
+    """Right-aligned histories (most recent last), `mask` True where a position is real."""
+
+    rows: Tensor
+    kinds: Tensor
+    ages: Tensor
+    mask: Tensor
+
+    def to(self, device: torch.device) -> HistoryBatch:
+        return HistoryBatch(*(t.to(device) for t in (self.rows, self.kinds, self.ages, self.mask)))
+
+
+def age_bucket(age_ms: Tensor, buckets: int) -> Tensor:
+    """Log2 buckets of age in seconds: 0 for under a second, capped at `buckets - 1`."""
+    seconds = age_ms.clamp(min=0).to(torch.float64) / 1000.0
+    return torch.log2(1.0 + seconds).floor().clamp(max=buckets - 1).to(torch.long)
+
+
+def hash_feature(field: str, value: str, buckets: int) -> int:
+    """A stable bucket in [1, buckets] for one categorical value (0 means 'no feature')."""
+    return zlib.crc32(f"{field}={value}".encode()) % buckets + 1
+
+
+class TwoTowerRecommender(nn.Module):
+    """Scores `user · item` between L2-normalised towers, so inner-product search ranks alike.
+
+    >>> torch.manual_seed(0) and None
+    >>> model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4))
+    >>> _ = model.vocabulary.observe(["i1", "i2"], ts_ms=0)
+    >>> model.resize(model.vocabulary.capacity)
+    >>> items = model.embed_items(["i1", "i2", "new"])
+    >>> items.shape, items.dtype
+    (torch.Size([3, 8]), torch.float32)
+    >>> users = model.embed_users([[Interaction("u", "i1", "click", 0)], []], now_ms=1_000)
+    >>> users.shape, bool(torch.allclose(users.norm(dim=1), torch.ones(2)))
+    (torch.Size([2, 8]), True)
+    """
+
+    pool_weights: Tensor
+
+    def __init__(self, config: TwoTowerConfig, vocabulary: IdVocabulary | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.vocabulary = vocabulary if vocabulary is not None else IdVocabulary()
+        dim = config.dim
+        self.item_embedding = nn.Embedding(self.vocabulary.capacity, dim, sparse=True)
+        self.feature_embedding = nn.Embedding(
+            config.feature_buckets + 1 if config.feature_fields else 1,
+            dim,
+            padding_idx=0,
+            sparse=True,
+        )
+        self.kind_embedding = nn.Embedding(3, dim)
+        self.age_embedding = nn.Embedding(config.age_buckets, dim)
+        self.position_embedding = nn.Embedding(config.max_history, dim)
+        self.input_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder: nn.Module
+        if config.encoder == "transformer":
+            layer = nn.TransformerEncoderLayer(
+                dim,
+                config.heads,
+                dim_feedforward=2 * dim,
+                dropout=config.dropout,
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        else:
+            self.encoder = nn.GRU(dim, dim, num_layers=config.layers, batch_first=True)
+        self.output_norm = nn.LayerNorm(dim)
+        self.user_projection = nn.Linear(dim, dim)
+        self.pool_scale = nn.Parameter(torch.tensor(1.0))
+        steps = torch.arange(config.max_history, dtype=torch.float32)
+        gaps = steps.unsqueeze(1) - steps.unsqueeze(0)
+        self.register_buffer(
+            "pool_weights",
+            torch.where(gaps >= 0, config.history_decay**gaps, torch.zeros(())),
+            persistent=False,
+        )
+        self._item_features: dict[str, list[int]] = {}
+        self.reset_rows(torch.arange(self.vocabulary.capacity))
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_embedding.weight.device
+
+    def resize(self, capacity: int) -> None:
+        """Grow the item table to `capacity` rows, keeping learned rows."""
+        old = self.item_embedding.weight
+        if capacity <= old.shape[0]:
+            return
+        grown = torch.empty(capacity, old.shape[1], device=old.device, dtype=old.dtype)
+        grown[: old.shape[0]] = old.detach()
+        self.item_embedding.weight = nn.Parameter(grown)
+        self.reset_rows(torch.arange(old.shape[0], capacity))
+
+    def reset_rows(self, rows: Tensor | Sequence[int]) -> None:
+        """Re-initialise item rows (new or recycled ids) to small random vectors."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            self.item_embedding.weight[index] = torch.randn(
+                len(index), self.config.dim, device=self.device
+            ) * (1.0 / math.sqrt(self.config.dim))
+
+    def set_item_features(self, item_id: str, features: Mapping[str, str]) -> None:
+        """Attach categorical features (e.g. category, brand) named in `feature_fields`."""
+        fields = self.config.feature_fields
+        buckets = self.config.feature_buckets
+        self._item_features[item_id] = [
+            hash_feature(f, features[f], buckets) if features.get(f) else 0 for f in fields
+        ]
+
+    def feature_ids(self, item_ids: Sequence[str]) -> Tensor | None:
+        """Hashed feature buckets [N, F] for `item_ids`, or None when the model has none."""
+        if not self.config.feature_fields:
+            return None
+        blank = [0] * len(self.config.feature_fields)
+        table = [self._item_features.get(i, blank) for i in item_ids]
+        return torch.tensor(table, dtype=torch.long, device=self.device)
+
+    def item_features_state(self) -> dict[str, list[int]]:
+        """The attached features as plain lists (checkpoint-safe)."""
+        return dict(self._item_features)
+
+    def load_item_features_state(self, state: Mapping[str, list[int]]) -> None:
+        self._item_features = {k: list(v) for k, v in state.items()}
+
+    def item_vectors(self, rows: Tensor, feature_ids: Tensor | None = None) -> Tensor:
+        """L2-normalised item vectors [N, dim] from rows [N] and optional features [N, F]."""
+        vectors = self.item_embedding(rows)
+        if feature_ids is not None:
+            vectors = vectors + self.feature_embedding(feature_ids).sum(dim=1)
+        return functional.normalize(vectors.float(), dim=-1)
+
+    def sequence_states(self, history: HistoryBatch) -> Tensor:
+        """Per-position user states [B, L, dim] (unnormalised); position i sees only <= i."""
+        _, length = history.rows.shape
+        positions = torch.arange(length, device=history.rows.device)
+        real = history.mask.unsqueeze(-1)
+        items = self.item_embedding(history.rows) * real
+        tokens = (
+            items
+            + self.kind_embedding(history.kinds)
+            + self.age_embedding(history.ages)
+            + self.position_embedding(positions).unsqueeze(0)
+        )
+        tokens = self.dropout(self.input_norm(tokens))
+        if isinstance(self.encoder, nn.GRU):
+            states, _ = self.encoder(tokens)
+        else:
+            states = self.encoder(tokens, mask=self._attention_mask(history.mask))
+        recent = functional.normalize(items.float(), dim=-1)
+        pooled = torch.einsum("ij,bjd->bid", self.pool_weights, recent)
+        projected: Tensor = self.user_projection(self.output_norm(states))
+        return projected + self.pool_scale * pooled
+
+    def user_vectors(self, history: HistoryBatch) -> Tensor:
+        """L2-normalised user vectors [B, dim]: the state at the most recent position."""
+        return functional.normalize(self.sequence_states(history)[:, -1].float(), dim=-1)
+
+    def _attention_mask(self, real: Tensor) -> Tensor:
+        """Causal mask that also hides padding; a position always sees itself (no empty rows)."""
+        _batch, length = real.shape
+        causal = torch.ones(length, length, dtype=torch.bool, device=real.device).triu(1)
+        hidden = causal.unsqueeze(0) | ~real.unsqueeze(1)
+        hidden = hidden & ~torch.eye(length, dtype=torch.bool, device=real.device).unsqueeze(0)
+        blocked = torch.zeros(hidden.shape, device=real.device).masked_fill(hidden, -math.inf)
+        return blocked.repeat_interleave(self.config.heads, dim=0)
+
+    def encode_histories(
+        self, histories: Sequence[Sequence[Interaction]], now_ms: int | Sequence[int]
+    ) -> HistoryBatch:
+        """Tensors for the last `max_history` interactions of each history (known ids only)."""
+        length = self.config.max_history
+        batch = len(histories)
+        nows = [now_ms] * batch if isinstance(now_ms, int) else list(now_ms)
+        rows = torch.zeros(batch, length, dtype=torch.long)
+        kinds = torch.zeros(batch, length, dtype=torch.long)
+        ages = torch.zeros(batch, length, dtype=torch.long)
+        mask = torch.zeros(batch, length, dtype=torch.bool)
+        lookup = self.vocabulary.lookup
+        for b, history in enumerate(histories):
+            recent = history[-length:]
+            if not recent:
+                continue
+            start = length - len(recent)
+            rows[b, start:] = torch.from_numpy(lookup(i.item_id for i in recent))
+            kinds[b, start:] = torch.tensor([_KIND_INDEX[i.kind] for i in recent])
+            ages[b, start:] = age_bucket(
+                torch.tensor([nows[b] - i.ts_ms for i in recent]), self.config.age_buckets
+            )
+            mask[b, start:] = True
+        return HistoryBatch(rows, kinds, ages, mask).to(self.device)
+
+    @torch.no_grad()
+    def embed_users(
+        self, histories: Sequence[Sequence[Interaction]], now_ms: int | Sequence[int]
+    ) -> Tensor:
+        """float32 [B, dim] unit vectors for users given their histories, as of `now_ms`."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.user_vectors(self.encode_histories(histories, now_ms))
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def embed_items(self, item_ids: Sequence[str]) -> Tensor:
+        """float32 [N, dim] unit vectors; ids without a row share row 0 plus their features."""
+        rows = torch.from_numpy(self.vocabulary.lookup(item_ids)).to(self.device)
+        return self.item_vectors(rows, self.feature_ids(item_ids))
+
+    @torch.no_grad()
+    def catalogue(self) -> tuple[list[str], Tensor]:
+        """Every admitted item id and its vector [N, dim], in row order."""
+        rows = self.vocabulary.active_rows()
+        ids = self.vocabulary.ids(rows)
+        vectors = self.item_vectors(torch.from_numpy(rows).to(self.device), self.feature_ids(ids))
+        return ids, vectors

@@ -1,0 +1,185 @@
+"""A collisionless, growing map from external string ids to embedding rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+UNKNOWN_ROW = 0
+
+
+class VocabularyError(ValueError):
+    """A vocabulary was built or restored with inconsistent settings or state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What one `observe` call changed: rows to (re)initialise and the capacity to fit."""
+
+    rows: npt.NDArray[np.int64]
+    fresh_rows: list[int] = field(default_factory=list)
+    capacity: int = 0
+
+
+class IdVocabulary:
+    """Ids get their own row after `admit_after` sightings; before that they share row 0.
+
+    Rows of ids unseen for `expire_after_ms` are freed and handed to new ids; callers
+    re-initialise every row listed in `Admission.fresh_rows`. Capacity grows in chunks of
+    `chunk` rows, so an embedding table sized to `capacity` is resized rarely.
+
+    >>> vocab = IdVocabulary(admit_after=2, chunk=4)
+    >>> vocab.observe(["a", "b", "a"], ts_ms=0).rows.tolist()
+    [0, 0, 1]
+    >>> vocab.lookup(["a", "b", "zzz"]).tolist()
+    [1, 0, 0]
+    >>> vocab.capacity, len(vocab)
+    (4, 1)
+    """
+
+    def __init__(
+        self, *, admit_after: int = 1, expire_after_ms: int | None = None, chunk: int = 1024
+    ) -> None:
+        if admit_after < 1:
+            raise VocabularyError(f"admit_after must be >= 1, got {admit_after}")
+        if chunk < 1:
+            raise VocabularyError(f"chunk must be >= 1, got {chunk}")
+        if expire_after_ms is not None and expire_after_ms <= 0:
+            raise VocabularyError(f"expire_after_ms must be positive, got {expire_after_ms}")
+        self.admit_after = admit_after
+        self.expire_after_ms = expire_after_ms
+        self.chunk = chunk
+        self._rows: dict[str, int] = {}
+        self._ids: list[str | None] = [None]
+        self._last_seen: list[int] = [0]
+        self._pending: dict[str, tuple[int, int]] = {}
+        self._free: list[int] = []
+        self.capacity = chunk
+
+    def __len__(self) -> int:
+        """Ids that own a row."""
+        return len(self._rows)
+
+    @property
+    def rows_used(self) -> int:
+        """Rows handed out so far (row 0 and currently free rows included)."""
+        return len(self._ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._rows
+
+    def observe(self, ids: Sequence[str], ts_ms: int | Sequence[int]) -> Admission:
+        """Count a sighting of each id at `ts_ms`, admitting ids that reach the threshold."""
+        times = [ts_ms] * len(ids) if isinstance(ts_ms, int) else list(ts_ms)
+        if len(times) != len(ids):
+            raise VocabularyError("observe needs one timestamp per id")
+        rows = np.empty(len(ids), dtype=np.int64)
+        fresh: list[int] = []
+        for position, (external, ts) in enumerate(zip(ids, times, strict=True)):
+            row = self._rows.get(external)
+            if row is None:
+                count, _ = self._pending.get(external, (0, ts))
+                if count + 1 < self.admit_after:
+                    self._pending[external] = (count + 1, ts)
+                    rows[position] = UNKNOWN_ROW
+                    continue
+                self._pending.pop(external, None)
+                row = self._assign(external)
+                fresh.append(row)
+            self._last_seen[row] = max(self._last_seen[row], ts)
+            rows[position] = row
+        return Admission(rows=rows, fresh_rows=fresh, capacity=self.capacity)
+
+    def lookup(self, ids: Iterable[str]) -> npt.NDArray[np.int64]:
+        """Rows of `ids` without counting a sighting; unknown ids map to row 0."""
+        get = self._rows.get
+        return np.fromiter((get(i, UNKNOWN_ROW) for i in ids), dtype=np.int64)
+
+    def id_of(self, row: int) -> str | None:
+        """The id owning `row`, or None for row 0 and free rows."""
+        return self._ids[row] if 0 <= row < len(self._ids) else None
+
+    def active_rows(self) -> npt.NDArray[np.int64]:
+        """Rows currently owned by an id, ascending."""
+        return np.fromiter(sorted(self._rows.values()), dtype=np.int64, count=len(self._rows))
+
+    def ids(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        """Ids of owned `rows` (a KeyError-free inverse of `lookup` for active rows)."""
+        table = self._ids
+        return [str(table[int(r)]) for r in rows]
+
+    def expire(self, now_ms: int) -> list[str]:
+        """Free the rows of ids unseen for `expire_after_ms`; returns the expired ids."""
+        if self.expire_after_ms is None:
+            return []
+        cutoff = now_ms - self.expire_after_ms
+        gone = [i for i, row in self._rows.items() if self._last_seen[row] < cutoff]
+        for external in gone:
+            row = self._rows.pop(external)
+            self._ids[row] = None
+            self._free.append(row)
+        self._pending = {i: p for i, p in self._pending.items() if p[1] >= cutoff}
+        return gone
+
+    def _assign(self, external: str) -> int:
+        if self._free:
+            row = self._free.pop()
+            self._ids[row] = external
+            self._last_seen[row] = 0
+        else:
+            row = len(self._ids)
+            self._ids.append(external)
+            self._last_seen.append(0)
+            if row >= self.capacity:
+                self.capacity += self.chunk
+        self._rows[external] = row
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain lists and ints only, so it loads under `torch.load(weights_only=True)`."""
+        return {
+            "admit_after": self.admit_after,
+            "expire_after_ms": self.expire_after_ms,
+            "chunk": self.chunk,
+            "capacity": self.capacity,
+            "ids": ["" if i is None else i for i in self._ids],
+            "owned": [i is not None for i in self._ids],
+            "last_seen": list(self._last_seen),
+            "pending_ids": list(self._pending),
+            "pending_counts": [c for c, _ in self._pending.values()],
+            "pending_last_ms": [t for _, t in self._pending.values()],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> IdVocabulary:
+        """Rebuild a vocabulary saved with `state_dict`."""
+        vocab = cls(
+            admit_after=int(state["admit_after"]),
+            expire_after_ms=state["expire_after_ms"],
+            chunk=int(state["chunk"]),
+        )
+        owned: list[bool] = state["owned"]
+        ids: list[str] = state["ids"]
+        if len(owned) != len(ids) or len(ids) != len(state["last_seen"]) or owned[UNKNOWN_ROW]:
+            raise VocabularyError("corrupt vocabulary state: row tables disagree")
+        vocab._ids = [i if own else None for i, own in zip(ids, owned, strict=True)]
+        vocab._last_seen = [int(t) for t in state["last_seen"]]
+        vocab._rows = {i: row for row, i in enumerate(vocab._ids) if i is not None}
+        vocab._free = [row for row in range(1, len(ids)) if not owned[row]][::-1]
+        vocab._pending = {
+            i: (int(c), int(t))
+            for i, c, t in zip(
+                state["pending_ids"],
+                state["pending_counts"],
+                state["pending_last_ms"],
+                strict=True,
+            )
+        }
+        vocab.capacity = int(state["capacity"])
+        if vocab.capacity < len(ids):
+            raise VocabularyError("corrupt vocabulary state: capacity below row count")
+        return vocab

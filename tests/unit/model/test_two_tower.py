@@ -1,0 +1,71 @@
+"""TwoTowerRecommender: shapes, unit norms, causality, growth and hashed features."""
+
+from __future__ import annotations
+
+import torch
+
+from model.interaction import Interaction
+from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+
+
+def _model(**overrides: object) -> TwoTowerRecommender:
+    torch.manual_seed(0)
+    model = TwoTowerRecommender(TwoTowerConfig(dim=16, max_history=6, **overrides))  # type: ignore[arg-type]
+    admission = model.vocabulary.observe([f"i{n}" for n in range(10)], ts_ms=0)
+    model.resize(admission.capacity)
+    return model.eval()
+
+
+def _clicks(*items: str) -> list[Interaction]:
+    return [Interaction("u", item, "click", ts) for ts, item in enumerate(items)]
+
+
+def test_towers_output_unit_vectors_of_the_configured_width() -> None:
+    for encoder in ("transformer", "gru"):
+        model = _model(encoder=encoder)
+        users = model.embed_users(
+            [_clicks("i1", "i2"), [], _clicks(*[f"i{n}" for n in range(9)])], 10
+        )
+        items = model.embed_items(["i1", "i5", "never-seen"])
+        assert users.shape == (3, 16)
+        assert items.shape == (3, 16)
+        assert users.dtype == items.dtype == torch.float32
+        assert torch.allclose(users.norm(dim=1), torch.ones(3), atol=1e-5)
+        assert torch.allclose(items.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_a_position_never_sees_later_interactions() -> None:
+    model = _model()
+    one = model.encode_histories([_clicks("i1", "i2", "i3")], now_ms=10)
+    other = model.encode_histories([_clicks("i1", "i2", "i9")], now_ms=10)
+    with torch.no_grad():
+        first, second = model.sequence_states(one), model.sequence_states(other)
+    assert torch.allclose(first[:, :-1], second[:, :-1], atol=1e-6)
+    assert not torch.allclose(first[:, -1], second[:, -1])
+
+
+def test_only_the_most_recent_max_history_interactions_count() -> None:
+    model = _model()
+    recent = _clicks("i1", "i2", "i3", "i4", "i5", "i6")
+    longer = [Interaction("u", "i9", "order", -5), *recent]
+    assert torch.allclose(model.embed_users([recent], 10), model.embed_users([longer], 10))
+
+
+def test_resize_keeps_learned_rows_and_adds_new_ones() -> None:
+    model = _model()
+    before = model.item_embedding.weight.detach().clone()
+    model.resize(before.shape[0] + 100)
+    after = model.item_embedding.weight
+    assert after.shape[0] == before.shape[0] + 100
+    assert torch.equal(after[: before.shape[0]], before)
+
+
+def test_unknown_items_with_features_get_distinct_vectors() -> None:
+    model = _model(feature_fields=("category", "brand"))
+    model.set_item_features("new-a", {"category": "shoes", "brand": "x"})
+    model.set_item_features("new-b", {"category": "books", "brand": "y"})
+    with torch.no_grad():
+        model.feature_embedding.weight.normal_()
+    a, b, plain = model.embed_items(["new-a", "new-b", "new-c"])
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(a, plain)
