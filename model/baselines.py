@@ -88,19 +88,21 @@ class PopularityRecommender:
 class ItemKNNRecommender:
     """Item-to-item co-occurrence (cosine) over the user's `recent` items, recency-weighted.
 
-    Co-occurrences within `window` consecutive interactions are counted in a sparse matrix
-    that absorbs new pairs in amortised merges; items never co-visited fall back to popularity.
+    Pairs within `window` consecutive interactions are counted in a sparse matrix; new
+    pairs wait in a small pending matrix merged every `merge_every` pairs (amortised).
+    Items never co-visited fall back to popularity.
     """
 
     name = "item_knn"
 
-    def __init__(self, recent: int = 20, window: int = 10, decay: float = 0.9) -> None:
+    def __init__(
+        self, recent: int = 20, window: int = 10, decay: float = 0.9, merge_every: int = 200_000
+    ) -> None:
         self.recent, self.window, self.decay = recent, window, decay
+        self.merge_every = merge_every
         self.catalogue = Catalogue()
         self._counts = np.zeros(1024, dtype=np.float32)
-        self._merged = torch.sparse_coo_tensor(
-            torch.zeros(2, 0, dtype=torch.long), [], (0, 0), check_invariants=False
-        )
+        self._merged = _coo(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0), 0)
         self._pending: list[tuple[int, int]] = []
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
@@ -113,21 +115,15 @@ class ItemKNNRecommender:
                 other = add(earlier.item_id)
                 if other != target:
                     self._pending += [(other, target), (target, other)]
-        if len(self._pending) > 200_000:
-            self._merged = self._cooccurrence()
+        if len(self._pending) >= self.merge_every:
+            pending = self._pending_matrix()
+            merged = _coo(self._merged.indices(), self._merged.values(), len(self.catalogue))
+            self._merged = (merged + pending).coalesce()
             self._pending = []
 
-    def _cooccurrence(self) -> torch.Tensor:
-        size = len(self.catalogue)
-        merged = self._merged
-        indices, values = merged.indices(), merged.values()
-        if self._pending:
-            fresh = torch.tensor(self._pending, dtype=torch.long).T
-            indices = torch.cat([indices, fresh], dim=1)
-            values = torch.cat([values, torch.ones(fresh.shape[1])])
-        return torch.sparse_coo_tensor(
-            indices, values, (size, size), check_invariants=False
-        ).coalesce()
+    def _pending_matrix(self) -> torch.Tensor:
+        fresh = torch.tensor(self._pending, dtype=torch.long).reshape(-1, 2).T
+        return _coo(fresh, torch.ones(fresh.shape[1]), len(self.catalogue)).coalesce()
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
         size = len(self.catalogue)
@@ -142,9 +138,19 @@ class ItemKNNRecommender:
                 if column is not None:
                     query[column, b] += self.decay**age
         query *= norm.unsqueeze(1)
-        scores = torch.sparse.mm(self._cooccurrence(), query).T * norm
-        scores += 1e-6 * counts / counts.max().clamp(min=1.0)
+        merged = _coo(self._merged.indices(), self._merged.values(), size, coalesced=True)
+        scores = torch.sparse.mm(merged, query) + torch.sparse.mm(self._pending_matrix(), query)
+        scores = scores.T * norm + 1e-6 * counts / counts.max().clamp(min=1.0)
         return self.catalogue.top_k(scores.numpy(), requests, k)
+
+
+def _coo(
+    indices: torch.Tensor, values: torch.Tensor, size: int, coalesced: bool = False
+) -> torch.Tensor:
+    """A square sparse matrix; `coalesced` vouches that `indices` are sorted and unique."""
+    return torch.sparse_coo_tensor(
+        indices, values, (size, size), check_invariants=False, is_coalesced=coalesced or None
+    )
 
 
 class IncrementalMFRecommender:

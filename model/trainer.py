@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,8 +14,8 @@ from torch.nn import functional
 
 from model.interaction import Interaction
 from model.replay_buffer import ReplayBuffer
-from model.two_tower import HistoryBatch, TwoTowerRecommender
-from model.vocabulary import UNKNOWN_ROW
+from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender
+from model.vocabulary import UNKNOWN_ROW, IdVocabulary
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,42 @@ class OnlineTrainer:
     def _dense_parameters(self) -> list[nn.Parameter]:
         sparse = {id(self.model.item_embedding.weight), id(self.model.feature_embedding.weight)}
         return [p for p in self.model.parameters() if id(p) not in sparse]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: model, vocabulary, optimisers, popularity, configs.
+
+        Plain containers and tensors only, so it loads with `torch.load(weights_only=True)`.
+        """
+        model = self.model
+        return {
+            "model_config": model.config.to_dict(),
+            "trainer_config": self.config.to_dict(),
+            "model": model.state_dict(),
+            "item_vocabulary": model.vocabulary.state_dict(),
+            "item_features": model.item_features_state(),
+            "dense_optimizer": self._dense.state_dict(),
+            "sparse_optimizer": self._sparse.state_dict(),
+            "counts": self._counts,
+            "sampler": self._generator.get_state(),
+            "steps": self.steps,
+            "examples_seen": self.examples_seen,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], device: torch.device) -> OnlineTrainer:
+        """Rebuild a trainer saved with `state_dict` on `device`; its replay buffer starts empty."""
+        vocabulary = IdVocabulary.from_state_dict(state["item_vocabulary"])
+        model = TwoTowerRecommender(TwoTowerConfig.from_dict(state["model_config"]), vocabulary)
+        model.load_state_dict(state["model"])
+        model.load_item_features_state(state["item_features"])
+        trainer = cls(model, TrainerConfig(**state["trainer_config"]), device)
+        trainer._dense.load_state_dict(state["dense_optimizer"])
+        trainer._sparse.load_state_dict(state["sparse_optimizer"])
+        trainer._counts = state["counts"].to(device)
+        trainer._generator.set_state(state["sampler"])
+        trainer.steps = int(state["steps"])
+        trainer.examples_seen = int(state["examples_seen"])
+        return trainer
 
     def learn_one(self, example: TrainingExample) -> StepReport:
         return self.learn_many([example])

@@ -1,0 +1,112 @@
+"""Versioned checkpoints on disk: monotonic versions, the last N kept, rollback by pointer."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.trainer import OnlineTrainer
+
+FORMAT = 1
+_NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that does not exist, or cannot be read safely."""
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A loaded checkpoint: its version, the stream position it covers, and the trainer."""
+
+    version: int
+    position: dict[str, int]
+    created_ms: int
+    trainer: OnlineTrainer
+
+
+class CheckpointStore:
+    """Checkpoints under `directory`, `checkpoint-<version>.pt`, with a CURRENT pointer.
+
+    Versions only grow: saving after a rollback gets a version above every earlier one, so a
+    version number never names two different states.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 5) -> None:
+        if keep < 1:
+            raise CheckpointError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, version: int) -> Path:
+        return self.directory / f"checkpoint-{version:08d}.pt"
+
+    def versions(self) -> list[int]:
+        """Versions on disk, ascending."""
+        found = (_NAME.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def current(self) -> int | None:
+        """The version `load()` returns: the latest save, or the target of a rollback."""
+        pointer = self.directory / "CURRENT"
+        if pointer.exists():
+            return int(pointer.read_text().strip())
+        versions = self.versions()
+        return versions[-1] if versions else None
+
+    def save(self, trainer: OnlineTrainer, position: Mapping[str, int]) -> int:
+        """Write a new version atomically, point CURRENT at it, prune beyond `keep`."""
+        existing = self.versions()
+        version = max([*existing, self.current() or 0]) + 1
+        payload: dict[str, Any] = {
+            "format": FORMAT,
+            "version": version,
+            "created_ms": int(time.time() * 1000),
+            "position": {str(k): int(v) for k, v in position.items()},
+            "trainer": trainer.state_dict(),
+        }
+        path = self._path(version)
+        partial = path.with_suffix(".partial")
+        torch.save(payload, partial)
+        os.replace(partial, path)
+        self._point(version)
+        for old in self.versions()[: -self.keep]:
+            self._path(old).unlink(missing_ok=True)
+        return version
+
+    def load(self, version: int | None = None, device: torch.device | None = None) -> Checkpoint:
+        """Load `version` (default: CURRENT) with `weights_only=True` onto `device`."""
+        chosen = self.current() if version is None else version
+        if chosen is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        path = self._path(chosen)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint version {chosen} is not in {self.directory}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise CheckpointError(f"{path}: cannot be loaded safely: {error}") from error
+        if payload.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: unknown format {payload.get('format')!r}")
+        trainer = OnlineTrainer.from_state_dict(payload["trainer"], device or torch.device("cpu"))
+        return Checkpoint(chosen, dict(payload["position"]), int(payload["created_ms"]), trainer)
+
+    def rollback(self, version: int) -> None:
+        """Make an earlier `version` CURRENT; later versions stay on disk until pruned."""
+        if version not in self.versions():
+            raise CheckpointError(f"cannot roll back: version {version} is not on disk")
+        self._point(version)
+
+    def _point(self, version: int) -> None:
+        pointer = self.directory / "CURRENT"
+        partial = pointer.with_suffix(".partial")
+        partial.write_text(f"{version}\n")
+        os.replace(partial, pointer)

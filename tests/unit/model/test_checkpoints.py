@@ -1,0 +1,94 @@
+"""Checkpoints: round trip, last-N retention, rollback, monotonic versions, safe loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.checkpoints import CheckpointError, CheckpointStore
+from model.device import choose_device
+from model.interaction import Interaction
+from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
+from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+
+CPU = choose_device("cpu")
+
+
+def _examples(start: int, n: int = 24) -> list[TrainingExample]:
+    out = []
+    for k in range(start, start + n):
+        history = tuple(
+            Interaction("u", f"i{(k - j) % 15}", "click", k * 10 - j) for j in (3, 2, 1)
+        )
+        out.append(TrainingExample(history, Interaction("u", f"i{k % 15}", "order", k * 10)))
+    return out
+
+
+def _trainer() -> OnlineTrainer:
+    """Without replay, so that a resumed trainer must continue exactly (replay is not saved)."""
+    torch.manual_seed(0)
+    model = TwoTowerRecommender(TwoTowerConfig(dim=8, max_history=4, layers=1))
+    return OnlineTrainer(model, TrainerConfig(sampled_negatives=8, replay_ratio=0.0), CPU)
+
+
+def _embeddings(trainer: OnlineTrainer) -> torch.Tensor:
+    history = [Interaction("u", "i1", "click", 0), Interaction("u", "i2", "order", 5)]
+    users = trainer.model.embed_users([history], now_ms=100)
+    return torch.cat([users, trainer.model.embed_items(["i1", "i7", "unknown"])])
+
+
+def test_a_checkpoint_round_trip_restores_model_vocabulary_and_position(tmp_path: Path) -> None:
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    store = CheckpointStore(tmp_path)
+    version = store.save(trainer, {"clicks/0": 41, "orders/2": 7})
+    loaded = store.load(device=CPU)
+    assert loaded.version == version == 1
+    assert loaded.position == {"clicks/0": 41, "orders/2": 7}
+    assert torch.allclose(_embeddings(loaded.trainer), _embeddings(trainer))
+    items = ["i0", "i9", "zz"]
+    assert loaded.trainer.model.vocabulary.lookup(items).tolist() == (
+        trainer.model.vocabulary.lookup(items).tolist()
+    )
+    trainer.learn_many(_examples(24))
+    loaded.trainer.learn_many(_examples(24))
+    assert torch.allclose(_embeddings(loaded.trainer), _embeddings(trainer), atol=1e-5)
+
+
+def test_only_the_last_n_versions_are_kept(tmp_path: Path) -> None:
+    trainer = _trainer()
+    store = CheckpointStore(tmp_path, keep=2)
+    for step in range(4):
+        trainer.learn_many(_examples(step * 24))
+        store.save(trainer, {"p": step})
+    assert store.versions() == [3, 4]
+    assert store.current() == 4
+
+
+def test_rollback_serves_an_earlier_version_and_versions_keep_growing(tmp_path: Path) -> None:
+    trainer = _trainer()
+    store = CheckpointStore(tmp_path)
+    trainer.learn_many(_examples(0))
+    store.save(trainer, {"p": 1})
+    first = _embeddings(trainer)
+    trainer.learn_many(_examples(24))
+    store.save(trainer, {"p": 2})
+    store.rollback(1)
+    restored = store.load()
+    assert restored.version == 1
+    assert restored.position == {"p": 1}
+    assert torch.allclose(_embeddings(restored.trainer), first)
+    assert store.save(restored.trainer, {"p": 3}) == 3
+    with pytest.raises(CheckpointError):
+        store.rollback(99)
+
+
+def test_files_that_need_pickle_are_refused(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    torch.save({"format": 1, "evil": Path("/")}, tmp_path / "checkpoint-00000001.pt")
+    with pytest.raises(CheckpointError, match="safely"):
+        store.load(1)
+    with pytest.raises(CheckpointError, match="not in"):
+        store.load(2)
