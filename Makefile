@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest
+.PHONY: install demo test lint bench-ingest bench-quality
 
 install: $(VENV)/.installed
 
@@ -37,3 +37,6 @@ bench-ingest: install
 	trap '$(BIN)/recstream stack down' EXIT
 	eval "$$($(BIN)/recstream stack up)"
 	$(BIN)/python bench/ingest.py
+
+bench-quality: install
+	$(BIN)/recstream eval --events "$$($(BIN)/recstream data ml-100k)" --json ml-100k-eval.json

@@ -161,7 +161,7 @@ class IncrementalMFRecommender:
     def __init__(
         self,
         dim: int = 32,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.1,
         regularisation: float = 0.01,
         negatives: int = 8,
         seed: int = 0,

@@ -72,13 +72,13 @@ class EvaluationResult:
         """A fixed-width table: one row per system, metrics at K."""
         k = self.k
         head = (
-            f"{'system':<16}{f'HR@{k}':>9}{f'NDCG@{k}':>10}{f'MRR@{k}':>9}"
+            f"{'system':<18}{f'HR@{k}':>9}{f'NDCG@{k}':>10}{f'MRR@{k}':>9}"
             f"{'coverage':>10}{'events/s':>11}"
         )
         lines = [head, "-" * len(head)]
         for name, r in self.results.items():
             lines.append(
-                f"{name:<16}{r['hr']:>9.4f}{r['ndcg']:>10.4f}{r['mrr']:>9.4f}"
+                f"{name:<18}{r['hr']:>9.4f}{r['ndcg']:>10.4f}{r['mrr']:>9.4f}"
                 f"{r['coverage']:>10.3f}{r['events_per_s']:>11,.0f}"
             )
         lines.append(f"{self.events_scored:,} of {self.events_total:,} events scored")

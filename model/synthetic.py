@@ -21,12 +21,16 @@ _EPOCHS = 50
 
 @dataclass(frozen=True, slots=True)
 class SyntheticConfig:
-    """Size and shape of the stream; everything random derives from `seed`."""
+    """Size and shape of the stream; everything random derives from `seed`.
+
+    `order_rate` is the share of sessions that end in an order, `drift` the chance that a
+    user picks up a new interest at a session, `on_topic` the share of clicks that follow it.
+    """
 
     users: int = 1_000
     items: int = 5_000
     topics: int = 0
-    order_rate: float = 0.1
+    order_rate: float = 0.3
     drift: float = 0.15
     on_topic: float = 0.85
     span_ms: int = 30 * 86_400_000
@@ -126,7 +130,7 @@ class SyntheticStream:
                 clicked.append(item)
                 produced += 1
                 yield [Interaction(user_id, item.item_id, "click", now)]
-            if produced < n and rng.random() < config.order_rate * 3:
+            if produced < n and rng.random() < config.order_rate:
                 now += rng.randint(1, 2 * gap_ms)
                 bought = rng.sample(clicked, k=min(len(clicked), rng.randint(1, 3)))
                 produced += 1

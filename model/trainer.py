@@ -24,13 +24,14 @@ class TrainerConfig:
 
     learning_rate: float = 1e-3
     embedding_learning_rate: float = 0.1
-    temperature: float = 0.05
+    temperature: float = 0.2
     sampled_negatives: int = 256
     step_examples: int = 32
     replay_capacity: int = 50_000
     replay_ratio: float = 1.0
     all_positions: bool = True
     logq_correction: bool = True
+    mask_owned_negatives: bool = True
     clip_norm: float = 1.0
     threads: int = 1
     seed: int = 0
@@ -55,6 +56,19 @@ class StepReport:
     examples: int
     replayed: int
     admitted: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedRows:
+    """Rows each example's user touched (history + target), and the example of each query."""
+
+    rows: Tensor
+    owners: Tensor
+
+    def covers(self, candidates: Tensor) -> Tensor:
+        """[queries, candidates] True where the query's user touched the candidate."""
+        touched = (self.rows.unsqueeze(2) == candidates.view(1, 1, -1)).any(dim=1)
+        return touched[self.owners]
 
 
 class OnlineTrainer:
@@ -207,10 +221,15 @@ class OnlineTrainer:
         )
         with self._autocast():
             states = model.sequence_states(history)
-            queries, positives = self._queries(states, history, targets)
+            queries, positives, owners = self._queries(states, history, targets)
             if len(positives) == 0:
                 return 0.0
-            loss = self._sampled_softmax(queries, positives, targets[:final_candidates])
+            loss = self._sampled_softmax(
+                queries,
+                positives,
+                targets[:final_candidates],
+                self._owned(history, targets, owners),
+            )
         self._dense.zero_grad(set_to_none=True)
         self._sparse.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -221,8 +240,8 @@ class OnlineTrainer:
 
     def _queries(
         self, states: Tensor, history: HistoryBatch, targets: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """User states and the row each should predict: the target, or every next item."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """User states, the row each should predict (target or next item), and its example."""
         if self.config.all_positions:
             next_rows = torch.cat([history.rows[:, 1:], targets.unsqueeze(1)], dim=1)
             valid = torch.cat(
@@ -234,9 +253,16 @@ class OnlineTrainer:
             states = states[:, -1:]
             valid = torch.ones_like(next_rows, dtype=torch.bool)
         valid &= next_rows != UNKNOWN_ROW
-        return states[valid], next_rows[valid]
+        owners = torch.arange(len(valid), device=valid.device).unsqueeze(1).expand_as(valid)
+        return states[valid], next_rows[valid], owners[valid]
 
-    def _sampled_softmax(self, queries: Tensor, positives: Tensor, in_batch: Tensor) -> Tensor:
+    def _owned(self, history: HistoryBatch, targets: Tensor, owners: Tensor) -> OwnedRows:
+        """Which rows each query's user touched: never treat those as negatives."""
+        return OwnedRows(torch.cat([history.rows, targets.unsqueeze(1)], dim=1), owners)
+
+    def _sampled_softmax(
+        self, queries: Tensor, positives: Tensor, in_batch: Tensor, owned: OwnedRows
+    ) -> Tensor:
         """Softmax over positive + in-batch + uniform negatives, each corrected by log q."""
         model = self.model
         in_batch = torch.unique(in_batch[in_batch != UNKNOWN_ROW])
@@ -266,9 +292,10 @@ class OnlineTrainer:
             len(in_batch) * popularity[positives]
         ).unsqueeze(1)
         negative_logits = users @ candidate_vectors.T / tau - log_q
-        negative_logits = negative_logits.masked_fill(
-            candidates.unsqueeze(0) == positives.unsqueeze(1), -math.inf
-        )
+        hidden = candidates.unsqueeze(0) == positives.unsqueeze(1)
+        if self.config.mask_owned_negatives:
+            hidden |= owned.covers(candidates)
+        negative_logits = negative_logits.masked_fill(hidden, -math.inf)
         logits = torch.cat([positive_logits, negative_logits], dim=1)
         labels = torch.zeros(len(logits), dtype=torch.long, device=self.device)
         return functional.cross_entropy(logits, labels)

@@ -28,13 +28,13 @@ class TwoTowerConfig:
     """Architecture knobs; saved with every checkpoint."""
 
     dim: int = 64
-    max_history: int = 50
+    max_history: int = 20
     encoder: Literal["transformer", "gru"] = "transformer"
-    layers: int = 2
+    layers: int = 1
     heads: int = 2
     dropout: float = 0.0
     age_buckets: int = 32
-    history_decay: float = 0.9
+    history_decays: tuple[float, ...] = (0.9,)
     feature_fields: tuple[str, ...] = ()
     feature_buckets: int = 1 << 14
 
@@ -52,12 +52,14 @@ class TwoTowerConfig:
         """Plain values for a checkpoint."""
         out = asdict(self)
         out["feature_fields"] = list(self.feature_fields)
+        out["history_decays"] = list(self.history_decays)
         return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TwoTowerConfig:
         """Inverse of `to_dict`."""
-        return cls(**{**values, "feature_fields": tuple(values.get("feature_fields", ()))})
+        tuples = {k: tuple(values[k]) for k in ("feature_fields", "history_decays") if k in values}
+        return cls(**{**values, **tuples})
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +135,13 @@ class TwoTowerRecommender(nn.Module):
             self.encoder = nn.GRU(dim, dim, num_layers=config.layers, batch_first=True)
         self.output_norm = nn.LayerNorm(dim)
         self.user_projection = nn.Linear(dim, dim)
-        self.pool_scale = nn.Parameter(torch.tensor(1.0))
+        decays = torch.tensor(config.history_decays, dtype=torch.float32).view(-1, 1, 1)
+        self.pool_scale = nn.Parameter(torch.ones(len(config.history_decays)))
         steps = torch.arange(config.max_history, dtype=torch.float32)
         gaps = steps.unsqueeze(1) - steps.unsqueeze(0)
         self.register_buffer(
             "pool_weights",
-            torch.where(gaps >= 0, config.history_decay**gaps, torch.zeros(())),
+            torch.where(gaps >= 0, decays**gaps, torch.zeros(())),
             persistent=False,
         )
         self._item_features: dict[str, list[int]] = {}
@@ -214,9 +217,10 @@ class TwoTowerRecommender(nn.Module):
         else:
             states = self.encoder(tokens, mask=self._attention_mask(history.mask))
         recent = functional.normalize(items.float(), dim=-1)
-        pooled = torch.einsum("ij,bjd->bid", self.pool_weights, recent)
+        weights = torch.einsum("p,pij->ij", self.pool_scale, self.pool_weights)
+        pooled = torch.einsum("ij,bjd->bid", weights, recent)
         projected: Tensor = self.user_projection(self.output_norm(states))
-        return projected + self.pool_scale * pooled
+        return projected + pooled
 
     def user_vectors(self, history: HistoryBatch) -> Tensor:
         """L2-normalised user vectors [B, dim]: the state at the most recent position."""

@@ -40,10 +40,15 @@ def _cycle_examples(n: int, seed: int) -> list[TrainingExample]:
 
 
 def _next_item_hit_rate(trainer: OnlineTrainer, examples: list[TrainingExample]) -> float:
+    """Top-1 accuracy among items the user has not touched yet (as served by default)."""
     model = trainer.model
     ids, items = model.catalogue()
     users = model.embed_users([e.history for e in examples], [e.target.ts_ms for e in examples])
-    best: list[int] = (users @ items.T).argmax(dim=1).tolist()
+    scores = users @ items.T
+    for row, example in enumerate(examples):
+        seen = {i.item_id for i in example.history}
+        scores[row, [c for c, item in enumerate(ids) if item in seen]] = -torch.inf
+    best: list[int] = scores.argmax(dim=1).tolist()
     hits = sum(ids[b] == e.target.item_id for b, e in zip(best, examples, strict=True))
     return hits / len(examples)
 
