@@ -24,7 +24,8 @@ class SyntheticConfig:
     """Size and shape of the stream; everything random derives from `seed`.
 
     `order_rate` is the share of sessions that end in an order, `drift` the chance that a
-    user picks up a new interest at a session, `on_topic` the share of clicks that follow it.
+    user picks up a new interest at a session, `on_topic` the share of clicks that follow it;
+    user activity is Zipf with exponent `user_skew` (0: every user equally active).
     """
 
     users: int = 1_000
@@ -33,6 +34,7 @@ class SyntheticConfig:
     order_rate: float = 0.3
     drift: float = 0.15
     on_topic: float = 0.85
+    user_skew: float = 0.8
     span_ms: int = 30 * 86_400_000
     seed: int = 0
 
@@ -77,7 +79,7 @@ class SyntheticStream:
         ]
         self.topics = topics
         self._user_weights = list(
-            itertools.accumulate(1.0 / (r + 1) ** 0.8 for r in range(config.users))
+            itertools.accumulate(1.0 / (r + 1) ** config.user_skew for r in range(config.users))
         )
         self._interest: dict[int, list[int]] = {}
         self._tables: dict[int, tuple[list[SyntheticItem], list[float]]] = {}

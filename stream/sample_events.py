@@ -10,10 +10,18 @@ from stream.events import ClickEvent, OrderEvent, OrderLine
 
 
 def sample_events(
-    n: int, *, users: int = 500, items: int = 2_000, order_rate: float = 0.3, seed: int = 0
+    n: int,
+    *,
+    users: int = 500,
+    items: int = 2_000,
+    order_rate: float = 0.3,
+    user_skew: float = 0.8,
+    seed: int = 0,
 ) -> Iterator[ClickEvent | OrderEvent]:
     """`n` events in time order (see `model.synthetic`; `order_rate` per session)."""
-    config = SyntheticConfig(users=users, items=items, order_rate=order_rate, seed=seed)
+    config = SyntheticConfig(
+        users=users, items=items, order_rate=order_rate, user_skew=user_skew, seed=seed
+    )
     for number, event in enumerate(SyntheticStream(config).events(n)):
         first = event[0]
         event_id = f"s{seed}-{number:08d}"
