@@ -10,37 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from model.recommender import RecommendRequest, top_k_indices
+from model.recommender import Catalogue, RecommendRequest
 from model.trainer import TrainingExample
-
-
-class Catalogue:
-    """Dense column numbers for item ids, in order of first sighting."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.column: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def add(self, item_id: str) -> int:
-        column = self.column.get(item_id)
-        if column is None:
-            column = self.column[item_id] = len(self.ids)
-            self.ids.append(item_id)
-        return column
-
-    def excluded(self, requests: Sequence[RecommendRequest]) -> list[list[int]]:
-        return [[self.column[i] for i in r.exclude if i in self.column] for r in requests]
-
-    def top_k(
-        self, scores: npt.NDArray[np.float32], requests: Sequence[RecommendRequest], k: int
-    ) -> list[list[str]]:
-        if not self.ids:
-            return [[] for _ in requests]
-        best = top_k_indices(scores, self.excluded(requests), k)
-        return [[self.ids[c] for c in row] for row in best]
 
 
 def _grown(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:

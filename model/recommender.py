@@ -51,6 +51,35 @@ def top_k_indices(
     return [[int(c) for c in row if np.isfinite(scores[r, c])] for r, row in enumerate(best)]
 
 
+class Catalogue:
+    """Dense column numbers for item ids, in order of first sighting."""
+
+    def __init__(self, ids: Sequence[str] = ()) -> None:
+        self.ids: list[str] = list(ids)
+        self.column: dict[str, int] = {item: c for c, item in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, item_id: str) -> int:
+        column = self.column.get(item_id)
+        if column is None:
+            column = self.column[item_id] = len(self.ids)
+            self.ids.append(item_id)
+        return column
+
+    def excluded(self, requests: Sequence[RecommendRequest]) -> list[list[int]]:
+        return [[self.column[i] for i in r.exclude if i in self.column] for r in requests]
+
+    def top_k(
+        self, scores: npt.NDArray[np.float32], requests: Sequence[RecommendRequest], k: int
+    ) -> list[list[str]]:
+        if not self.ids:
+            return [[] for _ in requests]
+        best = top_k_indices(scores, self.excluded(requests), k)
+        return [[self.ids[c] for c in row] for row in best]
+
+
 class TwoTowerOnlineRecommender:
     """The deep model as an `OnlineRecommender`: inner product against every admitted item."""
 
@@ -59,7 +88,7 @@ class TwoTowerOnlineRecommender:
     def __init__(self, trainer: OnlineTrainer) -> None:
         self.trainer = trainer
         self.model: TwoTowerRecommender = trainer.model
-        self._catalogue: tuple[list[str], torch.Tensor, dict[str, int]] | None = None
+        self._catalogue: tuple[Catalogue, torch.Tensor] | None = None
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
         self.trainer.learn_many(batch)
@@ -68,11 +97,9 @@ class TwoTowerOnlineRecommender:
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
         if self._catalogue is None:
             ids, vectors = self.model.catalogue()
-            self._catalogue = (ids, vectors, {item: c for c, item in enumerate(ids)})
-        ids, vectors, column = self._catalogue
-        if not ids:
+            self._catalogue = (Catalogue(ids), vectors)
+        catalogue, vectors = self._catalogue
+        if not catalogue.ids:
             return [[] for _ in requests]
         users = self.model.embed_users([r.history for r in requests], [r.now_ms for r in requests])
-        scores = (users @ vectors.T).float().cpu().numpy()
-        excluded = [[column[i] for i in r.exclude if i in column] for r in requests]
-        return [[ids[c] for c in row] for row in top_k_indices(scores, excluded, k)]
+        return catalogue.top_k((users @ vectors.T).float().cpu().numpy(), requests, k)

@@ -15,7 +15,7 @@ from torch.nn import functional
 from model.interaction import Interaction
 from model.replay_buffer import ReplayBuffer
 from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender
-from model.vocabulary import UNKNOWN_ROW, IdVocabulary
+from model.vocabulary import UNKNOWN_ROW, Admission, IdVocabulary
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,21 +150,21 @@ class OnlineTrainer:
         size = self.config.step_examples
         for start in range(0, len(batch), size):
             chunk = batch[start : start + size]
-            admitted += self._admit(chunk)
+            admission = self._admit(chunk)
             replay = self._replay.sample(int(len(chunk) * self.config.replay_ratio))
             self._replay.extend(chunk)
             losses.append(self._step([*chunk, *replay], final_candidates=len(chunk)))
-            rows = torch.from_numpy(
-                self.model.vocabulary.lookup(e.target.item_id for e in chunk)
-            ).to(self.device)
+            rows = torch.from_numpy(admission.rows).to(self.device)
             self._counts.index_add_(0, rows, torch.ones(len(rows), device=self.device))
+            admitted += len(admission.fresh_rows)
             self.steps += 1
             self.examples_seen += len(chunk)
             replayed += len(replay)
         loss = sum(losses) / len(losses) if losses else 0.0
         return StepReport(loss, len(batch), replayed, admitted)
 
-    def _admit(self, batch: Sequence[TrainingExample]) -> int:
+    def _admit(self, batch: Sequence[TrainingExample]) -> Admission:
+        """Expire stale ids now and then, admit the batch's targets, fit the table to them."""
         vocab = self.model.vocabulary
         now = max(e.target.ts_ms for e in batch)
         ttl = vocab.expire_after_ms
@@ -180,7 +180,7 @@ class OnlineTrainer:
             self._grow(admission.capacity)
         if admission.fresh_rows:
             self._reset(admission.fresh_rows)
-        return len(admission.fresh_rows)
+        return admission
 
     def _grow(self, capacity: int) -> None:
         """Resize the item table and carry its optimiser state over, zero-padded."""
