@@ -1,0 +1,275 @@
+"""FAISS behind the `VectorIndex` role: string ids, replace/remove on any index type, snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from store.vector_index import Neighbours, VectorIndexError, as_matrix
+
+DEFAULT_FACTORY = "IDMap2,Flat"
+_COMPACT_SHARE = 0.2
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._waiting_writers)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class FaissVectorIndex:
+    """An inner-product FAISS index built from a factory string (`IDMap2,Flat`, `IDMap2,HNSW32`,
+    `IDMap2,IVF256,Flat`...).
+
+    Every upsert gets a fresh int64 label; the replaced label is removed where the index
+    type supports removal, else hidden (tombstoned) and compacted away once tombstones pass
+    20% of the index. Untrained index types (IVF) answer exactly from held vectors until
+    enough vectors arrive to train them.
+
+    >>> index = FaissVectorIndex(dim=2)
+    >>> index.upsert(["a", "b"], [[1.0, 0.0], [0.0, 1.0]])
+    >>> index.search([[0.9, 0.1]], k=1)[0].ids
+    ['a']
+    """
+
+    def __init__(self, dim: int, factory: str = DEFAULT_FACTORY) -> None:
+        if dim < 1:
+            raise VectorIndexError(f"dim must be >= 1, got {dim}")
+        self.dim = dim
+        self.factory = factory
+        self._lock = ReadWriteLock()
+        self._reset()
+
+    def _reset(self) -> None:
+        try:
+            self._index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise VectorIndexError(f"bad index factory {self.factory!r}: {error}") from None
+        # IDMap2's remove_ids assumes the inner index renumbers like Flat; HNSW cannot remove
+        # and IVF keeps its own ids, so both use tombstones instead.
+        self._removable = "HNSW" not in self.factory and "IVF" not in self.factory
+        self._nlist = 0
+        if not self._index.is_trained:
+            self._nlist = int(faiss.extract_index_ivf(self._index).nlist)
+        self._label_of: dict[str, int] = {}
+        self._id_of: dict[int, str] = {}
+        self._untrained: dict[str, npt.NDArray[np.float32]] = {}
+        self._tombstones = 0
+        self._next_label = 0
+        self._version = 0
+
+    @property
+    def size(self) -> int:
+        """Items currently searchable."""
+        return len(self._label_of) + len(self._untrained)
+
+    @property
+    def version(self) -> int:
+        """Grows with every write; lets callers tell two states of the index apart."""
+        return self._version
+
+    def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
+        """Insert or replace the vectors of `ids` (the last one wins for repeated ids)."""
+        matrix = as_matrix(vectors, self.dim)
+        if len(ids) != len(matrix):
+            raise VectorIndexError(f"{len(ids)} ids for {len(matrix)} vectors")
+        latest = {item_id: row for row, item_id in enumerate(ids)}
+        with self._lock.writing():
+            self._drop(list(latest))
+            if not self._index.is_trained:
+                self._untrained.update({i: matrix[r].copy() for i, r in latest.items()})
+                self._train_when_ready()
+            else:
+                self._add(list(latest), matrix[list(latest.values())])
+            self._version += 1
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Remove `ids`; unknown ids are ignored. Returns how many were present."""
+        with self._lock.writing():
+            removed = self._drop(list(ids))
+            self._version += 1
+        return removed
+
+    def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]:
+        """Top-`k` ids and scores for each query row, best first."""
+        if k < 1:
+            raise VectorIndexError(f"k must be >= 1, got {k}")
+        matrix = as_matrix(queries, self.dim)
+        with self._lock.reading():
+            if self._untrained:
+                return self._exact(matrix, k)
+            if self._index.ntotal == 0:
+                return [Neighbours([], []) for _ in range(len(matrix))]
+            fetch = min(k + self._tombstones, self._index.ntotal)
+            scores, labels = self._index.search(matrix, fetch)
+            id_of = self._id_of
+            out = []
+            for row_scores, row_labels in zip(scores, labels, strict=True):
+                hits = [
+                    (id_of[int(lb)], float(s))
+                    for s, lb in zip(row_scores, row_labels, strict=True)
+                    if int(lb) in id_of
+                ]
+                out.append(Neighbours([h[0] for h in hits[:k]], [h[1] for h in hits[:k]]))
+            return out
+
+    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
+        with self._lock.reading():
+            out = np.empty((len(ids), self.dim), dtype=np.float32)
+            for row, item_id in enumerate(ids):
+                if item_id in self._untrained:
+                    out[row] = self._untrained[item_id]
+                elif item_id in self._label_of:
+                    out[row] = self._index.reconstruct(self._label_of[item_id])
+                else:
+                    raise VectorIndexError(f"unknown item {item_id!r}")
+            return out
+
+    def snapshot(self, directory: Path) -> None:
+        """Write the index and its id mapping to `directory` (replaced atomically per file)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._lock.reading():
+            blob = faiss.serialize_index(self._index)
+            meta = {
+                "dim": self.dim,
+                "factory": self.factory,
+                "version": self._version,
+                "next_label": self._next_label,
+                "tombstones": self._tombstones,
+                "labels": self._label_of,
+                "untrained": {i: v.tolist() for i, v in self._untrained.items()},
+            }
+        _write_atomic(directory / "index.faiss", blob.tobytes())
+        _write_atomic(directory / "index.json", json.dumps(meta).encode())
+
+    def restore(self, directory: Path) -> None:
+        """Replace this index with a snapshot written by `snapshot`."""
+        try:
+            meta = json.loads((directory / "index.json").read_bytes())
+            blob = np.frombuffer((directory / "index.faiss").read_bytes(), dtype=np.uint8)
+        except (OSError, ValueError) as error:
+            raise VectorIndexError(f"cannot read snapshot in {directory}: {error}") from None
+        if meta["dim"] != self.dim or meta["factory"] != self.factory:
+            raise VectorIndexError(
+                f"snapshot is {meta['factory']} dim {meta['dim']}, index is {self.factory} "
+                f"dim {self.dim}"
+            )
+        with self._lock.writing():
+            self._index = faiss.deserialize_index(blob)
+            self._label_of = {str(k): int(v) for k, v in meta["labels"].items()}
+            self._id_of = {v: k for k, v in self._label_of.items()}
+            self._untrained = {
+                k: np.asarray(v, dtype=np.float32) for k, v in meta["untrained"].items()
+            }
+            self._next_label = int(meta["next_label"])
+            self._tombstones = int(meta["tombstones"])
+            self._version = int(meta["version"])
+
+    def _add(self, ids: list[str], matrix: npt.NDArray[np.float32]) -> None:
+        labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
+        self._next_label += len(ids)
+        self._index.add_with_ids(matrix, labels)
+        for item_id, label in zip(ids, labels.tolist(), strict=True):
+            self._label_of[item_id] = label
+            self._id_of[label] = item_id
+
+    def _drop(self, ids: list[str]) -> int:
+        labels = [self._label_of.pop(i) for i in ids if i in self._label_of]
+        removed = len(labels) + sum(self._untrained.pop(i, None) is not None for i in ids)
+        for label in labels:
+            del self._id_of[label]
+        if labels and self._removable:
+            self._index.remove_ids(np.asarray(labels, dtype=np.int64))  # type: ignore[arg-type]
+        elif labels:
+            self._tombstones += len(labels)
+            if self._tombstones > _COMPACT_SHARE * max(self._index.ntotal, 1):
+                self._compact()
+        return removed
+
+    def _compact(self) -> None:
+        """Rebuild without tombstoned labels (for index types that cannot remove)."""
+        ids = list(self._label_of)
+        matrix = (
+            np.stack([self._index.reconstruct(self._label_of[i]) for i in ids]) if ids else None
+        )
+        self._index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        self._label_of, self._id_of, self._tombstones = {}, {}, 0
+        if matrix is None:
+            return
+        if self._index.is_trained:
+            self._add(ids, matrix)
+        else:
+            self._untrained = dict(zip(ids, matrix, strict=True))
+            self._train_when_ready()
+
+    def _train_when_ready(self) -> None:
+        if len(self._untrained) < 39 * self._nlist:
+            return
+        ids = list(self._untrained)
+        matrix = np.stack([self._untrained[i] for i in ids])
+        self._train(matrix)
+        self._untrained = {}
+        self._add(ids, matrix)
+
+    def _train(self, matrix: npt.NDArray[np.float32]) -> None:
+        """Train an IVF index and keep a direct map so that stored vectors can be read back."""
+        self._index.train(matrix)
+        ivf = faiss.extract_index_ivf(self._index)
+        ivf.nprobe = min(self._nlist, 16)
+        ivf.make_direct_map()
+
+    def _exact(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
+        ids = list(self._untrained)
+        if not ids:
+            return [Neighbours([], []) for _ in range(len(matrix))]
+        scores = matrix @ np.stack([self._untrained[i] for i in ids]).T
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [
+            Neighbours([ids[c] for c in row], [float(scores[r, c]) for c in row])
+            for r, row in enumerate(best)
+        ]
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
