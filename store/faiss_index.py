@@ -106,6 +106,10 @@ class FaissVectorIndex:
         """Grows with every write; lets callers tell two states of the index apart."""
         return self._version
 
+    def contains(self, item_id: str) -> bool:
+        """Whether `item_id` is searchable."""
+        return item_id in self._label_of or item_id in self._untrained
+
     def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
         """Insert or replace the vectors of `ids` (the last one wins for repeated ids)."""
         matrix = as_matrix(vectors, self.dim)

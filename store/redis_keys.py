@@ -40,6 +40,30 @@ class RedisKeys:
         """Sorted set: item id -> units ordered."""
         return f"{self.prefix}items:units"
 
+    def user_vector(self, user_id: str) -> str:
+        """Hash: the user's latest vector (float32 bytes), model_version, updated_ms."""
+        return f"{self.prefix}user:{user_id}:vector"
+
+    @property
+    def item_vectors(self) -> str:
+        """Hash: item id -> float32 vector bytes (what an index is rebuilt from)."""
+        return f"{self.prefix}items:vectors"
+
+    @property
+    def item_meta(self) -> str:
+        """Hash: item id -> JSON metadata used by filters (category, in_stock, tags)."""
+        return f"{self.prefix}items:meta"
+
+    @property
+    def item_feed(self) -> str:
+        """Stream: the change feed of item vectors and metadata that API replicas follow."""
+        return f"{self.prefix}items:feed"
+
+    @property
+    def model_version(self) -> str:
+        """String: the model version whose vectors are being served."""
+        return f"{self.prefix}model:version"
+
     @property
     def stats(self) -> str:
         """Hash of ingest counters: applied, duplicates, dead_lettered."""

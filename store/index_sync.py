@@ -1,0 +1,67 @@
+"""Keep a replica's in-process index and item catalog current from Redis and its change feed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from store.faiss_index import FaissVectorIndex
+from store.vector_state import FeedEntry, ItemMeta, RedisVectorState
+
+log = logging.getLogger(__name__)
+
+
+class IndexFollower:
+    """Builds the index from Redis at start, then applies feed entries as they arrive.
+
+    The feed position is read before the bulk load, so a change made during the load is
+    applied again afterwards (upserts and deletes are idempotent): nothing is missed.
+    """
+
+    def __init__(
+        self, state: RedisVectorState, index: FaissVectorIndex, catalog: dict[str, ItemMeta]
+    ) -> None:
+        self.state = state
+        self.index = index
+        self.catalog = catalog
+        self.position = "0-0"
+        self.ready = asyncio.Event()
+
+    async def rebuild(self, chunk: int = 10_000) -> int:
+        """Load every item vector and metadata; returns how many vectors were loaded."""
+        self.position = await self.state.feed_position()
+        ids, vectors = await self.state.item_vectors()
+        for start in range(0, len(ids), chunk):
+            await asyncio.to_thread(
+                self.index.upsert, ids[start : start + chunk], vectors[start : start + chunk]
+            )
+        self.catalog.clear()
+        self.catalog.update(await self.state.item_meta())
+        self.ready.set()
+        return len(ids)
+
+    async def apply(self, entry: FeedEntry) -> None:
+        """Apply one change: re-read the named items from Redis (the feed carries only ids)."""
+        if entry.op == "delete":
+            await asyncio.to_thread(self.index.remove, entry.item_ids)
+            for item_id in entry.item_ids:
+                self.catalog.pop(item_id, None)
+        elif entry.op == "upsert":
+            ids, vectors = await self.state.item_vectors(entry.item_ids)
+            if ids:
+                await asyncio.to_thread(self.index.upsert, ids, vectors)
+        else:
+            self.catalog.update(await self.state.item_meta(entry.item_ids))
+        self.position = entry.entry_id
+
+    async def follow(self, block_ms: int = 1_000) -> None:
+        """Apply feed entries until cancelled; a Redis error is logged and retried."""
+        while True:
+            try:
+                for entry in await self.state.read_feed(self.position, block_ms=block_ms):
+                    await self.apply(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("item feed: read failed, retrying in 1 s")
+                await asyncio.sleep(1.0)

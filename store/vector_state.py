@@ -1,0 +1,199 @@
+"""Vectors and item metadata in Redis, and the change feed that keeps API replicas current."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+import redis.asyncio as aioredis
+
+from store.redis_keys import RedisKeys
+from store.vector_index import as_matrix
+
+FeedOp = Literal["upsert", "delete", "meta"]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMeta:
+    """What filters look at: category, stock, free-form tags."""
+
+    category: str | None = None
+    in_stock: bool = True
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"category": self.category, "in_stock": self.in_stock, "tags": list(self.tags)}
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> ItemMeta:
+        doc = json.loads(raw)
+        return cls(doc.get("category"), bool(doc.get("in_stock", True)), tuple(doc.get("tags", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class UserVector:
+    vector: npt.NDArray[np.float32]
+    model_version: int
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One change: `op` on `item_ids`; followers read vectors/metadata from Redis."""
+
+    entry_id: str
+    op: FeedOp
+    item_ids: list[str] = field(default_factory=list)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _blob(value: object) -> bytes:
+    """Vector bytes from redis-py (the client must not decode responses)."""
+    if not isinstance(value, bytes):
+        raise TypeError("RedisVectorState needs a client with decode_responses=False")
+    return value
+
+
+_FeedAnswer = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
+
+
+class RedisVectorState:
+    """User and item vectors (float32 bytes), item metadata, model version and the item feed."""
+
+    def __init__(
+        self, client: aioredis.Redis, keys: RedisKeys, dim: int, feed_len: int = 100_000
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self.dim = dim
+        self._feed_len = feed_len
+
+    async def put_user_vector(
+        self, user_id: str, vector: npt.ArrayLike, model_version: int, updated_ms: int
+    ) -> None:
+        row = as_matrix(vector, self.dim)[0]
+        await self._client.hset(
+            self._keys.user_vector(user_id),
+            mapping={
+                "vector": row.tobytes(),
+                "model_version": model_version,
+                "updated_ms": updated_ms,
+            },
+        )
+
+    async def user_vector(self, user_id: str) -> UserVector | None:
+        raw = await self._client.hgetall(self._keys.user_vector(user_id))
+        if not raw:
+            return None
+        fields = {_text(k): v for k, v in raw.items()}
+        vector = np.frombuffer(_blob(fields["vector"]), dtype=np.float32)
+        if vector.shape != (self.dim,):
+            return None
+        return UserVector(vector, int(fields["model_version"]), int(fields["updated_ms"]))
+
+    async def put_item_vectors(self, item_ids: Sequence[str], vectors: npt.ArrayLike) -> None:
+        """Store vectors and announce them on the feed, in one transaction."""
+        matrix = as_matrix(vectors, self.dim)
+        if len(item_ids) != len(matrix):
+            raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(
+            self._keys.item_vectors,
+            mapping={i: v.tobytes() for i, v in zip(item_ids, matrix, strict=True)},
+        )
+        self._announce(pipe, "upsert", item_ids)
+        await pipe.execute()
+
+    async def put_item_meta(self, item_id: str, meta: ItemMeta) -> None:
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(self._keys.item_meta, item_id, meta.to_json())
+        self._announce(pipe, "meta", [item_id])
+        await pipe.execute()
+
+    async def delete_items(self, item_ids: Sequence[str]) -> int:
+        """Forget vectors and metadata of `item_ids`; returns how many had a vector."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(self._keys.item_vectors, *item_ids)
+        pipe.hdel(self._keys.item_meta, *item_ids)
+        self._announce(pipe, "delete", item_ids)
+        removed, _, _ = await pipe.execute()
+        return int(removed)
+
+    def _announce(
+        self, pipe: aioredis.client.Pipeline, op: FeedOp, item_ids: Sequence[str]
+    ) -> None:
+        pipe.xadd(
+            self._keys.item_feed,
+            {"op": op, "ids": json.dumps(list(item_ids))},
+            maxlen=self._feed_len,
+            approximate=True,
+        )
+
+    async def item_vectors(
+        self, item_ids: Sequence[str] | None = None
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
+        """Vectors of `item_ids` that exist (all items when None), as ids and a matrix."""
+        if item_ids is None:
+            raw = await self._client.hgetall(self._keys.item_vectors)
+            pairs = [(_text(k), v) for k, v in raw.items()]
+        else:
+            values = (
+                await self._client.hmget(self._keys.item_vectors, list(item_ids))
+                if item_ids
+                else []
+            )
+            pairs = [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
+        matrix = np.empty((len(pairs), self.dim), dtype=np.float32)
+        for row, (_, blob) in enumerate(pairs):
+            matrix[row] = np.frombuffer(_blob(blob), dtype=np.float32)
+        return [p[0] for p in pairs], matrix
+
+    async def item_meta(self, item_ids: Sequence[str] | None = None) -> dict[str, ItemMeta]:
+        if item_ids is None:
+            raw = await self._client.hgetall(self._keys.item_meta)
+            return {_text(k): ItemMeta.from_json(v) for k, v in raw.items()}
+        if not item_ids:
+            return {}
+        values = await self._client.hmget(self._keys.item_meta, list(item_ids))
+        return {
+            i: ItemMeta.from_json(v) for i, v in zip(item_ids, values, strict=True) if v is not None
+        }
+
+    async def set_model_version(self, version: int) -> None:
+        await self._client.set(self._keys.model_version, version)
+
+    async def model_version(self) -> int | None:
+        raw = await self._client.get(self._keys.model_version)
+        return None if raw is None else int(raw)
+
+    async def feed_position(self) -> str:
+        """The id of the newest feed entry ('0-0' when empty): follow from here after a rebuild."""
+        last = await self._client.xrevrange(self._keys.item_feed, count=1)
+        return _text(last[0][0]) if last else "0-0"
+
+    async def read_feed(
+        self, after: str, block_ms: int | None = None, count: int = 1_000
+    ) -> list[FeedEntry]:
+        """Feed entries after `after`, waiting up to `block_ms` for the first (None: no wait)."""
+        raw = await self._client.xread({self._keys.item_feed: after}, count=count, block=block_ms)
+        answer = cast(_FeedAnswer, raw or [])
+        entries: list[FeedEntry] = []
+        for _, messages in answer:
+            for entry_id, fields in messages:
+                doc = {_text(k): _text(v) for k, v in fields.items()}
+                op = doc.get("op", "")
+                if op in ("upsert", "delete", "meta"):
+                    ids = json.loads(doc.get("ids", "[]"))
+                    entries.append(
+                        FeedEntry(_text(entry_id), cast(FeedOp, op), [str(i) for i in ids])
+                    )
+        return entries

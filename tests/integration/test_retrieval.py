@@ -1,0 +1,194 @@
+"""Vector state, the index follower and the retriever against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import redis.asyncio as aioredis
+
+from model.interaction import Interaction
+from store.faiss_index import FaissVectorIndex
+from store.index_sync import IndexFollower
+from store.interaction_store import EventEffect, RedisInteractionStore
+from store.redis_keys import RedisKeys
+from store.retrieval import Filters, Retriever, UnknownItemError
+from store.vector_state import ItemMeta, RedisVectorState
+from stream.config import Settings
+
+DIM = 8
+
+
+@dataclass
+class World:
+    state: RedisVectorState
+    interactions: RedisInteractionStore
+    follower: IndexFollower
+    retriever: Retriever
+
+
+def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    unit: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
+
+
+def run(settings: Settings, scenario: Callable[[World], Awaitable[None]]) -> None:
+    async def main() -> None:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.redis_prefix)
+        state = RedisVectorState(client, keys, DIM)
+        interactions = RedisInteractionStore(client, keys)
+        index = FaissVectorIndex(DIM)
+        catalog: dict[str, ItemMeta] = {}
+        follower = IndexFollower(state, index, catalog)
+        retriever = Retriever(index, catalog, state, interactions)
+        try:
+            await scenario(World(state, interactions, follower, retriever))
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+async def _clicks(world: World, user_id: str, items: list[str], kind: str = "click") -> None:
+    effects = [
+        EventEffect(f"{user_id}-{kind}-{n}", user_id, [Interaction(user_id, i, kind, n)])  # type: ignore[arg-type]
+        for n, i in enumerate(items)
+    ]
+    await world.interactions.apply_many(effects)
+
+
+def test_vectors_metadata_and_versions_round_trip(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(0)
+        vectors = _unit(rng, 3)
+        await world.state.put_item_vectors(["a", "b", "c"], vectors)
+        await world.state.put_item_meta("a", ItemMeta("shoes", False, ("sale",)))
+        await world.state.put_user_vector("u1", vectors[0], model_version=7, updated_ms=123)
+        await world.state.set_model_version(7)
+        ids, loaded = await world.state.item_vectors(["c", "zz", "a"])
+        assert ids == ["c", "a"]
+        np.testing.assert_array_equal(loaded, vectors[[2, 0]])
+        assert (await world.state.item_meta())["a"] == ItemMeta("shoes", False, ("sale",))
+        user = await world.state.user_vector("u1")
+        assert user is not None
+        np.testing.assert_array_equal(user.vector, vectors[0])
+        assert (user.model_version, user.updated_ms) == (7, 123)
+        assert await world.state.user_vector("nobody") is None
+        assert await world.state.model_version() == 7
+        assert await world.state.delete_items(["b", "zz"]) == 1
+
+    run(settings, scenario)
+
+
+def test_a_replica_builds_from_redis_then_follows_the_feed(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(1)
+        await world.state.put_item_vectors([f"i{n}" for n in range(50)], _unit(rng, 50))
+        assert await world.follower.rebuild() == 50
+        index = world.retriever.index
+        fresh = _unit(rng, 1)
+        await world.state.put_item_vectors(["new"], fresh)
+        await world.state.put_item_meta("i1", ItemMeta(category="books"))
+        await world.state.delete_items(["i2"])
+        for entry in await world.state.read_feed(world.follower.position, block_ms=1000):
+            await world.follower.apply(entry)
+        assert index.size == 50
+        assert index.contains("new")
+        assert not index.contains("i2")
+        assert index.search(fresh, 1)[0].ids == ["new"]
+        assert world.follower.catalog["i1"].category == "books"
+        assert await world.state.read_feed(world.follower.position) == []
+
+    run(settings, scenario)
+
+
+def test_filters_never_let_an_excluded_item_through(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(2)
+        items = [f"i{n}" for n in range(300)]
+        await world.state.put_item_vectors(items, _unit(rng, 300))
+        for n, item in enumerate(items):
+            meta = ItemMeta(category=f"c{n % 4}", in_stock=n % 3 != 0)
+            await world.state.put_item_meta(item, meta)
+        await world.follower.rebuild()
+        seen = items[:40]
+        await _clicks(world, "u1", seen)
+        await _clicks(world, "u1", items[40:50], kind="order")
+        await world.state.put_user_vector("u1", _unit(rng, 1)[0], 3, 0)
+        catalog = world.follower.catalog
+        picker = random.Random(3)
+        for _ in range(40):
+            filters = Filters(
+                category=picker.choice([None, "c0", "c1", "c3"]),
+                in_stock=picker.choice([None, True]),
+                exclude=frozenset(picker.sample(items, 30)),
+                exclude_seen=picker.random() < 0.7,
+            )
+            k = picker.randint(1, 60)
+            answer = await world.retriever.recommend("u1", k, filters)
+            got = [s.item_id for s in answer.items]
+            blocked = (
+                filters.exclude | set(items[40:50]) | (set(seen) if filters.exclude_seen else set())
+            )
+            eligible = [
+                i
+                for i in items
+                if i not in blocked
+                and filters.category in (None, catalog[i].category)
+                and (not filters.in_stock or catalog[i].in_stock)
+            ]
+            assert len(got) == len(set(got)) == min(k, len(eligible))
+            assert not set(got) & filters.exclude
+            assert not set(got) & set(items[40:50])
+            if filters.exclude_seen:
+                assert not set(got) & set(seen)
+            if filters.category:
+                assert all(catalog[i].category == filters.category for i in got)
+            if filters.in_stock:
+                assert all(catalog[i].in_stock for i in got)
+            assert answer.source == "personalized"
+            assert answer.model_version == 3
+
+    run(settings, scenario)
+
+
+def test_new_users_fall_back_to_recent_items_then_popular(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(4)
+        items = [f"i{n}" for n in range(20)]
+        vectors = _unit(rng, 20)
+        await world.state.put_item_vectors(items, vectors)
+        await world.follower.rebuild()
+        await _clicks(world, "crowd", ["i5"] * 3 + ["i6"] * 2)
+        cold = await world.retriever.recommend("stranger", 2, Filters())
+        assert [(s.item_id, s.reason) for s in cold.items] == [("i5", "popular"), ("i6", "popular")]
+        await _clicks(world, "browser", ["i0"])
+        warm = await world.retriever.recommend("browser", 25, Filters())
+        assert warm.source == "similar_to_recent"
+        assert warm.items[0].item_id == world.retriever.index.search(vectors[0], 2)[0].ids[1]
+        assert len(warm.items) == 19
+        assert "i0" not in {s.item_id for s in warm.items}
+
+    run(settings, scenario)
+
+
+def test_similar_items_excludes_the_item_and_rejects_unknown_ids(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(5)
+        await world.state.put_item_vectors([f"i{n}" for n in range(30)], _unit(rng, 30))
+        await world.follower.rebuild()
+        similar = await world.retriever.similar_items("i3", 5, Filters(exclude=frozenset({"i4"})))
+        assert len(similar) == 5
+        assert {"i3", "i4"}.isdisjoint(s.item_id for s in similar)
+        assert all(s.reason == "similar_item" for s in similar)
+        with pytest.raises(UnknownItemError):
+            await world.retriever.similar_items("nope", 5, Filters())
+
+    run(settings, scenario)
