@@ -36,3 +36,8 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="HTTP API bind address")
     api_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
     log_level: str = Field("info", description="log level of workers and API")
+    vector_dim: int = Field(64, ge=1, description="width of user and item vectors")
+    index_factory: str = Field(
+        "IDMap2,Flat",
+        description="FAISS index: IDMap2,Flat (exact), IDMap2,HNSW32, IDMap2,IVF1024,Flat",
+    )

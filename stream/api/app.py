@@ -5,34 +5,54 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
-from stream.api import ingest
-from stream.api.errors import install_error_handlers
+from stream.api import ingest, items, recommend
+from stream.api.errors import error_response, install_error_handlers
+from stream.api.metrics import install_metrics
+from stream.api.serving import open_serving, serving_of
 from stream.config import Settings
 from stream.producer import EventProducer
 from stream.topics import ensure_topics
 
 
 def create_api(settings: Settings) -> FastAPI:
-    """The HTTP service; the Kafka producer opens with the app and closes with it."""
+    """The HTTP service: ingest, retrieval and item admin; resources open and close with it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_topics(settings)
         app.state.producer = EventProducer(settings)
         try:
-            yield
+            async with open_serving(settings) as serving:
+                app.state.serving = serving
+                yield
         finally:
             app.state.producer.close()
 
     app = FastAPI(title="recstream", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    install_metrics(app, lambda: float(app.state.serving.index.size))
     app.include_router(ingest.router)
+    app.include_router(recommend.router)
+    app.include_router(items.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
+
+    @app.get("/readyz", response_model=None)
+    async def readyz(request: Request) -> dict[str, object] | JSONResponse:
+        """Readiness: the index is loaded and Redis answers."""
+        serving = serving_of(request)
+        try:
+            await serving.client.ping()
+        except Exception as error:
+            return error_response(503, f"Redis unreachable: {error}")
+        if not serving.ready:
+            return error_response(503, "the item index is still loading")
+        return {"status": "ready", "index_items": serving.index.size}
 
     return app

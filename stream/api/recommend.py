@@ -1,0 +1,91 @@
+"""`GET /v1/users/{user_id}/recommendations` and `GET /v1/items/{item_id}/similar`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel
+
+from store.retrieval import Filters, Scored, UnknownItemError
+from stream.api.serving import Serving, serving_of
+
+router = APIRouter(prefix="/v1", tags=["recommendations"])
+
+K = Annotated[int, Query(ge=1, le=500, description="how many items")]
+Category = Annotated[str | None, Query(max_length=200, description="only this category")]
+InStock = Annotated[bool | None, Query(description="only items in stock")]
+Exclude = Annotated[str, Query(max_length=20_000, description="comma-separated item ids")]
+
+
+class ScoredOut(BaseModel):
+    item_id: str
+    score: float
+    reason: str
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str
+    items: list[ScoredOut]
+    source: str
+    model_version: int | None
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    items: list[ScoredOut]
+
+
+def _ready(request: Request) -> Serving:
+    serving = serving_of(request)
+    if not serving.ready:
+        raise HTTPException(503, "the item index is still loading")
+    return serving
+
+
+def _out(items: list[Scored]) -> list[ScoredOut]:
+    return [ScoredOut(item_id=s.item_id, score=s.score, reason=s.reason) for s in items]
+
+
+def _filters(category: str | None, in_stock: bool | None, exclude: str, seen: bool) -> Filters:
+    ids = frozenset(i.strip() for i in exclude.split(",") if i.strip())
+    return Filters(category=category, in_stock=in_stock, exclude=ids, exclude_seen=seen)
+
+
+@router.get("/users/{user_id}/recommendations")
+async def recommendations(
+    request: Request,
+    user_id: str,
+    k: K = 10,
+    category: Category = None,
+    in_stock: InStock = None,
+    exclude: Exclude = "",
+    exclude_seen: bool = True,
+) -> RecommendationsOut:
+    """Top-k for a user: personalised, else similar to recent items, else popular."""
+    filters = _filters(category, in_stock, exclude, exclude_seen)
+    answer = await _ready(request).retriever.recommend(user_id, k, filters)
+    return RecommendationsOut(
+        user_id=user_id,
+        items=_out(answer.items),
+        source=answer.source,
+        model_version=answer.model_version,
+    )
+
+
+@router.get("/items/{item_id}/similar")
+async def similar(
+    request: Request,
+    item_id: str,
+    k: K = 10,
+    category: Category = None,
+    in_stock: InStock = None,
+    exclude: Exclude = "",
+) -> SimilarOut:
+    """Items nearest to `item_id`; 404 when the item has no vector."""
+    filters = _filters(category, in_stock, exclude, seen=False)
+    try:
+        items = await _ready(request).retriever.similar_items(item_id, k, filters)
+    except UnknownItemError:
+        raise HTTPException(404, f"unknown item {item_id!r}") from None
+    return SimilarOut(item_id=item_id, items=_out(items))

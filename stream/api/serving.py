@@ -1,0 +1,76 @@
+"""The retrieval side of an API replica: Redis state, the in-process index, the feed follower."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from fastapi import Request
+
+from store.faiss_index import FaissVectorIndex
+from store.index_sync import IndexFollower
+from store.interaction_store import RedisInteractionStore
+from store.redis_keys import RedisKeys
+from store.retrieval import Retriever
+from store.vector_state import ItemMeta, RedisVectorState
+from stream.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Serving:
+    """Everything the retrieval endpoints need, opened with the app and closed with it."""
+
+    client: aioredis.Redis
+    state: RedisVectorState
+    index: FaissVectorIndex
+    follower: IndexFollower
+    retriever: Retriever
+
+    @property
+    def ready(self) -> bool:
+        return self.follower.ready.is_set()
+
+
+def serving_of(request: Request) -> Serving:
+    serving: Serving = request.app.state.serving
+    return serving
+
+
+async def _keep_current(follower: IndexFollower) -> None:
+    """Build the index from Redis (retrying while Redis is away), then follow the feed."""
+    while True:
+        try:
+            loaded = await follower.rebuild()
+            log.info("index built from Redis: %d items", loaded)
+            break
+        except Exception:
+            log.exception("index build failed, retrying in 1 s")
+            await asyncio.sleep(1.0)
+    await follower.follow()
+
+
+@contextlib.asynccontextmanager
+async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
+    """Connect to Redis, start building the index in the background, stop on exit."""
+    client = aioredis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.redis_prefix)
+    state = RedisVectorState(client, keys, settings.vector_dim)
+    interactions = RedisInteractionStore(client, keys, history_len=settings.history_len)
+    index = FaissVectorIndex(settings.vector_dim, settings.index_factory)
+    catalog: dict[str, ItemMeta] = {}
+    follower = IndexFollower(state, index, catalog)
+    retriever = Retriever(index, catalog, state, interactions)
+    task = asyncio.create_task(_keep_current(follower))
+    try:
+        yield Serving(client, state, index, follower, retriever)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
