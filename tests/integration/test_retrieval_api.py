@@ -56,7 +56,7 @@ def test_recommendations_answer_with_items_reasons_and_version(api: TestClient) 
 
 
 @pytest.mark.parametrize("k", [0, 501, "ten"])
-def test_k_out_of_range_is_a_422_with_a_reason(api: TestClient, k: object) -> None:
+def test_k_out_of_range_is_a_422_with_a_reason(api: TestClient, k: int | str) -> None:
     response = api.get("/v1/users/u1/recommendations", params={"k": k})
     assert response.status_code == 422
     assert "k" in response.json()["reason"]
