@@ -1,0 +1,212 @@
+"""Serving benchmark: HTTP recommendation latency at fixed request rates (prints figures).
+
+    python bench/serving.py [--sizes 10000 100000 1000000] [--factory IDMap2,HNSW32]
+                            [--rates 500 1000 2000 4000] [--seconds 5]
+
+Per catalogue size (dim 64): item and user vectors go to Redis, one API process builds its
+index from Redis, and a separate load-generating process sends GET /v1/users/{u}/recommendations
+at fixed rates (open loop: latency counts from the scheduled send time, so queueing shows).
+Baseline in the same run: brute-force numpy top-10 over the same vectors, in process. Recall@10
+of the chosen index against exact search is measured in process too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import redis
+import redis.asyncio as aioredis
+from tqdm import tqdm
+
+from store.faiss_index import FaissVectorIndex
+from store.redis_keys import RedisKeys, delete_prefixed
+from store.vector_state import RedisVectorState
+from stream.config import Settings
+from stream.processes import spawn, stop
+from stream.stack import free_port, local_stack
+
+DIM = 64
+USERS = 1_000
+
+
+def _vectors(n: int, seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    unit: npt.NDArray[np.float32] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
+
+
+async def _load_redis(settings: Settings, items: npt.NDArray[np.float32]) -> None:
+    client = aioredis.from_url(settings.redis_url)
+    state = RedisVectorState(client, RedisKeys(settings.redis_prefix), DIM)
+    chunk = 20_000
+    for start in tqdm(range(0, len(items), chunk), desc="redis", unit="chunk"):
+        ids = [f"item-{n}" for n in range(start, min(start + chunk, len(items)))]
+        await state.put_item_vectors(ids, items[start : start + chunk])
+    users = _vectors(USERS, seed=1)
+    for u in range(USERS):
+        await state.put_user_vector(f"user-{u}", users[u], model_version=1, updated_ms=0)
+    await client.aclose()
+
+
+def _exact_top10(
+    items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]
+) -> list[set[int]]:
+    scores = queries @ items.T
+    return [set(np.argpartition(-row, 10)[:10].tolist()) for row in scores]
+
+
+def _baseline_ms(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> float:
+    """Median time of one brute-force numpy top-10 query."""
+    times = []
+    for q in queries:
+        began = time.perf_counter()
+        scores = items @ q
+        np.argpartition(-scores, 10)[:10]
+        times.append(time.perf_counter() - began)
+    return statistics.median(times) * 1000
+
+
+def _recall(
+    factory: str, items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]
+) -> float:
+    index = FaissVectorIndex(DIM, factory)
+    index.upsert([str(n) for n in range(len(items))], items)
+    exact = _exact_top10(items, queries)
+    found = index.search(queries, 10)
+    hits = [len({int(i) for i in f.ids} & e) for f, e in zip(found, exact, strict=True)]
+    return sum(hits) / (10 * len(queries))
+
+
+async def _generate(port: int, rate: float, seconds: float, connections: int) -> list[float]:
+    """Open-loop GETs at `rate`/s; returns latencies in ms (from the scheduled send time)."""
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    slots = iter(range(total))
+    latencies: list[float] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for n in slots:
+                due = start + n / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                path = f"/v1/users/user-{n % USERS}/recommendations?k=10"
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(head.decode(errors="replace"))
+                latencies.append((time.perf_counter() - due) * 1000)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return latencies
+
+
+def _load_process(port: int, rate: float, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    began = time.perf_counter()
+    latencies = asyncio.run(_generate(port, rate, seconds, connections=64))
+    out.put((latencies, time.perf_counter() - began))
+
+
+def _measure(port: int, rate: float, seconds: float) -> tuple[float, float, float]:
+    """(achieved req/s, p50 ms, p99 ms) from a separate load-generating process."""
+    queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    process = multiprocessing.Process(target=_load_process, args=(port, rate, seconds, queue))
+    process.start()
+    latencies, elapsed = queue.get()
+    process.join()
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return len(ordered) / elapsed, statistics.median(ordered), p99
+
+
+def _wait_ready(port: int, timeout_s: float) -> None:
+    import http.client
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the API did not become ready")
+
+
+def run_size(
+    settings: Settings, size: int, factory: str, rates: list[float], seconds: float
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    bench = settings.model_copy(
+        update={
+            "redis_prefix": f"bench:{tag}:",
+            "topic_prefix": f"bench-{tag}.",
+            "vector_dim": DIM,
+            "index_factory": factory,
+            "api_port": free_port(),
+            "log_level": "warning",
+        }
+    )
+    items = _vectors(size, seed=0)
+    queries = _vectors(200, seed=2)
+    print(f"\n== {size:,} items, {factory} ==")
+    print(f"baseline brute-force numpy top-10: median {_baseline_ms(items, queries):.2f} ms/query")
+    if factory != "IDMap2,Flat":
+        print(f"recall@10 of {factory} vs exact: {_recall(factory, items, queries[:100]):.3f}")
+    asyncio.run(_load_redis(bench, items))
+    api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{tag}.log")
+    try:
+        began = time.monotonic()
+        _wait_ready(bench.api_port, timeout_s=1_800)
+        print(f"API ready (index built from Redis) in {time.monotonic() - began:.1f} s")
+        _measure(bench.api_port, 200, 2)
+        for rate in rates:
+            achieved, p50, p99 = _measure(bench.api_port, rate, seconds)
+            print(
+                f"  {rate:>6,.0f} req/s offered: {achieved:>7,.0f} achieved,"
+                f" p50 {p50:6.2f} ms, p99 {p99:7.2f} ms"
+            )
+    finally:
+        stop(api)
+        client = redis.Redis.from_url(bench.redis_url)
+        delete_prefixed(client, bench.redis_prefix)
+        client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--factory", default="IDMap2,Flat")
+    parser.add_argument("--rates", type=float, nargs="+", default=[250, 500, 1000, 2000])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    settings = Settings()
+    with local_stack(settings) as live:
+        for size in args.sizes:
+            run_size(live, size, args.factory, args.rates, args.seconds)
+
+
+if __name__ == "__main__":
+    main()
