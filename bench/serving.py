@@ -86,8 +86,10 @@ def _recall(
     return sum(hits) / (10 * len(queries))
 
 
-async def _generate(port: int, rate: float, seconds: float, connections: int) -> list[float]:
-    """Open-loop GETs at `rate`/s; returns latencies in ms (from the scheduled send time)."""
+async def _generate(
+    port: int, rate: float, seconds: float, connections: int
+) -> tuple[list[float], float]:
+    """Open-loop GETs at `rate`/s: latencies in ms (from the scheduled send time), elapsed s."""
     total = int(rate * seconds)
     start = time.perf_counter() + 0.2
     slots = iter(range(total))
@@ -118,13 +120,11 @@ async def _generate(port: int, rate: float, seconds: float, connections: int) ->
             writer.close()
 
     await asyncio.gather(*(connection() for _ in range(connections)))
-    return latencies
+    return latencies, time.perf_counter() - start
 
 
 def _load_process(port: int, rate: float, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    began = time.perf_counter()
-    latencies = asyncio.run(_generate(port, rate, seconds, connections=64))
-    out.put((latencies, time.perf_counter() - began))
+    out.put(asyncio.run(_generate(port, rate, seconds, connections=64)))
 
 
 def _measure(port: int, rate: float, seconds: float) -> tuple[float, float, float]:

@@ -17,6 +17,7 @@ from store.vector_index import Neighbours, VectorIndexError, as_matrix
 
 DEFAULT_FACTORY = "IDMap2,Flat"
 _COMPACT_SHARE = 0.2
+_QUICK_SCAN = 2_000_000
 
 
 class ReadWriteLock:
@@ -70,11 +71,17 @@ class FaissVectorIndex:
     ['a']
     """
 
-    def __init__(self, dim: int, factory: str = DEFAULT_FACTORY) -> None:
+    def __init__(
+        self, dim: int, factory: str = DEFAULT_FACTORY, *, search_threads: int | None = None
+    ) -> None:
+        """`search_threads`: OpenMP threads per search (None: FAISS default). Serving wants 1:
+        many small concurrent searches spin-wait against each other when each uses every core.
+        """
         if dim < 1:
             raise VectorIndexError(f"dim must be >= 1, got {dim}")
         self.dim = dim
         self.factory = factory
+        self.search_threads = search_threads
         self._lock = ReadWriteLock()
         self._reset()
 
@@ -105,6 +112,12 @@ class FaissVectorIndex:
     def version(self) -> int:
         """Grows with every write; lets callers tell two states of the index apart."""
         return self._version
+
+    @property
+    def searches_quickly(self) -> bool:
+        """Whether one search takes well under a millisecond (graph index, or a small scan):
+        then handing it to a thread costs more than it saves."""
+        return "HNSW" in self.factory or self.size * self.dim <= _QUICK_SCAN
 
     def contains(self, item_id: str) -> bool:
         """Whether `item_id` is searchable."""
@@ -137,6 +150,8 @@ class FaissVectorIndex:
         if k < 1:
             raise VectorIndexError(f"k must be >= 1, got {k}")
         matrix = as_matrix(queries, self.dim)
+        if self.search_threads is not None:
+            faiss.omp_set_num_threads(self.search_threads)  # per calling thread in OpenMP
         with self._lock.reading():
             if self._untrained:
                 return self._exact(matrix, k)

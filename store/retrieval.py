@@ -141,7 +141,10 @@ class Retriever:
         size = self.index.size
         fetch = min(size, picks.k * self.overfetch + len(picks.blocked))
         while fetch > 0:
-            hits = (await asyncio.to_thread(self.index.search, vector, fetch))[0]
+            if self.index.searches_quickly:
+                hits = self.index.search(vector, fetch)[0]
+            else:
+                hits = (await asyncio.to_thread(self.index.search, vector, fetch))[0]
             for item_id, score in zip(hits.ids, hits.scores, strict=True):
                 if allowed(item_id):
                     picks.take(item_id, score, reason)

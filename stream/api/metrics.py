@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,8 +14,36 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Measure:
+    """Plain ASGI middleware (no per-request task group, unlike `@app.middleware`)."""
+
+    def __init__(self, app: ASGIApp, latency: Histogram, responses: Counter) -> None:
+        self.app, self.latency, self.responses = app, latency, responses
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.latency.labels(scope["method"], route).observe(time.perf_counter() - began)
+            self.responses.labels(scope["method"], route, str(status)).inc()
 
 
 def install_metrics(app: FastAPI, index_size: Callable[[], float]) -> None:
@@ -37,18 +65,7 @@ def install_metrics(app: FastAPI, index_size: Callable[[], float]) -> None:
     Gauge("recstream_index_items", "items in the vector index", registry=registry).set_function(
         index_size
     )
-
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        began = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        latency.labels(request.method, path).observe(time.perf_counter() - began)
-        responses.labels(request.method, path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_Measure, latency=latency, responses=responses)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -62,7 +62,7 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     keys = RedisKeys(settings.redis_prefix)
     state = RedisVectorState(client, keys, settings.vector_dim)
     interactions = RedisInteractionStore(client, keys, history_len=settings.history_len)
-    index = FaissVectorIndex(settings.vector_dim, settings.index_factory)
+    index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
     catalog: dict[str, ItemMeta] = {}
     follower = IndexFollower(state, index, catalog)
     retriever = Retriever(index, catalog, state, interactions)
