@@ -56,6 +56,11 @@ return out
 """
 
 
+def _entries(raw: Sequence[bytes | str]) -> list[HistoryEntry]:
+    docs = [json.loads(r) for r in raw]
+    return [HistoryEntry(d["item_id"], d["kind"], int(d["ts_ms"])) for d in docs]
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -158,13 +163,20 @@ class RedisInteractionStore:
         """The user's recent interactions, newest first."""
         end = -1 if limit is None else limit - 1
         raw = await self._client.lrange(self._keys.history(user_id), 0, end)
-        entries = [json.loads(r) for r in raw]
-        return [HistoryEntry(e["item_id"], e["kind"], int(e["ts_ms"])) for e in entries]
+        return _entries(raw)
 
     async def purchased(self, user_id: str) -> set[str]:
         """Items the user has ordered."""
         members = await self._client.smembers(self._keys.purchased(user_id))
         return {_text(m) for m in members}
+
+    async def user_context(self, user_id: str, limit: int) -> tuple[list[HistoryEntry], set[str]]:
+        """`history(user_id, limit)` and `purchased(user_id)` in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.lrange(self._keys.history(user_id), 0, limit - 1)
+        pipe.smembers(self._keys.purchased(user_id))
+        raw, members = await pipe.execute()
+        return _entries(raw), {_text(m) for m in members}
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
         """Top `n` items (all when None) by `counter`: 'clicks', 'orders' or 'units'."""

@@ -99,13 +99,13 @@ class Retriever:
 
     async def recommend(self, user_id: str, k: int, filters: Filters) -> Recommendations:
         """Personalised when a user vector exists, then similar to recent items, then popular."""
-        history = await self.interactions.history(user_id, limit=200)
-        blocked = set(filters.exclude) | await self.interactions.purchased(user_id)
+        history, purchased = await self.interactions.user_context(user_id, limit=200)
+        user = await self.state.user_vector(user_id)
+        blocked = set(filters.exclude) | purchased
         if filters.exclude_seen:
             blocked |= {h.item_id for h in history}
         picks = _Picks(k, blocked)
         allowed = self._allows(filters)
-        user = await self.state.user_vector(user_id)
         if user is not None:
             await self._search(user.vector, picks, allowed, "personalized")
         recent = list(dict.fromkeys(h.item_id for h in history))[: self.recent]
