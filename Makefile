@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-quality
+.PHONY: install demo test lint bench-ingest bench-quality bench-serving
 
 install: $(VENV)/.installed
 
@@ -40,3 +40,8 @@ bench-ingest: install
 
 bench-quality: install
 	$(BIN)/recstream eval --events "$$($(BIN)/recstream data ml-100k)" --json ml-100k-eval.json
+
+bench-serving: install
+	export RECSTREAM_DATA_DIR=$$(mktemp -d)
+	$(BIN)/python bench/serving.py --sizes 10000 100000
+	$(BIN)/python bench/serving.py --sizes 100000 1000000 --factory IDMap2,HNSW32

@@ -72,11 +72,20 @@ class FaissVectorIndex:
     """
 
     def __init__(
-        self, dim: int, factory: str = DEFAULT_FACTORY, *, search_threads: int | None = None
+        self,
+        dim: int,
+        factory: str = DEFAULT_FACTORY,
+        *,
+        search_threads: int | None = None,
+        ef_search: int = 128,
+        ef_construction: int = 80,
     ) -> None:
         """`search_threads`: OpenMP threads per search (None: FAISS default). Serving wants 1:
         many small concurrent searches spin-wait against each other when each uses every core.
+        `ef_search` / `ef_construction`: HNSW breadth (recall against speed); FAISS's 16 / 40
+        defaults lose most true neighbours on hard data.
         """
+        self.ef_search, self.ef_construction = ef_search, ef_construction
         if dim < 1:
             raise VectorIndexError(f"dim must be >= 1, got {dim}")
         self.dim = dim
@@ -87,7 +96,7 @@ class FaissVectorIndex:
 
     def _reset(self) -> None:
         try:
-            self._index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+            self._index = self._new_index()
         except RuntimeError as error:
             raise VectorIndexError(f"bad index factory {self.factory!r}: {error}") from None
         # IDMap2's remove_ids assumes the inner index renumbers like Flat; HNSW cannot remove
@@ -214,6 +223,7 @@ class FaissVectorIndex:
             )
         with self._lock.writing():
             self._index = faiss.deserialize_index(blob)
+            self._tune(self._index)
             self._label_of = {str(k): int(v) for k, v in meta["labels"].items()}
             self._id_of = {v: k for k, v in self._label_of.items()}
             self._untrained = {
@@ -222,6 +232,17 @@ class FaissVectorIndex:
             self._next_label = int(meta["next_label"])
             self._tombstones = int(meta["tombstones"])
             self._version = int(meta["version"])
+
+    def _new_index(self) -> faiss.Index:
+        index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        self._tune(index)
+        return index
+
+    def _tune(self, index: faiss.Index) -> None:
+        inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index
+        if isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efSearch = self.ef_search
+            inner.hnsw.efConstruction = self.ef_construction
 
     def _add(self, ids: list[str], matrix: npt.NDArray[np.float32]) -> None:
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
@@ -250,7 +271,7 @@ class FaissVectorIndex:
         matrix = (
             np.stack([self._index.reconstruct(self._label_of[i]) for i in ids]) if ids else None
         )
-        self._index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        self._index = self._new_index()
         self._label_of, self._id_of, self._tombstones = {}, {}, 0
         if matrix is None:
             return
