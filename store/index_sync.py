@@ -27,18 +27,17 @@ class IndexFollower:
         self.position = "0-0"
         self.ready = asyncio.Event()
 
-    async def rebuild(self, chunk: int = 10_000) -> int:
+    async def rebuild(self) -> int:
         """Load every item vector and metadata; returns how many vectors were loaded."""
         self.position = await self.state.feed_position()
-        ids, vectors = await self.state.item_vectors()
-        for start in range(0, len(ids), chunk):
-            await asyncio.to_thread(
-                self.index.upsert, ids[start : start + chunk], vectors[start : start + chunk]
-            )
+        loaded = 0
+        async for ids, vectors in self.state.all_item_vectors():
+            await asyncio.to_thread(self.index.upsert, ids, vectors)
+            loaded += len(ids)
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
         self.ready.set()
-        return len(ids)
+        return loaded
 
     async def apply(self, entry: FeedEntry) -> None:
         """Apply one change: re-read the named items from Redis (the feed carries only ids)."""

@@ -8,7 +8,7 @@ Every key of the batch is passed to the script, so on Redis Cluster a batch must
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,15 +17,18 @@ import redis.asyncio as aioredis
 from model.interaction import Interaction
 from store.redis_keys import RedisKeys
 
-# One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, then per
-# event: seen, history, purchased. ARGV: ttl, history_len, then per event: n_history, entries...,
-# n_clicks, (item, count)..., n_orders, (item, units)... Returns 1 (applied) or 0 per event.
+TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+# One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
+# then per event: seen, history, purchased. ARGV: ttl, history_len, then per event: n_history,
+# entries..., n_clicks, (item, count)..., n_orders, (item, units)..., n_trending,
+# (item, weight)... Returns 1 (applied) or 0 per event.
 _APPLY_EVENTS = """
 local ttl, cap = ARGV[1], tonumber(ARGV[2]) - 1
 local applied, duplicates, out = 0, 0, {}
 local a = 3
-for e = 0, (#KEYS - 4) / 3 - 1 do
-  local seen, history, purchased = KEYS[5 + 3 * e], KEYS[6 + 3 * e], KEYS[7 + 3 * e]
+for e = 0, (#KEYS - 5) / 3 - 1 do
+  local seen, history, purchased = KEYS[6 + 3 * e], KEYS[7 + 3 * e], KEYS[8 + 3 * e]
   local fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
   out[e + 1] = fresh and 1 or 0
   local n = tonumber(ARGV[a]); a = a + 1
@@ -46,6 +49,11 @@ for e = 0, (#KEYS - 4) / 3 - 1 do
       redis.call('ZINCRBY', KEYS[3], ARGV[a + 1], ARGV[a])
       redis.call('SADD', purchased, ARGV[a])
     end
+    a = a + 2
+  end
+  n = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, n do
+    if fresh then redis.call('ZINCRBY', KEYS[5], ARGV[a + 1], ARGV[a]) end
     a = a + 2
   end
   if fresh then applied = applied + 1 else duplicates = duplicates + 1 end
@@ -102,9 +110,11 @@ class RedisInteractionStore:
         *,
         history_len: int = 200,
         dedup_ttl_s: int = 7 * 24 * 3600,
+        trending_half_life_s: float = 3 * 24 * 3600,
     ) -> None:
-        if history_len < 1 or dedup_ttl_s < 1:
-            raise ValueError("history_len and dedup_ttl_s must be positive")
+        if history_len < 1 or dedup_ttl_s < 1 or trending_half_life_s <= 0:
+            raise ValueError("history_len, dedup_ttl_s and trending_half_life_s must be positive")
+        self._trending_half_life_ms = trending_half_life_s * 1000
         self._client = client
         self._keys = keys
         self._history_len = history_len
@@ -119,8 +129,10 @@ class RedisInteractionStore:
         ]
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
+        trending: dict[str, float] = defaultdict(float)
         history: list[str] = []
         for it in effect.interactions:
+            trending[it.item_id] += self.trending_weight(it.ts_ms)
             entry = {"item_id": it.item_id, "kind": it.kind, "ts_ms": it.ts_ms}
             history.append(json.dumps(entry, separators=(",", ":")))
             if it.kind == "click":
@@ -132,6 +144,17 @@ class RedisInteractionStore:
             args.append(len(counts))
             for item_id, count in counts.items():
                 args += [item_id, count]
+        args.append(len(trending))
+        for item_id, weight in trending.items():
+            args += [item_id, repr(weight)]
+
+    def trending_weight(self, ts_ms: int) -> float:
+        """2^(age since 2026 in half-lives): a newer event outweighs an older one, so the
+        sorted set ranks by exponentially decayed popularity without ever rewriting old
+        scores. Doubles hold this until about 2026 + 1000 half-lives (~8 years at 3 days);
+        past that the scores need rebasing."""
+        exponent = (ts_ms - TRENDING_EPOCH_MS) / self._trending_half_life_ms
+        return float(2.0 ** max(-1000.0, min(1000.0, exponent)))
 
     async def apply_many(self, effects: Sequence[EventEffect]) -> list[bool]:
         """Apply each effect once, atomically with its idempotency marker.
@@ -141,7 +164,7 @@ class RedisInteractionStore:
         if not effects:
             return []
         k = self._keys
-        keys = [k.item_clicks, k.item_orders, k.item_units, k.stats]
+        keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
         args: list[str | int] = [self._dedup_ttl_s, self._history_len]
         for effect in effects:
             self._event_args(effect, keys, args)
@@ -179,9 +202,10 @@ class RedisInteractionStore:
         return _entries(raw), {_text(m) for m in members}
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
-        """Top `n` items (all when None) by `counter`: 'clicks', 'orders' or 'units'."""
+        """Top `n` items (all when None) by `counter`: clicks, orders, units or trending."""
         keys = {"clicks": self._keys.item_clicks, "orders": self._keys.item_orders}
         keys["units"] = self._keys.item_units
+        keys["trending"] = self._keys.item_trending
         end = -1 if n is None else n - 1
         pairs = await self._client.zrevrange(keys[counter], 0, end, withscores=True)
         return [(_text(pair[0]), float(pair[1])) for pair in pairs]

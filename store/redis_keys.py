@@ -65,6 +65,11 @@ class RedisKeys:
         return f"{self.prefix}model:version"
 
     @property
+    def item_trending(self) -> str:
+        """Sorted set: item id -> exponentially decayed popularity (see trending_weight)."""
+        return f"{self.prefix}items:trending"
+
+    @property
     def stats(self) -> str:
         """Hash of ingest counters: applied, duplicates, dead_lettered."""
         return f"{self.prefix}stats"

@@ -155,7 +155,7 @@ class Retriever:
     async def _popular(self, picks: _Picks, allowed: Callable[[str], bool]) -> None:
         wanted = picks.k * self.overfetch + len(picks.blocked)
         indexed = self.index.size > 0
-        for counter in ("orders", "clicks"):
+        for counter in ("trending", "orders", "clicks"):
             for item_id, count in await self.interactions.top_items(counter, wanted):
                 if (not indexed or self.index.contains(item_id)) and allowed(item_id):
                     picks.take(item_id, count, "popular")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -138,20 +138,32 @@ class RedisVectorState:
             approximate=True,
         )
 
+    async def all_item_vectors(
+        self, chunk: int = 10_000
+    ) -> AsyncIterator[tuple[list[str], npt.NDArray[np.float32]]]:
+        """Every stored item vector, in chunks (HSCAN: no single huge reply, Redis stays live)."""
+        cursor = 0
+        while True:
+            cursor, raw = await self._client.hscan(self._keys.item_vectors, cursor, count=chunk)
+            if raw:
+                yield self._matrix(
+                    [(_text(k), v) for k, v in cast(dict[bytes, bytes], raw).items()]
+                )
+            if cursor == 0:
+                return
+
     async def item_vectors(
-        self, item_ids: Sequence[str] | None = None
+        self, item_ids: Sequence[str]
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
-        """Vectors of `item_ids` that exist (all items when None), as ids and a matrix."""
-        if item_ids is None:
-            raw = await self._client.hgetall(self._keys.item_vectors)
-            pairs = [(_text(k), v) for k, v in raw.items()]
-        else:
-            values = (
-                await self._client.hmget(self._keys.item_vectors, list(item_ids))
-                if item_ids
-                else []
-            )
-            pairs = [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
+        """Vectors of those `item_ids` that exist, as ids and a matrix."""
+        values = (
+            await self._client.hmget(self._keys.item_vectors, list(item_ids)) if item_ids else []
+        )
+        return self._matrix(
+            [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
+        )
+
+    def _matrix(self, pairs: list[tuple[str, object]]) -> tuple[list[str], npt.NDArray[np.float32]]:
         matrix = np.empty((len(pairs), self.dim), dtype=np.float32)
         for row, (_, blob) in enumerate(pairs):
             matrix[row] = np.frombuffer(_blob(blob), dtype=np.float32)
@@ -159,8 +171,10 @@ class RedisVectorState:
 
     async def item_meta(self, item_ids: Sequence[str] | None = None) -> dict[str, ItemMeta]:
         if item_ids is None:
-            raw = await self._client.hgetall(self._keys.item_meta)
-            return {_text(k): ItemMeta.from_json(v) for k, v in raw.items()}
+            found: dict[str, ItemMeta] = {}
+            async for key, value in self._client.hscan_iter(self._keys.item_meta, count=10_000):
+                found[_text(key)] = ItemMeta.from_json(_blob(value))
+            return found
         if not item_ids:
             return {}
         values = await self._client.hmget(self._keys.item_meta, list(item_ids))

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         1, ge=1, description="replication of topics created at start-up"
     )
     app_id: str = Field("recstream", min_length=1, description="Faust app id = consumer group")
+    trending_half_life_s: float = Field(
+        3 * 24 * 3600, gt=0, description="half-life of the decayed (trending) popularity"
+    )
     dedup_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long an event_id is remembered")
     history_len: int = Field(200, ge=1, description="interactions kept per user history")
     max_event_bytes: int = Field(64 * 1024, ge=256, description="largest accepted event payload")

@@ -140,6 +140,7 @@ def create_ingest_app(settings: Settings) -> faust.App:
             RedisKeys(settings.redis_prefix),
             history_len=settings.history_len,
             dedup_ttl_s=settings.dedup_ttl_s,
+            trending_half_life_s=settings.trending_half_life_s,
         )
         processor = IngestProcessor(store, dlq_topic, settings.max_event_bytes)
         try:

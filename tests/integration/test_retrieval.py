@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 import redis.asyncio as aioredis
 
-from model.interaction import Interaction
+from model.interaction import Interaction, InteractionKind
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.interaction_store import EventEffect, RedisInteractionStore
@@ -56,9 +56,11 @@ def run(settings: Settings, scenario: Callable[[World], Awaitable[None]]) -> Non
     asyncio.run(main())
 
 
-async def _clicks(world: World, user_id: str, items: list[str], kind: str = "click") -> None:
+async def _clicks(
+    world: World, user_id: str, items: list[str], kind: InteractionKind = "click"
+) -> None:
     effects = [
-        EventEffect(f"{user_id}-{kind}-{n}", user_id, [Interaction(user_id, i, kind, n)])  # type: ignore[arg-type]
+        EventEffect(f"{user_id}-{kind}-{n}", user_id, (Interaction(user_id, i, kind, n),))
         for n, i in enumerate(items)
     ]
     await world.interactions.apply_many(effects)
@@ -190,5 +192,30 @@ def test_similar_items_excludes_the_item_and_rejects_unknown_ids(settings: Setti
         assert all(s.reason == "similar_item" for s in similar)
         with pytest.raises(UnknownItemError):
             await world.retriever.similar_items("nope", 5, Filters())
+
+    run(settings, scenario)
+
+
+def test_trending_ranks_by_decayed_popularity(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        day = 86_400_000
+        start = 1_767_225_600_000
+        old = [
+            EventEffect(f"old-{n}", "u", (Interaction("u", "old-hit", "click", start),))
+            for n in range(5)
+        ]
+        new = [
+            EventEffect(f"new-{n}", "v", (Interaction("v", "new-hit", "click", start + 10 * day),))
+            for n in range(2)
+        ]
+        await world.interactions.apply_many(old + new)
+        trending = await world.interactions.top_items("trending", 2)
+        assert [item for item, _ in trending] == ["new-hit", "old-hit"]
+        assert [item for item, _ in await world.interactions.top_items("clicks", 2)] == [
+            "old-hit",
+            "new-hit",
+        ]
+        cold = await world.retriever.recommend("stranger", 1, Filters())
+        assert [(s.item_id, s.reason) for s in cold.items] == [("new-hit", "popular")]
 
     run(settings, scenario)
