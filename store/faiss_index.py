@@ -79,12 +79,20 @@ class FaissVectorIndex:
         search_threads: int | None = None,
         ef_search: int = 128,
         ef_construction: int = 80,
+        gpu: bool | None = None,
     ) -> None:
         """`search_threads`: OpenMP threads per search (None: FAISS default). Serving wants 1:
         many small concurrent searches spin-wait against each other when each uses every core.
         `ef_search` / `ef_construction`: HNSW breadth (recall against speed); FAISS's 16 / 40
         defaults lose most true neighbours on hard data.
+        `gpu`: keep a Flat index on every visible GPU (None: when faiss-gpu sees one). Graph
+        and IVF indexes stay on the CPU.
         """
+        gpus = faiss.get_num_gpus()
+        if gpu and gpus == 0:
+            raise VectorIndexError("gpu=True but FAISS sees no GPU (install the gpu extra)")
+        exhaustive = "HNSW" not in factory and "IVF" not in factory
+        self.gpu = bool(gpus > 0 if gpu is None else gpu) and exhaustive
         self.ef_search, self.ef_construction = ef_search, ef_construction
         if dim < 1:
             raise VectorIndexError(f"dim must be >= 1, got {dim}")
@@ -101,7 +109,7 @@ class FaissVectorIndex:
             raise VectorIndexError(f"bad index factory {self.factory!r}: {error}") from None
         # IDMap2's remove_ids assumes the inner index renumbers like Flat; HNSW cannot remove
         # and IVF keeps its own ids, so both use tombstones instead.
-        self._removable = "HNSW" not in self.factory and "IVF" not in self.factory
+        self._removable = "HNSW" not in self.factory and "IVF" not in self.factory and not self.gpu
         self._nlist = 0
         if not self._index.is_trained:
             self._nlist = int(faiss.extract_index_ivf(self._index).nlist)
@@ -196,7 +204,9 @@ class FaissVectorIndex:
         """Write the index and its id mapping to `directory` (replaced atomically per file)."""
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock.reading():
-            blob = faiss.serialize_index(self._index)
+            blob = faiss.serialize_index(
+                faiss.index_gpu_to_cpu(self._index) if self.gpu else self._index
+            )
             meta = {
                 "dim": self.dim,
                 "factory": self.factory,
@@ -222,8 +232,7 @@ class FaissVectorIndex:
                 f"dim {self.dim}"
             )
         with self._lock.writing():
-            self._index = faiss.deserialize_index(blob)
-            self._tune(self._index)
+            self._index = self._placed(faiss.deserialize_index(blob))
             self._label_of = {str(k): int(v) for k, v in meta["labels"].items()}
             self._id_of = {v: k for k, v in self._label_of.items()}
             self._untrained = {
@@ -235,8 +244,12 @@ class FaissVectorIndex:
 
     def _new_index(self) -> faiss.Index:
         index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        return self._placed(index)
+
+    def _placed(self, index: faiss.Index) -> faiss.Index:
+        """Tuned, and moved to the GPUs when this index uses them."""
         self._tune(index)
-        return index
+        return faiss.index_cpu_to_all_gpus(index) if self.gpu else index
 
     def _tune(self, index: faiss.Index) -> None:
         inner = faiss.downcast_index(index.index) if hasattr(index, "index") else index

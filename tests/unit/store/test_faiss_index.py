@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -13,7 +14,9 @@ from store.faiss_index import FaissVectorIndex
 from store.vector_index import VectorIndexError
 
 DIM = 16
-FACTORIES = ["IDMap2,Flat", "IDMap2,HNSW32", "IDMap2,IVF8,Flat"]
+BACKENDS = [("IDMap2,Flat", False), ("IDMap2,HNSW32", False), ("IDMap2,IVF8,Flat", False)]
+if faiss.get_num_gpus() > 0:
+    BACKENDS.append(("IDMap2,Flat", True))
 
 
 def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
@@ -28,9 +31,10 @@ def _brute_force(
     return [ids[c] for c in np.argsort(-(items @ query), kind="stable")[:k]]
 
 
-@pytest.fixture(params=FACTORIES)
+@pytest.fixture(params=BACKENDS, ids=lambda b: f"{b[0]}{'-gpu' if b[1] else ''}")
 def index(request: pytest.FixtureRequest) -> FaissVectorIndex:
-    return FaissVectorIndex(DIM, request.param)
+    factory, gpu = request.param
+    return FaissVectorIndex(DIM, factory, gpu=gpu)
 
 
 def test_search_agrees_with_brute_force(index: FaissVectorIndex) -> None:
@@ -86,14 +90,14 @@ def test_snapshot_restores_the_same_answers(index: FaissVectorIndex, tmp_path: P
     index.upsert(ids, _unit(rng, 500))
     index.remove(["i1", "i2"])
     index.snapshot(tmp_path)
-    copy = FaissVectorIndex(DIM, index.factory)
+    copy = FaissVectorIndex(DIM, index.factory, gpu=index.gpu)
     copy.restore(tmp_path)
     queries = _unit(rng, 5)
     assert [h.ids for h in copy.search(queries, 10)] == [h.ids for h in index.search(queries, 10)]
     assert copy.size == index.size == 498
     assert copy.version == index.version
     with pytest.raises(VectorIndexError, match="snapshot is"):
-        FaissVectorIndex(DIM + 1, index.factory).restore(tmp_path)
+        FaissVectorIndex(DIM + 1, index.factory, gpu=index.gpu).restore(tmp_path)
 
 
 def test_bad_input_is_refused_with_a_reason(index: FaissVectorIndex) -> None:
@@ -138,3 +142,11 @@ def test_searches_during_writes_never_crash_or_see_removed_items(index: FaissVec
         t.join()
     assert errors == []
     assert leaked == []
+
+
+def test_asking_for_a_gpu_without_one_is_refused() -> None:
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(VectorIndexError, match="no GPU"):
+        FaissVectorIndex(DIM, gpu=True)
+    assert not FaissVectorIndex(DIM).gpu
