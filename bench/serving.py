@@ -50,7 +50,7 @@ async def _load_redis(settings: Settings, items: npt.NDArray[np.float32]) -> Non
     chunk = 20_000
     for start in tqdm(range(0, len(items), chunk), desc="redis", unit="chunk"):
         ids = [f"item-{n}" for n in range(start, min(start + chunk, len(items)))]
-        await state.put_item_vectors(ids, items[start : start + chunk])
+        await state.put_item_vectors(ids, items[start : start + chunk], model_version=1)
     users = _vectors(USERS, seed=1)
     for u in range(USERS):
         await state.put_user_vector(f"user-{u}", users[u], model_version=1, updated_ms=0)

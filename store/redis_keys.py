@@ -50,6 +50,11 @@ class RedisKeys:
         return f"{self.prefix}items:vectors"
 
     @property
+    def item_versions(self) -> str:
+        """Hash: item id -> model version of its stored vector."""
+        return f"{self.prefix}items:versions"
+
+    @property
     def item_meta(self) -> str:
         """Hash: item id -> JSON metadata used by filters (category, in_stock, tags)."""
         return f"{self.prefix}items:meta"

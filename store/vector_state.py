@@ -100,8 +100,11 @@ class RedisVectorState:
             return None
         return UserVector(vector, int(fields["model_version"]), int(fields["updated_ms"]))
 
-    async def put_item_vectors(self, item_ids: Sequence[str], vectors: npt.ArrayLike) -> None:
-        """Store vectors and announce them on the feed, in one transaction."""
+    async def put_item_vectors(
+        self, item_ids: Sequence[str], vectors: npt.ArrayLike, model_version: int
+    ) -> None:
+        """Store vectors (and the model version that made them), announce them on the feed;
+        one transaction."""
         matrix = as_matrix(vectors, self.dim)
         if len(item_ids) != len(matrix):
             raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
@@ -110,6 +113,7 @@ class RedisVectorState:
             self._keys.item_vectors,
             mapping={i: v.tobytes() for i, v in zip(item_ids, matrix, strict=True)},
         )
+        pipe.hset(self._keys.item_versions, mapping=dict.fromkeys(item_ids, model_version))
         self._announce(pipe, "upsert", item_ids)
         await pipe.execute()
 
@@ -124,8 +128,9 @@ class RedisVectorState:
         pipe = self._client.pipeline(transaction=True)
         pipe.hdel(self._keys.item_vectors, *item_ids)
         pipe.hdel(self._keys.item_meta, *item_ids)
+        pipe.hdel(self._keys.item_versions, *item_ids)
         self._announce(pipe, "delete", item_ids)
-        removed, _, _ = await pipe.execute()
+        removed, *_ = await pipe.execute()
         return int(removed)
 
     def _announce(
@@ -181,6 +186,13 @@ class RedisVectorState:
         return {
             i: ItemMeta.from_json(v) for i, v in zip(item_ids, values, strict=True) if v is not None
         }
+
+    async def item_versions(self, item_ids: Sequence[str]) -> dict[str, int]:
+        """Model version of each stored item vector (ids without a vector are left out)."""
+        values = (
+            await self._client.hmget(self._keys.item_versions, list(item_ids)) if item_ids else []
+        )
+        return {i: int(v) for i, v in zip(item_ids, values, strict=True) if v is not None}
 
     async def set_model_version(self, version: int) -> None:
         await self._client.set(self._keys.model_version, version)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import hypothesis
 import numpy as np
 import numpy.typing as npt
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from model.interaction import Interaction, InteractionKind
 from store.faiss_index import FaissVectorIndex
@@ -38,20 +40,25 @@ def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
     return unit
 
 
+async def _open(settings: Settings) -> tuple[World, Callable[[], Awaitable[None]]]:
+    client = aioredis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.redis_prefix)
+    state = RedisVectorState(client, keys, DIM)
+    interactions = RedisInteractionStore(client, keys)
+    index = FaissVectorIndex(DIM)
+    catalog: dict[str, ItemMeta] = {}
+    follower = IndexFollower(state, index, catalog)
+    retriever = Retriever(index, catalog, state, interactions)
+    return World(state, interactions, follower, retriever), client.aclose
+
+
 def run(settings: Settings, scenario: Callable[[World], Awaitable[None]]) -> None:
     async def main() -> None:
-        client = aioredis.from_url(settings.redis_url)
-        keys = RedisKeys(settings.redis_prefix)
-        state = RedisVectorState(client, keys, DIM)
-        interactions = RedisInteractionStore(client, keys)
-        index = FaissVectorIndex(DIM)
-        catalog: dict[str, ItemMeta] = {}
-        follower = IndexFollower(state, index, catalog)
-        retriever = Retriever(index, catalog, state, interactions)
+        world, close = await _open(settings)
         try:
-            await scenario(World(state, interactions, follower, retriever))
+            await scenario(world)
         finally:
-            await client.aclose()
+            await close()
 
     asyncio.run(main())
 
@@ -70,7 +77,8 @@ def test_vectors_metadata_and_versions_round_trip(settings: Settings) -> None:
     async def scenario(world: World) -> None:
         rng = np.random.default_rng(0)
         vectors = _unit(rng, 3)
-        await world.state.put_item_vectors(["a", "b", "c"], vectors)
+        await world.state.put_item_vectors(["a", "b", "c"], vectors, model_version=1)
+        await world.state.put_item_vectors(["c"], vectors[2:], model_version=2)
         await world.state.put_item_meta("a", ItemMeta("shoes", False, ("sale",)))
         await world.state.put_user_vector("u1", vectors[0], model_version=7, updated_ms=123)
         await world.state.set_model_version(7)
@@ -84,7 +92,9 @@ def test_vectors_metadata_and_versions_round_trip(settings: Settings) -> None:
         assert (user.model_version, user.updated_ms) == (7, 123)
         assert await world.state.user_vector("nobody") is None
         assert await world.state.model_version() == 7
+        assert await world.state.item_versions(["a", "c", "zz"]) == {"a": 1, "c": 2}
         assert await world.state.delete_items(["b", "zz"]) == 1
+        assert await world.state.item_versions(["b"]) == {}
 
     run(settings, scenario)
 
@@ -92,11 +102,13 @@ def test_vectors_metadata_and_versions_round_trip(settings: Settings) -> None:
 def test_a_replica_builds_from_redis_then_follows_the_feed(settings: Settings) -> None:
     async def scenario(world: World) -> None:
         rng = np.random.default_rng(1)
-        await world.state.put_item_vectors([f"i{n}" for n in range(50)], _unit(rng, 50))
+        await world.state.put_item_vectors(
+            [f"i{n}" for n in range(50)], _unit(rng, 50), model_version=1
+        )
         assert await world.follower.rebuild() == 50
         index = world.retriever.index
         fresh = _unit(rng, 1)
-        await world.state.put_item_vectors(["new"], fresh)
+        await world.state.put_item_vectors(["new"], fresh, model_version=1)
         await world.state.put_item_meta("i1", ItemMeta(category="books"))
         await world.state.delete_items(["i2"])
         for entry in await world.state.read_feed(world.follower.position, block_ms=1000):
@@ -112,53 +124,60 @@ def test_a_replica_builds_from_redis_then_follows_the_feed(settings: Settings) -
 
 
 def test_filters_never_let_an_excluded_item_through(settings: Settings) -> None:
-    async def scenario(world: World) -> None:
+    items = [f"i{n}" for n in range(300)]
+    seen, bought = set(items[:40]), set(items[40:50])
+
+    async def setup(world: World) -> None:
         rng = np.random.default_rng(2)
-        items = [f"i{n}" for n in range(300)]
-        await world.state.put_item_vectors(items, _unit(rng, 300))
+        await world.state.put_item_vectors(items, _unit(rng, 300), model_version=1)
         for n, item in enumerate(items):
             meta = ItemMeta(category=f"c{n % 4}", in_stock=n % 3 != 0)
             await world.state.put_item_meta(item, meta)
         await world.follower.rebuild()
-        seen = items[:40]
-        await _clicks(world, "u1", seen)
-        await _clicks(world, "u1", items[40:50], kind="order")
+        await _clicks(world, "u1", sorted(seen))
+        await _clicks(world, "u1", sorted(bought), kind="order")
         await world.state.put_user_vector("u1", _unit(rng, 1)[0], 3, 0)
+
+    loop = asyncio.new_event_loop()
+    world, close = loop.run_until_complete(_open(settings))
+    try:
+        loop.run_until_complete(setup(world))
         catalog = world.follower.catalog
-        picker = random.Random(3)
-        for _ in range(40):
-            filters = Filters(
-                category=picker.choice([None, "c0", "c1", "c3"]),
-                in_stock=picker.choice([None, True]),
-                exclude=frozenset(picker.sample(items, 30)),
-                exclude_seen=picker.random() < 0.7,
-            )
-            k = picker.randint(1, 60)
-            answer = await world.retriever.recommend("u1", k, filters)
+
+        @hypothesis.settings(max_examples=60, deadline=None)
+        @given(
+            category=st.sampled_from([None, "c0", "c1", "c3", "missing"]),
+            in_stock=st.sampled_from([None, True, False]),
+            exclude=st.frozensets(st.sampled_from(items), max_size=80),
+            exclude_seen=st.booleans(),
+            k=st.integers(1, 120),
+        )
+        def check(
+            category: str | None,
+            in_stock: bool | None,
+            exclude: frozenset[str],
+            exclude_seen: bool,
+            k: int,
+        ) -> None:
+            filters = Filters(category, in_stock, exclude, exclude_seen)
+            answer = loop.run_until_complete(world.retriever.recommend("u1", k, filters))
             got = [s.item_id for s in answer.items]
-            blocked = (
-                filters.exclude | set(items[40:50]) | (set(seen) if filters.exclude_seen else set())
-            )
+            blocked = exclude | bought | (seen if exclude_seen else set())
             eligible = [
                 i
                 for i in items
                 if i not in blocked
-                and filters.category in (None, catalog[i].category)
-                and (not filters.in_stock or catalog[i].in_stock)
+                and category in (None, catalog[i].category)
+                and (not in_stock or catalog[i].in_stock)
             ]
             assert len(got) == len(set(got)) == min(k, len(eligible))
-            assert not set(got) & filters.exclude
-            assert not set(got) & set(items[40:50])
-            if filters.exclude_seen:
-                assert not set(got) & set(seen)
-            if filters.category:
-                assert all(catalog[i].category == filters.category for i in got)
-            if filters.in_stock:
-                assert all(catalog[i].in_stock for i in got)
-            assert answer.source == "personalized"
+            assert set(got) <= set(eligible)
             assert answer.model_version == 3
 
-    run(settings, scenario)
+        check()
+    finally:
+        loop.run_until_complete(close())
+        loop.close()
 
 
 def test_new_users_fall_back_to_recent_items_then_popular(settings: Settings) -> None:
@@ -166,7 +185,7 @@ def test_new_users_fall_back_to_recent_items_then_popular(settings: Settings) ->
         rng = np.random.default_rng(4)
         items = [f"i{n}" for n in range(20)]
         vectors = _unit(rng, 20)
-        await world.state.put_item_vectors(items, vectors)
+        await world.state.put_item_vectors(items, vectors, model_version=1)
         await world.follower.rebuild()
         await _clicks(world, "crowd", ["i5"] * 3 + ["i6"] * 2)
         cold = await world.retriever.recommend("stranger", 2, Filters())
@@ -184,7 +203,9 @@ def test_new_users_fall_back_to_recent_items_then_popular(settings: Settings) ->
 def test_similar_items_excludes_the_item_and_rejects_unknown_ids(settings: Settings) -> None:
     async def scenario(world: World) -> None:
         rng = np.random.default_rng(5)
-        await world.state.put_item_vectors([f"i{n}" for n in range(30)], _unit(rng, 30))
+        await world.state.put_item_vectors(
+            [f"i{n}" for n in range(30)], _unit(rng, 30), model_version=1
+        )
         await world.follower.rebuild()
         similar = await world.retriever.similar_items("i3", 5, Filters(exclude=frozenset({"i4"})))
         assert len(similar) == 5

@@ -28,7 +28,7 @@ def _write(settings: Settings, ids: list[str], seed: int, user: str | None = Non
         state = RedisVectorState(client, RedisKeys(settings.redis_prefix), DIM)
         rng = np.random.default_rng(seed)
         vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
-        await state.put_item_vectors(ids, vectors)
+        await state.put_item_vectors(ids, vectors, model_version=1)
         if user is not None:
             await state.put_user_vector(user, vectors[0], model_version=4, updated_ms=1)
         await client.aclose()
