@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from model.interaction import Interaction
-from store.redis_keys import RedisKeys
+from store.redis_keys import RedisKeys, as_text
 
 TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
@@ -67,10 +67,6 @@ return out
 def _entries(raw: Sequence[bytes | str]) -> list[HistoryEntry]:
     docs = [json.loads(r) for r in raw]
     return [HistoryEntry(d["item_id"], d["kind"], int(d["ts_ms"])) for d in docs]
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +187,7 @@ class RedisInteractionStore:
     async def purchased(self, user_id: str) -> set[str]:
         """Items the user has ordered."""
         members = await self._client.smembers(self._keys.purchased(user_id))
-        return {_text(m) for m in members}
+        return {as_text(m) for m in members}
 
     async def user_context(self, user_id: str, limit: int) -> tuple[list[HistoryEntry], set[str]]:
         """`history(user_id, limit)` and `purchased(user_id)` in one round trip."""
@@ -199,7 +195,7 @@ class RedisInteractionStore:
         pipe.lrange(self._keys.history(user_id), 0, limit - 1)
         pipe.smembers(self._keys.purchased(user_id))
         raw, members = await pipe.execute()
-        return _entries(raw), {_text(m) for m in members}
+        return _entries(raw), {as_text(m) for m in members}
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
         """Top `n` items (all when None) by `counter`: clicks, orders, units or trending."""
@@ -208,12 +204,12 @@ class RedisInteractionStore:
         keys["trending"] = self._keys.item_trending
         end = -1 if n is None else n - 1
         pairs = await self._client.zrevrange(keys[counter], 0, end, withscores=True)
-        return [(_text(pair[0]), float(pair[1])) for pair in pairs]
+        return [(as_text(pair[0]), float(pair[1])) for pair in pairs]
 
     async def stats(self) -> IngestStats:
         """What ingest has done so far."""
         raw = await self._client.hgetall(self._keys.stats)
-        values = {_text(k): int(v) for k, v in raw.items()}
+        values = {as_text(k): int(v) for k, v in raw.items()}
         return IngestStats(
             applied=values.get("applied", 0),
             duplicates=values.get("duplicates", 0),

@@ -80,6 +80,11 @@ class RedisKeys:
         return f"{self.prefix}stats"
 
 
+def as_text(value: object) -> str:
+    """A redis-py reply item as text (clients here do not decode responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def delete_prefixed(client: redis.Redis, prefix: str, chunk: int = 1000) -> int:
     """Delete every key under `prefix` (a test's, a demo's or a shadow's); returns how many."""
     keys = list(client.scan_iter(match=f"{prefix}*", count=chunk))

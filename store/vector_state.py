@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 
-from store.redis_keys import RedisKeys
+from store.redis_keys import RedisKeys, as_text
 from store.vector_index import as_matrix
 
 FeedOp = Literal["upsert", "delete", "meta"]
@@ -52,10 +52,6 @@ class FeedEntry:
     item_ids: list[str] = field(default_factory=list)
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _blob(value: object) -> bytes:
     """Vector bytes from redis-py (the client must not decode responses)."""
     if not isinstance(value, bytes):
@@ -94,7 +90,7 @@ class RedisVectorState:
         raw = await self._client.hgetall(self._keys.user_vector(user_id))
         if not raw:
             return None
-        fields = {_text(k): v for k, v in raw.items()}
+        fields = {as_text(k): v for k, v in raw.items()}
         vector = np.frombuffer(_blob(fields["vector"]), dtype=np.float32)
         if vector.shape != (self.dim,):
             return None
@@ -152,7 +148,7 @@ class RedisVectorState:
             cursor, raw = await self._client.hscan(self._keys.item_vectors, cursor, count=chunk)
             if raw:
                 yield self._matrix(
-                    [(_text(k), v) for k, v in cast(dict[bytes, bytes], raw).items()]
+                    [(as_text(k), v) for k, v in cast(dict[bytes, bytes], raw).items()]
                 )
             if cursor == 0:
                 return
@@ -178,7 +174,7 @@ class RedisVectorState:
         if item_ids is None:
             found: dict[str, ItemMeta] = {}
             async for key, value in self._client.hscan_iter(self._keys.item_meta, count=10_000):
-                found[_text(key)] = ItemMeta.from_json(_blob(value))
+                found[as_text(key)] = ItemMeta.from_json(_blob(value))
             return found
         if not item_ids:
             return {}
@@ -204,7 +200,7 @@ class RedisVectorState:
     async def feed_position(self) -> str:
         """The id of the newest feed entry ('0-0' when empty): follow from here after a rebuild."""
         last = await self._client.xrevrange(self._keys.item_feed, count=1)
-        return _text(last[0][0]) if last else "0-0"
+        return as_text(last[0][0]) if last else "0-0"
 
     async def read_feed(
         self, after: str, block_ms: int | None = None, count: int = 1_000
@@ -215,11 +211,11 @@ class RedisVectorState:
         entries: list[FeedEntry] = []
         for _, messages in answer:
             for entry_id, fields in messages:
-                doc = {_text(k): _text(v) for k, v in fields.items()}
+                doc = {as_text(k): as_text(v) for k, v in fields.items()}
                 op = doc.get("op", "")
                 if op in ("upsert", "delete", "meta"):
                     ids = json.loads(doc.get("ids", "[]"))
                     entries.append(
-                        FeedEntry(_text(entry_id), cast(FeedOp, op), [str(i) for i in ids])
+                        FeedEntry(as_text(entry_id), cast(FeedOp, op), [str(i) for i in ids])
                     )
         return entries

@@ -64,10 +64,17 @@ def run(settings: Settings, scenario: Callable[[World], Awaitable[None]]) -> Non
 
 
 async def _clicks(
-    world: World, user_id: str, items: list[str], kind: InteractionKind = "click"
+    world: World,
+    user_id: str,
+    items: list[str],
+    kind: InteractionKind = "click",
+    start_ms: int = 0,
 ) -> None:
+    """One event per item, a millisecond apart from `start_ms`."""
     effects = [
-        EventEffect(f"{user_id}-{kind}-{n}", user_id, (Interaction(user_id, i, kind, n),))
+        EventEffect(
+            f"{user_id}-{kind}-{n}", user_id, (Interaction(user_id, i, kind, start_ms + n),)
+        )
         for n, i in enumerate(items)
     ]
     await world.interactions.apply_many(effects)
@@ -221,15 +228,8 @@ def test_trending_ranks_by_decayed_popularity(settings: Settings) -> None:
     async def scenario(world: World) -> None:
         day = 86_400_000
         start = 1_767_225_600_000
-        old = [
-            EventEffect(f"old-{n}", "u", (Interaction("u", "old-hit", "click", start),))
-            for n in range(5)
-        ]
-        new = [
-            EventEffect(f"new-{n}", "v", (Interaction("v", "new-hit", "click", start + 10 * day),))
-            for n in range(2)
-        ]
-        await world.interactions.apply_many(old + new)
+        await _clicks(world, "u", ["old-hit"] * 5, start_ms=start)
+        await _clicks(world, "v", ["new-hit"] * 2, start_ms=start + 10 * day)
         trending = await world.interactions.top_items("trending", 2)
         assert [item for item, _ in trending] == ["new-hit", "old-hit"]
         assert [item for item, _ in await world.interactions.top_items("clicks", 2)] == [
