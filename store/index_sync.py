@@ -53,14 +53,40 @@ class IndexFollower:
             self.catalog.update(await self.state.item_meta(entry.item_ids))
         self.position = entry.entry_id
 
+    async def run(self, block_ms: int = 1_000) -> None:
+        """Rebuild (retrying while Redis is away), then follow the feed, until cancelled."""
+        while True:
+            _raise_if_cancelling()
+            try:
+                loaded = await self.rebuild()
+                log.info("index built from Redis: %d items", loaded)
+                break
+            except Exception:
+                _unless_cancelled("index build failed")
+                await asyncio.sleep(1.0)
+        await self.follow(block_ms)
+
     async def follow(self, block_ms: int = 1_000) -> None:
         """Apply feed entries until cancelled; a Redis error is logged and retried."""
         while True:
+            _raise_if_cancelling()
             try:
                 for entry in await self.state.read_feed(self.position, block_ms=block_ms):
                     await self.apply(entry)
-            except asyncio.CancelledError:
-                raise
             except Exception:
-                log.exception("item feed: read failed, retrying in 1 s")
+                _unless_cancelled("item feed: read failed")
                 await asyncio.sleep(1.0)
+
+
+def _raise_if_cancelling() -> None:
+    """redis-py can absorb a cancellation that lands during a read (it may surface as
+    ConnectionError, or not at all): a retry loop must check for it, or it never stops."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _unless_cancelled(what: str) -> None:
+    """Log a failure to retry it, unless the task is being cancelled (then stop)."""
+    _raise_if_cancelling()
+    log.exception("%s, retrying in 1 s", what)

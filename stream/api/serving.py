@@ -20,6 +20,7 @@ from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
 
 log = logging.getLogger(__name__)
+_SHUTDOWN_S = 5.0  # the follower stops within one feed poll (1 s); never wait forever
 
 
 @dataclass
@@ -42,19 +43,6 @@ def serving_of(request: Request) -> Serving:
     return serving
 
 
-async def _keep_current(follower: IndexFollower) -> None:
-    """Build the index from Redis (retrying while Redis is away), then follow the feed."""
-    while True:
-        try:
-            loaded = await follower.rebuild()
-            log.info("index built from Redis: %d items", loaded)
-            break
-        except Exception:
-            log.exception("index build failed, retrying in 1 s")
-            await asyncio.sleep(1.0)
-    await follower.follow()
-
-
 @contextlib.asynccontextmanager
 async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     """Connect to Redis, start building the index in the background, stop on exit."""
@@ -66,11 +54,11 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     catalog: dict[str, ItemMeta] = {}
     follower = IndexFollower(state, index, catalog)
     retriever = Retriever(index, catalog, state, interactions)
-    task = asyncio.create_task(_keep_current(follower))
+    task = asyncio.create_task(follower.run())
     try:
         yield Serving(client, state, index, follower, retriever)
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await client.aclose()
+        await asyncio.wait([task], timeout=_SHUTDOWN_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.aclose(), _SHUTDOWN_S)

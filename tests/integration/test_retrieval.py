@@ -240,3 +240,19 @@ def test_trending_ranks_by_decayed_popularity(settings: Settings) -> None:
         assert [(s.item_id, s.reason) for s in cold.items] == [("new-hit", "popular")]
 
     run(settings, scenario)
+
+
+def test_a_cancelled_follower_stops_within_one_feed_poll(settings: Settings) -> None:
+    """A cancel that lands inside a blocking read is absorbed by redis-py; the follower
+    must still stop once that read returns (it used to retry forever)."""
+
+    async def scenario(world: World) -> None:
+        for delay_ms in range(0, 12):
+            task = asyncio.create_task(world.follower.run(block_ms=200))
+            await asyncio.sleep(delay_ms / 2_000)
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=1.0)
+            assert done == {task}, f"still running after cancel at {delay_ms / 2} ms"
+            assert task.cancelled()
+
+    run(settings, scenario)
