@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from model.trainer import OnlineTrainer
+from model.trainer import OnlineTrainer, model_from_state
+from model.two_tower import TwoTowerRecommender
 
 FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
@@ -30,6 +31,7 @@ class Checkpoint:
     position: dict[str, int]
     created_ms: int
     trainer: OnlineTrainer
+    extra: dict[str, Any]
 
 
 class CheckpointStore:
@@ -62,8 +64,16 @@ class CheckpointStore:
         versions = self.versions()
         return versions[-1] if versions else None
 
-    def save(self, trainer: OnlineTrainer, position: Mapping[str, int]) -> int:
-        """Write a new version atomically, point CURRENT at it, prune beyond `keep`."""
+    def save(
+        self,
+        trainer: OnlineTrainer,
+        position: Mapping[str, int],
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Write a new version atomically, point CURRENT at it, prune beyond `keep`.
+
+        `extra` is the caller's own state to resume with (plain containers and tensors).
+        """
         existing = self.versions()
         version = max([*existing, self.current() or 0]) + 1
         payload: dict[str, Any] = {
@@ -72,6 +82,7 @@ class CheckpointStore:
             "created_ms": int(time.time() * 1000),
             "position": {str(k): int(v) for k, v in position.items()},
             "trainer": trainer.state_dict(),
+            "extra": dict(extra or {}),
         }
         path = self._path(version)
         partial = path.with_suffix(".partial")
@@ -84,20 +95,37 @@ class CheckpointStore:
 
     def load(self, version: int | None = None, device: torch.device | None = None) -> Checkpoint:
         """Load `version` (default: CURRENT) with `weights_only=True` onto `device`."""
+        chosen, payload = self._read(version)
+        trainer = OnlineTrainer.from_state_dict(payload["trainer"], device or torch.device("cpu"))
+        return Checkpoint(
+            chosen,
+            dict(payload["position"]),
+            int(payload["created_ms"]),
+            trainer,
+            dict(payload.get("extra", {})),
+        )
+
+    def load_model(self, version: int | None = None) -> TwoTowerRecommender:
+        """Only the model of `version` (no optimiser state), on the CPU in eval mode."""
+        _, payload = self._read(version)
+        return model_from_state(payload["trainer"]).eval()
+
+    def _read(self, version: int | None) -> tuple[int, dict[str, Any]]:
         chosen = self.current() if version is None else version
         if chosen is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         path = self._path(chosen)
-        if not path.exists():
-            raise CheckpointError(f"checkpoint version {chosen} is not in {self.directory}")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
+            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(
+                f"checkpoint version {chosen} is not in {self.directory}"
+            ) from None
         except Exception as error:
             raise CheckpointError(f"{path}: cannot be loaded safely: {error}") from error
         if payload.get("format") != FORMAT:
             raise CheckpointError(f"{path}: unknown format {payload.get('format')!r}")
-        trainer = OnlineTrainer.from_state_dict(payload["trainer"], device or torch.device("cpu"))
-        return Checkpoint(chosen, dict(payload["position"]), int(payload["created_ms"]), trainer)
+        return chosen, payload
 
     def rollback(self, version: int) -> None:
         """Make an earlier `version` CURRENT; later versions stay on disk until pruned."""

@@ -127,11 +127,7 @@ class OnlineTrainer:
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any], device: torch.device) -> OnlineTrainer:
         """Rebuild a trainer saved with `state_dict` on `device`; its replay buffer starts empty."""
-        vocabulary = IdVocabulary.from_state_dict(state["item_vocabulary"])
-        model = TwoTowerRecommender(TwoTowerConfig.from_dict(state["model_config"]), vocabulary)
-        model.load_state_dict(state["model"])
-        model.load_item_features_state(state["item_features"])
-        trainer = cls(model, TrainerConfig(**state["trainer_config"]), device)
+        trainer = cls(model_from_state(state), TrainerConfig(**state["trainer_config"]), device)
         trainer._dense.load_state_dict(state["dense_optimizer"])
         trainer._sparse.load_state_dict(state["sparse_optimizer"])
         trainer._counts = state["counts"].to(device)
@@ -299,6 +295,15 @@ class OnlineTrainer:
         logits = torch.cat([positive_logits, negative_logits], dim=1)
         labels = torch.zeros(len(logits), dtype=torch.long, device=self.device)
         return functional.cross_entropy(logits, labels)
+
+
+def model_from_state(state: Mapping[str, Any]) -> TwoTowerRecommender:
+    """The model inside a trainer `state_dict` (on the CPU, in training mode)."""
+    vocabulary = IdVocabulary.from_state_dict(state["item_vocabulary"])
+    model = TwoTowerRecommender(TwoTowerConfig.from_dict(state["model_config"]), vocabulary)
+    model.load_state_dict(state["model"])
+    model.load_item_features_state(state["item_features"])
+    return model
 
 
 def _is_row_state(value: object, param: Tensor) -> bool:

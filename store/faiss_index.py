@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -54,6 +55,14 @@ class ReadWriteLock:
             with self._cond:
                 self._writing = False
                 self._cond.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStamp:
+    """How many writes an index has had, and the model version its vectors come from."""
+
+    writes: int
+    model_version: int | None
 
 
 class FaissVectorIndex:
@@ -118,7 +127,7 @@ class FaissVectorIndex:
         self._untrained: dict[str, npt.NDArray[np.float32]] = {}
         self._tombstones = 0
         self._next_label = 0
-        self._version = 0
+        self._stamp = IndexStamp(0, None)
 
     @property
     def size(self) -> int:
@@ -128,7 +137,19 @@ class FaissVectorIndex:
     @property
     def version(self) -> int:
         """Grows with every write; lets callers tell two states of the index apart."""
-        return self._version
+        return self._stamp.writes
+
+    @property
+    def stamp(self) -> IndexStamp:
+        """Write count and model version, read together: equal stamps before and after a
+        series of searches mean they all saw one state of one model version."""
+        return self._stamp
+
+    def _stamped(self, model_version: int | None) -> None:
+        """Count a write (caller holds the write lock); a new model version, if given."""
+        current = self._stamp
+        tag = current.model_version if model_version is None else model_version
+        self._stamp = IndexStamp(current.writes + 1, tag)
 
     @property
     def searches_quickly(self) -> bool:
@@ -140,26 +161,34 @@ class FaissVectorIndex:
         """Whether `item_id` is searchable."""
         return item_id in self._label_of or item_id in self._untrained
 
-    def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None:
-        """Insert or replace the vectors of `ids` (the last one wins for repeated ids)."""
-        matrix = as_matrix(vectors, self.dim)
+    def upsert(
+        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
+    ) -> None:
+        """Insert or replace the vectors of `ids` (the last one wins for repeated ids); with
+        `model_version`, the index is from then on stamped as holding that version."""
+        matrix = (
+            np.empty((0, self.dim), dtype=np.float32)
+            if len(ids) == 0
+            else as_matrix(vectors, self.dim)
+        )
         if len(ids) != len(matrix):
             raise VectorIndexError(f"{len(ids)} ids for {len(matrix)} vectors")
         latest = {item_id: row for row, item_id in enumerate(ids)}
         with self._lock.writing():
-            self._drop(list(latest))
-            if not self._index.is_trained:
-                self._untrained.update({i: matrix[r].copy() for i, r in latest.items()})
-                self._train_when_ready()
-            else:
-                self._add(list(latest), matrix[list(latest.values())])
-            self._version += 1
+            if latest:
+                self._drop(list(latest))
+                if not self._index.is_trained:
+                    self._untrained.update({i: matrix[r].copy() for i, r in latest.items()})
+                    self._train_when_ready()
+                else:
+                    self._add(list(latest), matrix[list(latest.values())])
+            self._stamped(model_version)
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove `ids`; unknown ids are ignored. Returns how many were present."""
         with self._lock.writing():
             removed = self._drop(list(ids))
-            self._version += 1
+            self._stamped(None)
         return removed
 
     def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]:
@@ -210,7 +239,8 @@ class FaissVectorIndex:
             meta = {
                 "dim": self.dim,
                 "factory": self.factory,
-                "version": self._version,
+                "version": self._stamp.writes,
+                "model_version": self._stamp.model_version,
                 "next_label": self._next_label,
                 "tombstones": self._tombstones,
                 "labels": self._label_of,
@@ -240,7 +270,7 @@ class FaissVectorIndex:
             }
             self._next_label = int(meta["next_label"])
             self._tombstones = int(meta["tombstones"])
-            self._version = int(meta["version"])
+            self._stamp = IndexStamp(int(meta["version"]), meta.get("model_version"))
 
     def _new_index(self) -> faiss.Index:
         index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from store.faiss_index import FaissVectorIndex
 from store.vector_state import FeedEntry, ItemMeta, RedisVectorState
@@ -11,21 +14,50 @@ from store.vector_state import FeedEntry, ItemMeta, RedisVectorState
 log = logging.getLogger(__name__)
 
 
-class IndexFollower:
-    """Builds the index from Redis at start, then applies feed entries as they arrive.
+VersionHook = Callable[[int], Awaitable[None]]
 
-    The feed position is read before the bulk load, so a change made during the load is
-    applied again afterwards (upserts and deletes are idempotent): nothing is missed.
+
+@dataclass(frozen=True, slots=True)
+class ServedVersion:
+    """A model version this replica switched to, and when (wall-clock ms)."""
+
+    version: int
+    applied_ms: int
+    learned_ms: int | None
+
+    @property
+    def publish_latency_ms(self) -> int | None:
+        """From the end of the training step that made the version to serving it here."""
+        return None if self.learned_ms is None else self.applied_ms - self.learned_ms
+
+
+class IndexFollower:
+    """Builds the index from Redis at start, then follows the change feed.
+
+    Upserts are not applied one entry at a time: the follower collects the ids of every entry
+    it has read, then reads their vectors in one transaction with the model version and the
+    newest feed id. When that feed id is one it has read, the vectors are exactly the
+    published state of that version, and they go into the index in one write stamped with
+    it; otherwise it reads on first. So the index never holds vectors of two versions, and
+    a change made during the bulk load is applied again afterwards: nothing is missed.
     """
 
     def __init__(
-        self, state: RedisVectorState, index: FaissVectorIndex, catalog: dict[str, ItemMeta]
+        self,
+        state: RedisVectorState,
+        index: FaissVectorIndex,
+        catalog: dict[str, ItemMeta],
+        before_version: VersionHook | None = None,
     ) -> None:
         self.state = state
         self.index = index
         self.catalog = catalog
         self.position = "0-0"
         self.ready = asyncio.Event()
+        self.served: ServedVersion | None = None
+        self.on_served: Callable[[ServedVersion], None] | None = None
+        self._before_version = before_version
+        self._pending: set[str] = set()
 
     async def rebuild(self) -> int:
         """Load every item vector and metadata; returns how many vectors were loaded."""
@@ -33,25 +65,55 @@ class IndexFollower:
         loaded = 0
         async for ids, vectors in self.state.all_item_vectors():
             await asyncio.to_thread(self.index.upsert, ids, vectors)
+            self._pending.update(ids)
             loaded += len(ids)
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
+        await self.settle()
         self.ready.set()
         return loaded
 
     async def apply(self, entry: FeedEntry) -> None:
-        """Apply one change: re-read the named items from Redis (the feed carries only ids)."""
+        """Take in one feed entry: deletes and metadata now, upserts at the next `settle`."""
         if entry.op == "delete":
             await asyncio.to_thread(self.index.remove, entry.item_ids)
             for item_id in entry.item_ids:
                 self.catalog.pop(item_id, None)
+            self._pending.difference_update(entry.item_ids)
         elif entry.op == "upsert":
-            ids, vectors = await self.state.item_vectors(entry.item_ids)
-            if ids:
-                await asyncio.to_thread(self.index.upsert, ids, vectors)
+            self._pending.update(entry.item_ids)
         else:
             self.catalog.update(await self.state.item_meta(entry.item_ids))
         self.position = entry.entry_id
+
+    async def settle(self) -> None:
+        """Bring the index to the newest published state (see the class docstring)."""
+        while True:
+            published = await self.state.published(sorted(self._pending))
+            if published.feed_position != self.position:
+                entries = await self.state.read_feed(self.position)
+                if entries:
+                    for entry in entries:
+                        await self.apply(entry)
+                    continue
+            version = published.model_version
+            changed = self.served is None or version != self.served.version
+            if version is not None and changed and self._before_version is not None:
+                await self._before_version(version)
+            if published.missing:
+                await asyncio.to_thread(self.index.remove, published.missing)
+            await asyncio.to_thread(self.index.upsert, published.ids, published.vectors, version)
+            self._pending.clear()
+            if version is not None and changed:
+                self.served = await self._served(version)
+                if self.on_served is not None:
+                    self.on_served(self.served)
+            return
+
+    async def _served(self, version: int) -> ServedVersion:
+        learned = (await self.state.model_info(version)).get("learned_ms")
+        now = int(time.time() * 1000)
+        return ServedVersion(version, now, learned if isinstance(learned, int) else None)
 
     async def run(self, block_ms: int = 1_000) -> None:
         """Rebuild (retrying while Redis is away), then follow the feed, until cancelled."""
@@ -71,8 +133,11 @@ class IndexFollower:
         while True:
             _raise_if_cancelling()
             try:
-                for entry in await self.state.read_feed(self.position, block_ms=block_ms):
+                entries = await self.state.read_feed(self.position, block_ms=block_ms)
+                for entry in entries:
                     await self.apply(entry)
+                if entries:
+                    await self.settle()
             except Exception:
                 _unless_cancelled("item feed: read failed")
                 await asyncio.sleep(1.0)

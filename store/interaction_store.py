@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from model.interaction import Interaction
+from model.interaction import Interaction, InteractionKind
 from store.redis_keys import RedisKeys, as_text
 
 TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -66,7 +66,9 @@ return out
 
 def _entries(raw: Sequence[bytes | str]) -> list[HistoryEntry]:
     docs = [json.loads(r) for r in raw]
-    return [HistoryEntry(d["item_id"], d["kind"], int(d["ts_ms"])) for d in docs]
+    return [
+        HistoryEntry(d["item_id"], d["kind"], int(d["ts_ms"]), d.get("event_id", "")) for d in docs
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,12 @@ class HistoryEntry:
     item_id: str
     kind: str
     ts_ms: int
+    event_id: str = ""
+
+    def interaction(self, user_id: str) -> Interaction:
+        """As a model `Interaction` (what the user tower reads)."""
+        kind: InteractionKind = "order" if self.kind == "order" else "click"
+        return Interaction(user_id, self.item_id, kind, self.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +137,12 @@ class RedisInteractionStore:
         history: list[str] = []
         for it in effect.interactions:
             trending[it.item_id] += self.trending_weight(it.ts_ms)
-            entry = {"item_id": it.item_id, "kind": it.kind, "ts_ms": it.ts_ms}
+            entry = {
+                "item_id": it.item_id,
+                "kind": it.kind,
+                "ts_ms": it.ts_ms,
+                "event_id": effect.event_id,
+            }
             history.append(json.dumps(entry, separators=(",", ":")))
             if it.kind == "click":
                 clicks[it.item_id] += 1
@@ -183,6 +196,14 @@ class RedisInteractionStore:
         end = -1 if limit is None else limit - 1
         raw = await self._client.lrange(self._keys.history(user_id), 0, end)
         return _entries(raw)
+
+    async def histories(self, user_ids: Sequence[str], limit: int) -> dict[str, list[HistoryEntry]]:
+        """The newest `limit` interactions of each user (newest first), in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.lrange(self._keys.history(user_id), 0, limit - 1)
+        raws = await pipe.execute()
+        return {u: _entries(raw) for u, raw in zip(user_ids, raws, strict=True)}
 
     async def purchased(self, user_id: str) -> set[str]:
         """Items the user has ordered."""

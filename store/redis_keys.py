@@ -41,7 +41,8 @@ class RedisKeys:
         return f"{self.prefix}items:units"
 
     def user_vector(self, user_id: str) -> str:
-        """Hash: the user's latest vector (float32 bytes), model_version, updated_ms."""
+        """Hash: the user's latest vector (float32 bytes), model_version, updated_ms and
+        as_of_event_id (the newest event it reflects)."""
         return f"{self.prefix}user:{user_id}:vector"
 
     @property
@@ -68,6 +69,11 @@ class RedisKeys:
     def model_version(self) -> str:
         """String: the model version whose vectors are being served."""
         return f"{self.prefix}model:version"
+
+    @property
+    def model_info(self) -> str:
+        """Hash: model version -> JSON of what it holds (events learned, when learned/published)."""
+        return f"{self.prefix}model:info"
 
     @property
     def item_trending(self) -> str:

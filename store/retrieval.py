@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from store.faiss_index import FaissVectorIndex
-from store.interaction_store import RedisInteractionStore
+from store.interaction_store import HistoryEntry, RedisInteractionStore
 from store.vector_index import VectorIndexError
-from store.vector_state import ItemMeta, RedisVectorState
+from store.vector_state import ItemMeta, RedisVectorState, UserVector
 
 
 class UnknownItemError(KeyError):
@@ -38,10 +39,25 @@ class Scored:
 
 @dataclass(frozen=True, slots=True)
 class Recommendations:
+    """Top-k for a user; `model_version` scored every model-ranked item (None: none was),
+    `as_of_event_id` is the newest event of the user the ranking reflects."""
+
     user_id: str
     items: list[Scored]
     source: str
     model_version: int | None
+    as_of_event_id: str = ""
+
+
+class UserEncoder(Protocol):
+    """Embeds a user from their history with a given model version, when it has that model."""
+
+    def encode(
+        self, model_version: int, user_id: str, history: Sequence[HistoryEntry]
+    ) -> npt.NDArray[np.float32] | None: ...
+
+
+_ATTEMPTS = 5  # a publish landing mid-request restarts it; after this many, popular only
 
 
 @dataclass
@@ -76,10 +92,12 @@ class Retriever:
         state: RedisVectorState,
         interactions: RedisInteractionStore,
         *,
+        encoder: UserEncoder | None = None,
         recent: int = 10,
         overfetch: int = 4,
     ) -> None:
         self.index = index
+        self.encoder = encoder
         self.catalog = catalog
         self.state = state
         self.interactions = interactions
@@ -98,28 +116,70 @@ class Retriever:
         return allowed
 
     async def recommend(self, user_id: str, k: int, filters: Filters) -> Recommendations:
-        """Personalised when a user vector exists, then similar to recent items, then popular."""
+        """Personalised when a user vector exists, then similar to recent items, then popular.
+
+        Every model-ranked item is scored by the model version the index holds: a stored
+        user vector of another version is re-embedded with that version first, and a publish
+        that lands mid-request restarts it.
+        """
         history, purchased = await self.interactions.user_context(user_id, limit=200)
-        user = await self.state.user_vector(user_id)
+        stored = await self.state.user_vector(user_id)
         blocked = set(filters.exclude) | purchased
         if filters.exclude_seen:
             blocked |= {h.item_id for h in history}
-        picks = _Picks(k, blocked)
         allowed = self._allows(filters)
-        if user is not None:
-            await self._search(user.vector, picks, allowed, "personalized")
-        recent = list(dict.fromkeys(h.item_id for h in history))[: self.recent]
-        known = [i for i in recent if self.index.contains(i)]
-        if not picks.full and known:
-            session = self.index.vectors(known).mean(axis=0)
-            norm = float(np.linalg.norm(session))
-            if norm > 0:
-                await self._search(session / norm, picks, allowed, "similar_to_recent")
+        for _ in range(_ATTEMPTS):
+            stamp = self.index.stamp
+            picks = _Picks(k, set(blocked))
+            user = await self._user_vector(stamp.model_version, user_id, stored, history)
+            if user is not None:
+                await self._search(user[0], picks, allowed, "personalized")
+            await self._similar_to_recent(history, picks, allowed)
+            if self.index.stamp == stamp:
+                break
+        else:
+            picks = _Picks(k, set(blocked))
+            user = None
+        modelled = bool(picks.items)
         if not picks.full:
             await self._popular(picks, allowed)
         source = picks.items[0].reason if picks.items else "none"
-        version = user.model_version if user is not None else await self.state.model_version()
-        return Recommendations(user_id, picks.items, source, version)
+        as_of = user[1] if user is not None else (history[0].event_id if history else "")
+        return Recommendations(
+            user_id, picks.items, source, stamp.model_version if modelled else None, as_of
+        )
+
+    async def _user_vector(
+        self,
+        version: int | None,
+        user_id: str,
+        stored: UserVector | None,
+        history: list[HistoryEntry],
+    ) -> tuple[npt.NDArray[np.float32], str] | None:
+        """The user's vector under `version` and the newest event it reflects, or None."""
+        if version is None:
+            return None
+        if stored is not None and stored.model_version == version:
+            return stored.vector, stored.as_of_event_id
+        if self.encoder is None or not history:
+            return None
+        vector = await asyncio.to_thread(self.encoder.encode, version, user_id, history)
+        return None if vector is None else (vector, history[0].event_id)
+
+    async def _similar_to_recent(
+        self, history: list[HistoryEntry], picks: _Picks, allowed: Callable[[str], bool]
+    ) -> None:
+        recent = list(dict.fromkeys(h.item_id for h in history))[: self.recent]
+        known = [i for i in recent if self.index.contains(i)]
+        if picks.full or not known:
+            return
+        try:
+            session = self.index.vectors(known).mean(axis=0)
+        except VectorIndexError:  # removed since `contains`: the stamp check restarts us
+            return
+        norm = float(np.linalg.norm(session))
+        if norm > 0:
+            await self._search(session / norm, picks, allowed, "similar_to_recent")
 
     async def similar_items(self, item_id: str, k: int, filters: Filters) -> list[Scored]:
         """Nearest items to `item_id` by inner product; raises `UnknownItemError`."""

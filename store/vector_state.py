@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -38,9 +38,32 @@ class ItemMeta:
 
 @dataclass(frozen=True, slots=True)
 class UserVector:
+    """A user's vector, the model version that made it and the newest event it reflects."""
+
     vector: npt.NDArray[np.float32]
     model_version: int
     updated_ms: int
+    as_of_event_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UserVectorUpdate:
+    """One user vector to write."""
+
+    user_id: str
+    vector: UserVector
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedItems:
+    """Item vectors as published, read in one transaction with the model version and the
+    newest feed entry id: together they name one consistent published state."""
+
+    ids: list[str]
+    vectors: npt.NDArray[np.float32]
+    missing: list[str]
+    model_version: int | None
+    feed_position: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,17 +97,32 @@ class RedisVectorState:
         self._feed_len = feed_len
 
     async def put_user_vector(
-        self, user_id: str, vector: npt.ArrayLike, model_version: int, updated_ms: int
+        self,
+        user_id: str,
+        vector: npt.ArrayLike,
+        model_version: int,
+        updated_ms: int,
+        as_of_event_id: str = "",
     ) -> None:
         row = as_matrix(vector, self.dim)[0]
-        await self._client.hset(
-            self._keys.user_vector(user_id),
-            mapping={
-                "vector": row.tobytes(),
-                "model_version": model_version,
-                "updated_ms": updated_ms,
-            },
-        )
+        update = UserVector(row, model_version, updated_ms, as_of_event_id)
+        await self.put_user_vectors([UserVectorUpdate(user_id, update)])
+
+    async def put_user_vectors(self, updates: Sequence[UserVectorUpdate]) -> None:
+        """Write many user vectors in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for update in updates:
+            user = update.vector
+            pipe.hset(
+                self._keys.user_vector(update.user_id),
+                mapping={
+                    "vector": as_matrix(user.vector, self.dim)[0].tobytes(),
+                    "model_version": user.model_version,
+                    "updated_ms": user.updated_ms,
+                    "as_of_event_id": user.as_of_event_id,
+                },
+            )
+        await pipe.execute()
 
     async def user_vector(self, user_id: str) -> UserVector | None:
         raw = await self._client.hgetall(self._keys.user_vector(user_id))
@@ -94,24 +132,64 @@ class RedisVectorState:
         vector = np.frombuffer(_blob(fields["vector"]), dtype=np.float32)
         if vector.shape != (self.dim,):
             return None
-        return UserVector(vector, int(fields["model_version"]), int(fields["updated_ms"]))
+        return UserVector(
+            vector,
+            int(fields["model_version"]),
+            int(fields["updated_ms"]),
+            as_text(fields.get("as_of_event_id", b"")),
+        )
 
     async def put_item_vectors(
-        self, item_ids: Sequence[str], vectors: npt.ArrayLike, model_version: int
+        self,
+        item_ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        model_version: int,
+        info: Mapping[str, object] | None = None,
     ) -> None:
-        """Store vectors (and the model version that made them), announce them on the feed;
-        one transaction."""
-        matrix = as_matrix(vectors, self.dim)
-        if len(item_ids) != len(matrix):
+        """Publish `model_version`: its changed item vectors, their versions, a feed entry and
+        the served version, in one transaction (followers see all of it or none)."""
+        matrix = as_matrix(vectors, self.dim) if len(item_ids) else None
+        if matrix is not None and len(item_ids) != len(matrix):
             raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
         pipe = self._client.pipeline(transaction=True)
-        pipe.hset(
-            self._keys.item_vectors,
-            mapping={i: v.tobytes() for i, v in zip(item_ids, matrix, strict=True)},
-        )
-        pipe.hset(self._keys.item_versions, mapping=dict.fromkeys(item_ids, model_version))
-        self._announce(pipe, "upsert", item_ids)
+        if matrix is not None:
+            pipe.hset(
+                self._keys.item_vectors,
+                mapping={i: v.tobytes() for i, v in zip(item_ids, matrix, strict=True)},
+            )
+            pipe.hset(self._keys.item_versions, mapping=dict.fromkeys(item_ids, model_version))
+        if info is not None:
+            pipe.hset(self._keys.model_info, str(model_version), json.dumps(dict(info)))
+        self._announce(pipe, "upsert", item_ids, model_version)
+        pipe.set(self._keys.model_version, model_version)
         await pipe.execute()
+
+    async def published(self, item_ids: Sequence[str]) -> PublishedItems:
+        """The published vectors of `item_ids` with the model version and feed position, read
+        in one transaction (the publisher writes all three in one)."""
+        pipe = self._client.pipeline(transaction=True)
+        pipe.get(self._keys.model_version)
+        pipe.xrevrange(self._keys.item_feed, count=1)
+        if item_ids:
+            pipe.hmget(self._keys.item_vectors, list(item_ids))
+        version, last, *rest = await pipe.execute()
+        values = rest[0] if rest else []
+        found = [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
+        ids, matrix = self._matrix(found)
+        missing = [i for i, v in zip(item_ids, values, strict=True) if v is None]
+        return PublishedItems(
+            ids,
+            matrix,
+            missing,
+            None if version is None else int(version),
+            as_text(last[0][0]) if last else "0-0",
+        )
+
+    async def model_info(self, version: int) -> dict[str, object]:
+        """What the publisher recorded about `version` (empty when nothing was)."""
+        raw = await self._client.hget(self._keys.model_info, str(version))
+        info: dict[str, object] = json.loads(raw) if raw else {}
+        return info
 
     async def put_item_meta(self, item_id: str, meta: ItemMeta) -> None:
         pipe = self._client.pipeline(transaction=True)
@@ -130,11 +208,18 @@ class RedisVectorState:
         return int(removed)
 
     def _announce(
-        self, pipe: aioredis.client.Pipeline, op: FeedOp, item_ids: Sequence[str]
+        self,
+        pipe: aioredis.client.Pipeline,
+        op: FeedOp,
+        item_ids: Sequence[str],
+        model_version: int | None = None,
     ) -> None:
+        fields = {"op": op, "ids": json.dumps(list(item_ids))}
+        if model_version is not None:
+            fields["version"] = str(model_version)
         pipe.xadd(
             self._keys.item_feed,
-            {"op": op, "ids": json.dumps(list(item_ids))},
+            fields,  # type: ignore[arg-type]
             maxlen=self._feed_len,
             approximate=True,
         )

@@ -1,4 +1,4 @@
-"""The `recstream` command: stack, worker, api, produce, schema, demo, eval, data."""
+"""The `recstream` command: stack, worker, trainer, api, produce, schema, demo, eval, data."""
 
 from __future__ import annotations
 
@@ -86,6 +86,13 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.trainer_process import run_trainer
+
+    run_trainer(settings)
+    return 0
+
+
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from stream.api.server import run_api
 
@@ -132,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--kafka-port", type=int, default=None, help="broker port (default: free)")
     stack.set_defaults(run=_cmd_stack)
     sub.add_parser("worker", help="run a Faust ingest worker").set_defaults(run=_cmd_worker)
+    sub.add_parser(
+        "trainer", help="run the trainer: learn from the stream, publish model versions"
+    ).set_defaults(run=_cmd_trainer)
     sub.add_parser("api", help="run the HTTP API").set_defaults(run=_cmd_api)
     produce = sub.add_parser("produce", help="send events from a JSONL or CSV file ('-': stdin)")
     produce.add_argument("file")

@@ -40,7 +40,33 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
     log_level: str = Field("info", description="log level of workers and API")
     vector_dim: int = Field(64, ge=1, description="width of user and item vectors")
+    model_dir: Path | None = Field(
+        None, description="checkpoints = model versions, shared by trainer, workers, API"
+    )
+    publish_interval_s: float = Field(1.0, gt=0, description="longest wait between model versions")
+    publish_events: int = Field(
+        5_000, ge=1, description="events learned that trigger a model version sooner"
+    )
+    train_batch: int = Field(512, ge=1, description="most events the trainer learns per step")
+    checkpoint_keep: int = Field(10, ge=2, description="model versions kept on disk")
+    trainer_dedup_window: int = Field(
+        200_000, ge=1, description="recent event ids the trainer remembers to skip duplicates"
+    )
+    trainer_device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
+    torch_threads: int = Field(1, ge=1, description="torch CPU threads per process")
+    embed_batch: int = Field(256, ge=1, description="users a worker re-embeds per model call")
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus port of a worker (0: none)"
+    )
+    trainer_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus port of the trainer (0: none)"
+    )
     index_factory: str = Field(
         "IDMap2,Flat",
         description="FAISS index: IDMap2,Flat (exact), IDMap2,HNSW32, IDMap2,IVF1024,Flat",
     )
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where model versions live: `model_dir`, else `data_dir/models`."""
+        return self.model_dir if self.model_dir is not None else self.data_dir / "models"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -16,16 +17,21 @@ from typing import TypeVar
 
 import faust
 import redis.asyncio as aioredis
-from faust.types import EventT, StreamT, TopicT
+from faust.types import TP, ConsumerT, EventT, StreamT, TopicT
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from model.checkpoints import CheckpointStore
+from model.serving_models import ServingModels
 from store.interaction_store import EventEffect, RedisInteractionStore
 from store.redis_keys import RedisKeys
+from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.kafka_transport import LowLatencyApp
+from stream.process_metrics import WorkerMetrics
 from stream.topics import TopicNames
+from stream.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +45,54 @@ class _Pending:
     source: SourcePosition
     key: bytes | None
     payload: bytes
+    produced_s: float
+
+
+class ProcessedOffsets:
+    """The last offset handled per partition, to tell how far behind the worker is."""
+
+    def __init__(self) -> None:
+        self._last: dict[TP, int] = {}
+
+    def seen(self, tp: TP, offset: int) -> None:
+        self._last[tp] = offset
+
+    def lag(self, consumer: ConsumerT) -> int:
+        """Messages behind the high watermark, over the partitions assigned now."""
+        total = 0
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                total += max(0, highwater - self._last.get(tp, -1) - 1)
+        return total
 
 
 class IngestProcessor:
-    """Applies one batch of Kafka messages: effects to Redis, bad messages to the DLQ."""
+    """Applies one batch of Kafka messages: effects to Redis, bad messages to the DLQ, then
+    re-embeds the batch's users with the served model version."""
 
-    def __init__(self, store: RedisInteractionStore, dlq: TopicT, max_event_bytes: int) -> None:
+    def __init__(
+        self,
+        store: RedisInteractionStore,
+        dlq: TopicT,
+        max_event_bytes: int,
+        users: UserVectorWriter | None = None,
+        metrics: WorkerMetrics | None = None,
+        offsets: ProcessedOffsets | None = None,
+    ) -> None:
         self._store = store
         self._dlq = dlq
         self._max_event_bytes = max_event_bytes
+        self._users = users
+        self._metrics = metrics or WorkerMetrics.create()
+        self.offsets = offsets or ProcessedOffsets()
 
     async def process(self, events: Sequence[EventT[bytes]]) -> None:
         pending: list[_Pending] = []
         for event in events:
             msg = event.message
             source = SourcePosition(msg.topic, msg.partition, msg.offset)
+            self.offsets.seen(msg.tp, msg.offset)
             key = msg.key if isinstance(msg.key, bytes) or msg.key is None else bytes(msg.key)
             value = (
                 msg.value if isinstance(msg.value, bytes) or msg.value is None else bytes(msg.value)
@@ -62,19 +101,32 @@ class IngestProcessor:
             if isinstance(outcome, DeadLetter):
                 await self._dead_letter(outcome)
             else:
-                pending.append(_Pending(outcome, source, key, value or b""))
+                pending.append(_Pending(outcome, source, key, value or b"", msg.timestamp))
         await self._apply(pending)
+        if self._users is not None and pending:
+            users = list(dict.fromkeys(p.effect.user_id for p in pending))
+            try:
+                written = await _retrying(partial(self._users.refresh, users))
+            except Exception:
+                log.exception("re-embedding %d users failed; their vectors stay older", len(users))
+                return
+            self._metrics.user_vectors.inc(written)
+            now = time.time()
+            for item in pending:
+                self._metrics.freshness.observe(max(0.0, now - item.produced_s))
 
     async def _apply(self, pending: list[_Pending]) -> None:
         if not pending:
             return
         try:
-            await _retrying(partial(self._store.apply_many, [p.effect for p in pending]))
+            applied = await _retrying(partial(self._store.apply_many, [p.effect for p in pending]))
+            self._metrics.events.inc(sum(applied))
         except Exception:
             log.exception("batch apply failed; applying its %d events one by one", len(pending))
             for item in pending:
                 try:
-                    await _retrying(partial(self._store.apply_many, [item.effect]))
+                    applied = await _retrying(partial(self._store.apply_many, [item.effect]))
+                    self._metrics.events.inc(sum(applied))
                 except Exception as error:
                     reason = f"handler error: {type(error).__name__}: {error}"
                     await self._dead_letter(DeadLetter(reason, item.source, item.key, item.payload))
@@ -86,6 +138,7 @@ class IngestProcessor:
         log.warning("dead-lettering %s: %s", source, letter.reason)
         delivery = await self._dlq.send(key=letter.key, value=letter.to_json())
         await delivery
+        self._metrics.dead_letters.inc()
         await _retrying(partial(self._store.mark_dead_lettered, source))
 
 
@@ -105,7 +158,7 @@ def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def create_ingest_app(settings: Settings) -> faust.App:
+def create_ingest_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app with the ingest agent, configured from `settings`."""
     session_timeout = settings.session_timeout_s
     datadir = settings.data_dir / "worker" / settings.app_id
@@ -128,6 +181,8 @@ def create_ingest_app(settings: Settings) -> faust.App:
         web_enabled=False,
         datadir=str(datadir),
     )
+    metrics = metrics or WorkerMetrics.create()
+    processed = ProcessedOffsets()
     names = TopicNames.from_settings(settings)
     ingest_topic = app.topic(*names.ingest, key_type=bytes, value_type=bytes)
     dlq_topic = app.topic(names.dlq, key_type=bytes, value_type=bytes)
@@ -135,14 +190,20 @@ def create_ingest_app(settings: Settings) -> faust.App:
     @app.agent(ingest_topic, name="ingest")
     async def ingest(stream: StreamT[bytes]) -> None:
         client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.redis_prefix)
         store = RedisInteractionStore(
             client,
-            RedisKeys(settings.redis_prefix),
+            keys,
             history_len=settings.history_len,
             dedup_ttl_s=settings.dedup_ttl_s,
             trending_half_life_s=settings.trending_half_life_s,
         )
-        processor = IngestProcessor(store, dlq_topic, settings.max_event_bytes)
+        models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
+        state = RedisVectorState(client, keys, settings.vector_dim)
+        users = UserVectorWriter(store, state, models, settings.embed_batch)
+        processor = IngestProcessor(
+            store, dlq_topic, settings.max_event_bytes, users, metrics, processed
+        )
         try:
             if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol
                 raise TypeError(f"expected a faust.Stream, got {type(stream).__name__}")
@@ -152,5 +213,10 @@ def create_ingest_app(settings: Settings) -> faust.App:
                 await processor.process(events)
         finally:
             await client.aclose()
+
+    async def measure_lag() -> None:
+        metrics.lag.set(processed.lag(app.consumer))
+
+    app.timer(5.0)(measure_lag)
 
     return app

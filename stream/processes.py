@@ -15,7 +15,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """`settings` as `RECSTREAM_*` variables, on top of this process's environment."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"RECSTREAM_{name.upper()}"] = str(value)
+        if value is None:
+            env.pop(f"RECSTREAM_{name.upper()}", None)
+        else:
+            env[f"RECSTREAM_{name.upper()}"] = str(value)
     return env
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 import faust
+import torch
 
 from stream.config import Settings
 from stream.ingest_app import create_ingest_app
+from stream.process_metrics import WorkerMetrics, serve
 from stream.topics import ensure_topics
 
 
@@ -16,7 +18,10 @@ def run_worker(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    torch.set_num_threads(settings.torch_threads)
     ensure_topics(settings)
-    app = create_ingest_app(settings)
+    metrics = WorkerMetrics.create()
+    serve(metrics.registry, settings.worker_metrics_port)
+    app = create_ingest_app(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     worker.execute_from_commandline()

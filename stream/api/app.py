@@ -7,7 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import Histogram
 
+from store.index_sync import ServedVersion
 from stream.api import ingest, items, recommend
 from stream.api.errors import error_response, install_error_handlers
 from stream.api.metrics import install_metrics
@@ -15,6 +17,11 @@ from stream.api.serving import open_serving, serving_of
 from stream.config import Settings
 from stream.producer import EventProducer
 from stream.topics import ensure_topics
+
+
+def _observe(histogram: Histogram, served: ServedVersion) -> None:
+    if served.publish_latency_ms is not None:
+        histogram.observe(served.publish_latency_ms / 1000)
 
 
 def create_api(settings: Settings) -> FastAPI:
@@ -27,13 +34,18 @@ def create_api(settings: Settings) -> FastAPI:
         try:
             async with open_serving(settings) as serving:
                 app.state.serving = serving
+                serving.follower.on_served = lambda served: _observe(publish_latency, served)
                 yield
         finally:
             app.state.producer.close()
 
     app = FastAPI(title="recstream", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    install_metrics(app, lambda: float(app.state.serving.index.size))
+    publish_latency = install_metrics(
+        app,
+        lambda: float(app.state.serving.index.size),
+        lambda: float(app.state.serving.index.stamp.model_version or -1),
+    )
     app.include_router(ingest.router)
     app.include_router(recommend.router)
     app.include_router(items.router)

@@ -46,8 +46,12 @@ class _Measure:
             self.responses.labels(scope["method"], route, str(status)).inc()
 
 
-def install_metrics(app: FastAPI, index_size: Callable[[], float]) -> None:
-    """Time every request and serve `GET /metrics`; one registry per app, no globals."""
+def install_metrics(
+    app: FastAPI, index_size: Callable[[], float], model_version: Callable[[], float]
+) -> Histogram:
+    """Time every request and serve `GET /metrics`; one registry per app, no globals.
+
+    Returns the publish-latency histogram, for the feed follower to observe."""
     registry = CollectorRegistry()
     latency = Histogram(
         "recstream_http_request_seconds",
@@ -65,8 +69,19 @@ def install_metrics(app: FastAPI, index_size: Callable[[], float]) -> None:
     Gauge("recstream_index_items", "items in the vector index", registry=registry).set_function(
         index_size
     )
+    Gauge(
+        "recstream_served_model_version", "model version of the index (-1: none)", registry=registry
+    ).set_function(model_version)
+    publish_latency = Histogram(
+        "recstream_publish_latency_seconds",
+        "end of the training step that made a model version -> this replica serves it",
+        buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+        registry=registry,
+    )
     app.add_middleware(_Measure, latency=latency, responses=responses)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return publish_latency

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from store.retrieval import Filters, Scored, UnknownItemError
 from stream.api.serving import Serving, serving_of
@@ -28,7 +28,19 @@ class RecommendationsOut(BaseModel):
     user_id: str
     items: list[ScoredOut]
     source: str
+    model_version: int | None = Field(
+        description="the one model version that scored every model-ranked item (None: none)"
+    )
+    as_of_event_id: str = Field(description="the newest event of the user the ranking reflects")
+
+
+class ModelOut(BaseModel):
     model_version: int | None
+    served_since_ms: int | None
+    publish_latency_ms: int | None = Field(
+        description="end of the training step that made this version -> served here"
+    )
+    index_items: int
 
 
 class SimilarOut(BaseModel):
@@ -70,6 +82,20 @@ async def recommendations(
         items=_out(answer.items),
         source=answer.source,
         model_version=answer.model_version,
+        as_of_event_id=answer.as_of_event_id,
+    )
+
+
+@router.get("/model")
+async def model(request: Request) -> ModelOut:
+    """The model version this replica serves, since when, and how long publishing it took."""
+    serving = serving_of(request)
+    served = serving.follower.served
+    return ModelOut(
+        model_version=None if served is None else served.version,
+        served_since_ms=None if served is None else served.applied_ms,
+        publish_latency_ms=None if served is None else served.publish_latency_ms,
+        index_items=serving.index.size,
     )
 
 

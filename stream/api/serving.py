@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from fastapi import Request
 
+from model.checkpoints import CheckpointStore
+from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.interaction_store import RedisInteractionStore
@@ -18,6 +20,7 @@ from store.redis_keys import RedisKeys
 from store.retrieval import Retriever
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
+from stream.user_vectors import ModelUserEncoder
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_S = 5.0  # the follower stops within one feed poll (1 s); never wait forever
@@ -32,6 +35,7 @@ class Serving:
     index: FaissVectorIndex
     follower: IndexFollower
     retriever: Retriever
+    models: ServingModels
 
     @property
     def ready(self) -> bool:
@@ -52,11 +56,19 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     interactions = RedisInteractionStore(client, keys, history_len=settings.history_len)
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
     catalog: dict[str, ItemMeta] = {}
-    follower = IndexFollower(state, index, catalog)
-    retriever = Retriever(index, catalog, state, interactions)
+    models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
+
+    async def load_model(version: int) -> None:
+        """Have the model of a version in memory before the index switches to it."""
+        if await asyncio.to_thread(models.get, version) is None:
+            log.warning("model version %d not loadable: users are not re-embedded for it", version)
+
+    follower = IndexFollower(state, index, catalog, before_version=load_model)
+    encoder = ModelUserEncoder(models)
+    retriever = Retriever(index, catalog, state, interactions, encoder=encoder)
     task = asyncio.create_task(follower.run())
     try:
-        yield Serving(client, state, index, follower, retriever)
+        yield Serving(client, state, index, follower, retriever, models)
     finally:
         task.cancel()
         await asyncio.wait([task], timeout=_SHUTDOWN_S)

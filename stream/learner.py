@@ -1,0 +1,112 @@
+"""The trainer's view of the stream: events in partition order become training examples,
+duplicates are skipped, and the offsets learned so far are kept (they go into checkpoints)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from model.interaction import Interaction, InteractionKind
+from model.trainer import OnlineTrainer, StepReport, TrainingExample
+from store.interaction_store import EventEffect
+from stream.handlers import DeadLetter, SourcePosition
+
+Outcome = EventEffect | DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedBatch:
+    """What one `learn` call did."""
+
+    events: int
+    duplicates: int
+    invalid: int
+    report: StepReport | None
+
+
+class StreamLearner:
+    """Turns decoded messages into `TrainingExample`s and learns them, exactly once each.
+
+    Each user's recent history is kept here, from the stream itself, so an example's history
+    is exactly the events before it in its partition, whatever Redis holds at that moment.
+    Everything needed to resume is in `state()`, saved with the trainer in a checkpoint.
+    """
+
+    def __init__(self, trainer: OnlineTrainer, dedup_window: int) -> None:
+        self.trainer = trainer
+        self.dedup_window = dedup_window
+        self.position: dict[str, int] = {}
+        self.events_learned = 0
+        self.duplicates = 0
+        self.invalid = 0
+        self._history_len = trainer.model.config.max_history
+        self._histories: dict[str, deque[Interaction]] = {}
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    def learn(self, batch: Sequence[tuple[SourcePosition, Outcome]]) -> LearnedBatch:
+        """Learn the new events of `batch` (in order) and move the position past all of it."""
+        examples: list[TrainingExample] = []
+        events = duplicates = invalid = 0
+        for source, outcome in batch:
+            key = f"{source.topic}/{source.partition}"
+            if source.offset < self.position.get(key, 0):
+                continue  # delivered again after a seek: already learned
+            self.position[key] = source.offset + 1
+            if isinstance(outcome, DeadLetter):
+                invalid += 1
+            elif outcome.event_id in self._recent:
+                duplicates += 1
+            else:
+                self._remember(outcome.event_id)
+                examples.extend(self._examples(outcome))
+                events += 1
+        report = self.trainer.learn_many(examples) if examples else None
+        self.events_learned += events
+        self.duplicates += duplicates
+        self.invalid += invalid
+        return LearnedBatch(events, duplicates, invalid, report)
+
+    def _remember(self, event_id: str) -> None:
+        self._recent[event_id] = None
+        while len(self._recent) > self.dedup_window:
+            self._recent.popitem(last=False)
+
+    def _examples(self, effect: EventEffect) -> list[TrainingExample]:
+        history = self._histories.setdefault(effect.user_id, deque(maxlen=self._history_len))
+        past = tuple(history)
+        history.extend(effect.interactions)
+        return [TrainingExample(past, target) for target in effect.interactions]
+
+    def state(self) -> dict[str, Any]:
+        """Plain containers (checkpoint-safe): histories, recent ids, counters."""
+        return {
+            "histories": {
+                user: [[i.item_id, i.kind, i.ts_ms, i.quantity] for i in history]
+                for user, history in self._histories.items()
+            },
+            "recent_ids": list(self._recent),
+            "events_learned": self.events_learned,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+        }
+
+    def restore(self, state: Mapping[str, Any], position: Mapping[str, int]) -> None:
+        """Continue from a checkpoint's `state()` and stream position."""
+        self.position = dict(position)
+        self.events_learned = int(state.get("events_learned", 0))
+        self.duplicates = int(state.get("duplicates", 0))
+        self.invalid = int(state.get("invalid", 0))
+        self._recent = OrderedDict.fromkeys(state.get("recent_ids", []))
+        self._histories = {
+            user: deque(
+                (Interaction(user, str(i), _kind(k), int(t), int(q)) for i, k, t, q in rows),
+                maxlen=self._history_len,
+            )
+            for user, rows in state.get("histories", {}).items()
+        }
+
+
+def _kind(value: object) -> InteractionKind:
+    return "order" if value == "order" else "click"

@@ -1,0 +1,87 @@
+"""Turns the trainer's current model into a served model version."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from model.checkpoints import CheckpointStore
+from model.trainer import OnlineTrainer
+from store.vector_state import RedisVectorState
+from stream.learner import StreamLearner
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One published version: how many item vectors changed, and how long it took."""
+
+    version: int
+    changed: int
+    seconds: float
+
+
+class ModelPublisher:
+    """Checkpoint first (model + offsets = the version's artifact, which workers and API
+    replicas load to embed users), then the changed item vectors, the feed entry and the
+    served version in one Redis transaction. Only vectors that differ from the last
+    published ones are written, so a version costs what changed, not the catalogue."""
+
+    def __init__(self, state: RedisVectorState, checkpoints: CheckpointStore) -> None:
+        self.state = state
+        self.checkpoints = checkpoints
+        self._row_of: dict[str, int] = {}
+        self._vectors = np.empty((0, state.dim), dtype=np.float32)
+
+    async def resume(self, learner: StreamLearner, version: int) -> None:
+        """After loading checkpoint `version`: make sure Redis serves it (a crash may have
+        come between the checkpoint and its publication)."""
+        ids, vectors = await asyncio.to_thread(_catalogue, learner.trainer)
+        if await self.state.model_version() != version:
+            info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
+            await self.state.put_item_vectors(ids, vectors, version, info)
+        self._remember(ids, vectors)
+
+    async def publish(self, learner: StreamLearner, learned_ms: int, loss: float) -> Published:
+        """A new version from the model as it is now; `learned_ms` is when its last step ended."""
+        began = time.perf_counter()
+        ids, vectors = await asyncio.to_thread(_catalogue, learner.trainer)
+        changed = self._changed(ids, vectors)
+        version = await asyncio.to_thread(
+            self.checkpoints.save, learner.trainer, learner.position, learner.state()
+        )
+        info = {
+            "learned_ms": learned_ms,
+            "published_ms": _now_ms(),
+            "events_learned": learner.events_learned,
+            "loss": loss,
+            "changed": int(changed.sum()),
+        }
+        await self.state.put_item_vectors(
+            [i for i, c in zip(ids, changed, strict=True) if c], vectors[changed], version, info
+        )
+        self._remember(ids, vectors)
+        return Published(version, int(changed.sum()), time.perf_counter() - began)
+
+    def _changed(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        rows = np.fromiter((self._row_of.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        changed = rows < 0
+        known = ~changed
+        changed[known] = (self._vectors[rows[known]] != vectors[known]).any(axis=1)
+        return changed
+
+    def _remember(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
+        self._row_of = {item_id: row for row, item_id in enumerate(ids)}
+        self._vectors = vectors
+
+
+def _catalogue(trainer: OnlineTrainer) -> tuple[list[str], npt.NDArray[np.float32]]:
+    ids, vectors = trainer.model.catalogue()
+    return ids, np.ascontiguousarray(vectors.float().cpu().numpy())
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

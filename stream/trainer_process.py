@@ -1,0 +1,165 @@
+"""`recstream trainer`: the one trainer of a model. It reads every partition itself (no
+consumer group) from the offsets in its last checkpoint, learns in micro-batches, and every
+`publish_interval_s` or `publish_events` publishes a model version: so after a crash it
+resumes exactly where the model it restores stopped learning."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+import redis.asyncio as aioredis
+import torch
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from model.checkpoints import CheckpointStore
+from model.device import choose_device
+from model.trainer import OnlineTrainer, TrainerConfig
+from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+from store.redis_keys import RedisKeys
+from store.vector_state import RedisVectorState
+from stream.config import Settings
+from stream.handlers import SourcePosition, handle_message
+from stream.learner import Outcome, StreamLearner
+from stream.process_metrics import TrainerMetrics, serve
+from stream.publisher import ModelPublisher
+from stream.topics import TopicNames, ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[StreamLearner, int]:
+    """The learner from the CURRENT checkpoint (and its version), or a fresh one (version 0)."""
+    device = choose_device(settings.trainer_device)
+    if checkpoints.current() is not None:
+        checkpoint = checkpoints.load(device=device)
+        learner = StreamLearner(checkpoint.trainer, settings.trainer_dedup_window)
+        learner.restore(checkpoint.extra, checkpoint.position)
+        log.info(
+            "resuming from checkpoint %d: %d events learned, position %s",
+            checkpoint.version,
+            learner.events_learned,
+            checkpoint.position,
+        )
+        return learner, checkpoint.version
+    torch.manual_seed(0)
+    model = TwoTowerRecommender(TwoTowerConfig(dim=settings.vector_dim))
+    trainer = OnlineTrainer(model, TrainerConfig(threads=settings.torch_threads), device)
+    return StreamLearner(trainer, settings.trainer_dedup_window), 0
+
+
+async def _assign(
+    consumer: AIOKafkaConsumer, topics: tuple[str, ...], learner: StreamLearner
+) -> list[TopicPartition]:
+    await consumer.topics()
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    for tp in partitions:
+        offset = learner.position.get(f"{tp.topic}/{tp.partition}")
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)
+    return partitions
+
+
+def _decoded(
+    records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], max_bytes: int
+) -> list[tuple[SourcePosition, Outcome]]:
+    batch: list[tuple[SourcePosition, Outcome]] = []
+    for tp, messages in records.items():
+        for message in messages:
+            source = SourcePosition(tp.topic, tp.partition, message.offset)
+            batch.append((source, handle_message(message.value, message.key, source, max_bytes)))
+    return batch
+
+
+async def train(settings: Settings, stop: asyncio.Event) -> StreamLearner:
+    """Learn and publish until `stop` is set; a final version is published on the way out."""
+    ensure_topics(settings)
+    checkpoints = CheckpointStore(settings.checkpoint_dir, keep=settings.checkpoint_keep)
+    learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
+    metrics = TrainerMetrics.create()
+    serve(metrics.registry, settings.trainer_metrics_port)
+    client = aioredis.from_url(settings.redis_url)
+    state = RedisVectorState(client, RedisKeys(settings.redis_prefix), settings.vector_dim)
+    publisher = ModelPublisher(state, checkpoints)
+    if version:
+        await publisher.resume(learner, version)
+        metrics.model_version.set(version)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=f"{settings.app_id}-trainer",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        partitions = await _assign(consumer, TopicNames.from_settings(settings).ingest, learner)
+        pending = 0
+        loss = 0.0
+        learned_ms = 0
+        last_publish = time.monotonic()
+        while not stop.is_set():
+            records = await consumer.getmany(timeout_ms=100, max_records=settings.train_batch)
+            batch = _decoded(records, settings.max_event_bytes)
+            if batch:
+                learned = await asyncio.to_thread(learner.learn, batch)
+                pending += learned.events
+                metrics.events.inc(learned.events)
+                metrics.duplicates.inc(learned.duplicates)
+                if learned.report is not None:
+                    loss = learned.report.loss
+                    learned_ms = int(time.time() * 1000)
+                    metrics.loss.set(loss)
+            due = time.monotonic() - last_publish >= settings.publish_interval_s
+            if pending and (pending >= settings.publish_events or due):
+                published = await publisher.publish(learner, learned_ms, loss)
+                log.info(
+                    "published model version %d: %d item vectors changed, %d events learned",
+                    published.version,
+                    published.changed,
+                    learner.events_learned,
+                )
+                metrics.model_version.set(published.version)
+                metrics.publish.observe(published.seconds)
+                pending = 0
+                last_publish = time.monotonic()
+                ends = await consumer.end_offsets(partitions)
+                metrics.lag.set(
+                    sum(
+                        end - learner.position.get(f"{tp.topic}/{tp.partition}", 0)
+                        for tp, end in ends.items()
+                    )
+                )
+        if pending:
+            await publisher.publish(learner, learned_ms, loss)
+        return learner
+    finally:
+        await consumer.stop()
+        await client.aclose()
+
+
+def run_trainer(settings: Settings) -> None:
+    """Run the trainer until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await train(settings, stop)
+
+    asyncio.run(main())
