@@ -30,7 +30,7 @@ def _write(settings: Settings, ids: list[str], seed: int, user: str | None = Non
         vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
         await state.put_item_vectors(ids, vectors, model_version=1)
         if user is not None:
-            await state.put_user_vector(user, vectors[0], model_version=4, updated_ms=1)
+            await state.put_user_vector(user, vectors[0], model_version=1, updated_ms=1)
         await client.aclose()
 
     asyncio.run(main())
@@ -49,7 +49,7 @@ def test_recommendations_answer_with_items_reasons_and_version(api: TestClient) 
     body = api.get("/v1/users/u1/recommendations", params={"k": 5}).json()
     assert body["user_id"] == "u1"
     assert body["source"] == "personalized"
-    assert body["model_version"] == 4
+    assert body["model_version"] == 1
     assert len(body["items"]) == 5
     assert all(set(i) == {"item_id", "score", "reason"} for i in body["items"])
     assert api.get("/readyz").json() == {"status": "ready", "index_items": 100}
