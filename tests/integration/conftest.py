@@ -44,11 +44,10 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings isolated to this test: own topics, consumer group and Redis key prefix."""
+def isolated_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
+    """Settings with their own topics, consumer group and Redis key prefix."""
     tag = uuid.uuid4().hex[:10]
-    made = Settings(
+    return Settings(
         kafka_bootstrap=kafka_bootstrap,
         redis_url=redis_url,
         redis_prefix=f"test:{tag}:",
@@ -57,31 +56,52 @@ def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[S
         partitions=3,
         session_timeout_s=6.0,
         commit_interval_s=0.5,
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         log_level="warning",
     )
-    yield made
-    client = redis.Redis.from_url(redis_url)
-    delete_prefixed(client, made.redis_prefix)
+
+
+def forget(settings: Settings) -> None:
+    """Delete the Redis keys of `settings`."""
+    client = redis.Redis.from_url(settings.redis_url)
+    delete_prefixed(client, settings.redis_prefix)
     client.close()
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings isolated to this test."""
+    made = isolated_settings(kafka_bootstrap, redis_url, tmp_path / "data")
+    yield made
+    forget(made)
 
 
 Spawner = Callable[[], subprocess.Popen[bytes]]
 
 
+class Processes:
+    """recstream child processes of one test or module, logging under the data dir."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: str, settings: Settings) -> subprocess.Popen[bytes]:
+        log = settings.data_dir / f"{command}-{len(self.started)}.log"
+        process = spawn(command, settings, log)
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            stop(process)
+
+
 @pytest.fixture
 def start_worker(settings: Settings) -> Iterator[Spawner]:
     """Starts ingest worker processes; all are stopped at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def _start() -> subprocess.Popen[bytes]:
-        process = spawn("worker", settings, settings.data_dir / f"worker-{len(started)}.log")
-        started.append(process)
-        return process
-
-    yield _start
-    for process in started:
-        stop(process)
+    processes = Processes()
+    yield lambda: processes.start("worker", settings)
+    processes.stop_all()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

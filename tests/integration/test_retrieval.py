@@ -150,7 +150,8 @@ def test_the_index_switches_whole_versions_even_when_one_lands_while_it_reads(
         assert index.stamp.model_version == 3
         _, stored = await world.state.item_vectors(ids)
         np.testing.assert_array_equal(index.vectors(ids), stored)
-        assert world.follower.served is not None and world.follower.served.version == 3
+        assert world.follower.served is not None
+        assert world.follower.served.version == 3
 
     run(settings, scenario)
 

@@ -1,0 +1,271 @@
+"""The online loop end to end over a real broker and Redis: worker, trainer and API replica."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+from fastapi.testclient import TestClient
+
+from model.checkpoints import CheckpointStore
+from store.interaction_store import RedisInteractionStore
+from store.redis_keys import RedisKeys
+from store.vector_state import RedisVectorState
+from stream.api.app import create_api
+from stream.config import Settings
+from stream.events import ClickEvent, OrderEvent
+from stream.producer import EventProducer
+from stream.sample_events import sample_events
+from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _loop_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
+    return isolated_settings(kafka_bootstrap, redis_url, data_dir).model_copy(
+        update={
+            "vector_dim": 32,
+            "publish_interval_s": 0.3,
+            "publish_events": 400,
+            "checkpoint_keep": 1_000,
+        }
+    )
+
+
+def _produce(settings: Settings, events: Sequence[ClickEvent | OrderEvent]) -> None:
+    with EventProducer(settings) as producer:
+        for event in events:
+            producer.send(event)
+        producer.flush()
+
+
+def _redis(settings: Settings, read: Any) -> Any:
+    """Run `read(vector_state, interaction_store)` against Redis and return its result."""
+
+    async def main() -> Any:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.redis_prefix)
+        try:
+            state = RedisVectorState(client, keys, settings.vector_dim)
+            return await read(state, RedisInteractionStore(client, keys))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def _published_version(settings: Settings) -> int:
+    async def read(state: RedisVectorState, _: RedisInteractionStore) -> int | None:
+        return await state.model_version()
+
+    return _redis(settings, read) or 0
+
+
+def _events_applied(settings: Settings) -> int:
+    async def read(_: RedisVectorState, store: RedisInteractionStore) -> int:
+        return (await store.stats()).applied
+
+    return int(_redis(settings, read))
+
+
+def _events_learned(settings: Settings) -> int:
+    async def read(state: RedisVectorState, _: RedisInteractionStore) -> int:
+        version = await state.model_version()
+        if version is None:
+            return 0
+        learned = (await state.model_info(version)).get("events_learned", 0)
+        return learned if isinstance(learned, int) else 0
+
+    return int(_redis(settings, read))
+
+
+@dataclass
+class Loop:
+    settings: Settings
+    api: TestClient
+    processes: Processes
+
+
+@pytest.fixture(scope="module")
+def loop(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Loop]:
+    """A worker, a trainer and an API replica, after 3,000 events have been learned."""
+    settings = _loop_settings(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("loop"))
+    processes = Processes()
+    try:
+        processes.start("worker", settings)
+        processes.start("trainer", settings)
+        _produce(settings, list(sample_events(3_000, users=200, items=300, seed=3)))
+        with TestClient(create_api(settings)) as api:
+            wait_until(lambda: _events_learned(settings) == 3_000, 90, "3,000 events learned")
+            wait_until(lambda: _events_applied(settings) == 3_000, 90, "3,000 events applied")
+            wait_until(
+                lambda: (
+                    api.get("/v1/model").json()["model_version"] == _published_version(settings)
+                ),
+                30,
+                "the replica to serve the published version",
+            )
+            yield Loop(settings, api, processes)
+    finally:
+        processes.stop_all()
+        forget(settings)
+
+
+def _recommend(api: TestClient, user_id: str) -> dict[str, Any]:
+    response = api.get(f"/v1/users/{user_id}/recommendations", params={"k": 10})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_a_new_users_click_personalises_their_next_recommendations(loop: Loop) -> None:
+    user = f"new-{uuid.uuid4().hex[:8]}"
+    before = _recommend(loop.api, user)
+    assert before["source"] == "popular"
+    clicked = before["items"][0]["item_id"]
+    click = ClickEvent(
+        event_id=f"click-{user}", user_id=user, ts=datetime.now(UTC), item_id=clicked
+    )
+    began = time.monotonic()
+    _produce(loop.settings, [click])
+    wait_until(
+        lambda: _recommend(loop.api, user)["as_of_event_id"] == click.event_id,
+        5,
+        "the click to reach the user's recommendations",
+    )
+    took = time.monotonic() - began
+    after = _recommend(loop.api, user)
+    assert after["source"] == "personalized"
+    assert after["model_version"] is not None
+    assert clicked not in [i["item_id"] for i in after["items"]]
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+    print(f"click -> personalised recommendations in {took * 1000:.0f} ms")
+
+
+def test_model_versions_advance_while_events_flow_and_the_replica_converges(loop: Loop) -> None:
+    start = _published_version(loop.settings)
+    learned = _events_learned(loop.settings)
+    seen = {start}
+    for wave in range(3):
+        _produce(loop.settings, list(sample_events(600, users=200, items=300, seed=10 + wave)))
+        wait_until(
+            lambda: _published_version(loop.settings) > max(seen), 30, "a newer model version"
+        )
+        seen.add(_published_version(loop.settings))
+    assert len(seen) >= 4
+    wait_until(lambda: _events_learned(loop.settings) == learned + 1_800, 60, "every event learned")
+    latest = _published_version(loop.settings)
+    wait_until(
+        lambda: loop.api.get("/v1/model").json()["model_version"] == latest,
+        10,
+        f"the replica to serve version {latest}",
+    )
+    model = loop.api.get("/v1/model").json()
+    assert model["publish_latency_ms"] is not None
+    assert model["publish_latency_ms"] >= 0
+    metrics = loop.api.get("/metrics").text
+    assert f"recstream_served_model_version {float(latest)}" in metrics
+    assert "recstream_publish_latency_seconds_count" in metrics
+
+
+def test_every_response_is_scored_by_one_model_version(loop: Loop) -> None:
+    """While versions are published every 0.3 s, each response's scores must be exactly
+    user(v) . item(v) for the version v it names, recomputed from checkpoint v."""
+    probes = [f"probe-{n}" for n in range(5)]
+    items = [f"item-{n:06d}" for n in range(1, 60)]
+    clicks = [
+        ClickEvent(event_id=f"{u}-{n}", user_id=u, ts=datetime.now(UTC), item_id=items[n * 7 % 59])
+        for u in probes
+        for n in range(4)
+    ]
+    _produce(loop.settings, clicks)
+    wait_until(
+        lambda: all(_recommend(loop.api, u)["as_of_event_id"] == f"{u}-3" for u in probes),
+        10,
+        "the probes' clicks to be reflected",
+    )
+    stop = threading.Event()
+
+    def keep_training() -> None:
+        seed = 100
+        while not stop.is_set():
+            _produce(loop.settings, list(sample_events(300, users=200, items=300, seed=seed)))
+            seed += 1
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=keep_training)
+    feeder.start()
+    answers: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            answers.extend(_recommend(loop.api, u) for u in probes)
+    finally:
+        stop.set()
+        feeder.join()
+    versions = {a["model_version"] for a in answers}
+    assert len(versions) >= 3, f"versions did not advance during the test: {versions}"
+    checkpoints = CheckpointStore(loop.settings.checkpoint_dir)
+
+    async def histories(_: RedisVectorState, store: RedisInteractionStore) -> dict[str, Any]:
+        return {u: await store.history(u) for u in probes}
+
+    history = _redis(loop.settings, histories)
+    checked = 0
+    for answer in answers:
+        personal = [i for i in answer["items"] if i["reason"] == "personalized"]
+        if not personal:
+            continue
+        model = checkpoints.load_model(answer["model_version"])
+        user = answer["user_id"]
+        past = [h.interaction(user) for h in reversed(history[user])]
+        vector = model.embed_users([past], [history[user][0].ts_ms])[0].numpy()
+        item_vectors = model.embed_items([i["item_id"] for i in personal]).numpy()
+        np.testing.assert_allclose(
+            item_vectors @ vector, [i["score"] for i in personal], rtol=0, atol=1e-4
+        )
+        checked += 1
+    assert checked >= len(answers) // 2
+
+
+def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = _loop_settings(kafka_bootstrap, redis_url, tmp_path / "data").model_copy(
+        update={"publish_interval_s": 0.2, "publish_events": 200, "train_batch": 64}
+    )
+    events = list(sample_events(6_000, users=300, items=400, seed=5))
+    processes = Processes()
+    try:
+        _produce(settings, [*events, events[10], events[4_000]])  # two duplicates
+        first = processes.start("trainer", settings)
+        wait_until(lambda: _events_learned(settings) >= 600, 60, "some events learned")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        killed_at = _events_learned(settings)
+        assert 0 < killed_at < len(events), "the kill must land mid-stream"
+        processes.start("trainer", settings)
+        wait_until(lambda: _events_learned(settings) >= len(events), 120, "every event learned")
+        time.sleep(1.0)  # nothing more may arrive
+        assert _events_learned(settings) == len(events)
+        checkpoint = CheckpointStore(settings.checkpoint_dir).load()
+        assert checkpoint.extra["events_learned"] == len(events)
+        assert checkpoint.extra["duplicates"] == 2
+        assert sum(checkpoint.position.values()) == len(events) + 2
+    finally:
+        processes.stop_all()
+        forget(settings)
