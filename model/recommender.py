@@ -12,7 +12,7 @@ import torch
 
 from model.interaction import Interaction
 from model.trainer import OnlineTrainer, TrainingExample
-from model.two_tower import TwoTowerRecommender
+from model.two_tower import TwoTowerRecommender, newest_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,5 +101,8 @@ class TwoTowerOnlineRecommender:
         catalogue, vectors = self._catalogue
         if not catalogue.ids:
             return [[] for _ in requests]
-        users = self.model.embed_users([r.history for r in requests], [r.now_ms for r in requests])
+        users = self.model.embed_users(
+            [r.history for r in requests],
+            [newest_ms(r.history, r.now_ms) for r in requests],
+        )
         return catalogue.top_k((users @ vectors.T).float().cpu().numpy(), requests, k)

@@ -14,7 +14,7 @@ from torch.nn import functional
 
 from model.interaction import Interaction
 from model.replay_buffer import ReplayBuffer
-from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender
+from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender, newest_ms
 from model.vocabulary import UNKNOWN_ROW, Admission, IdVocabulary
 
 
@@ -210,7 +210,8 @@ class OnlineTrainer:
     def _step(self, examples: list[TrainingExample], final_candidates: int) -> float:
         model = self.model
         history = model.encode_histories(
-            [e.history for e in examples], [e.target.ts_ms for e in examples]
+            [e.history for e in examples],
+            [newest_ms(e.history, e.target.ts_ms) for e in examples],
         )
         targets = torch.from_numpy(model.vocabulary.lookup(e.target.item_id for e in examples)).to(
             self.device

@@ -81,6 +81,15 @@ def age_bucket(age_ms: Tensor, buckets: int) -> Tensor:
     return torch.log2(1.0 + seconds).floor().clamp(max=buckets - 1).to(torch.long)
 
 
+def newest_ms(history: Sequence[Interaction], default: int) -> int:
+    """The time user towers measure history ages from: the user's newest interaction.
+
+    Not the request time: a user vector made at ingest, before any request, must be the
+    one training saw, and the live service and offline evaluation must agree.
+    """
+    return history[-1].ts_ms if history else default
+
+
 def hash_feature(field: str, value: str, buckets: int) -> int:
     """A stable bucket in [1, buckets] for one categorical value (0 means 'no feature')."""
     return zlib.crc32(f"{field}={value}".encode()) % buckets + 1

@@ -24,6 +24,7 @@ class ServedVersion:
     version: int
     applied_ms: int
     learned_ms: int | None
+    events_learned: int | None = None
 
     @property
     def publish_latency_ms(self) -> int | None:
@@ -111,9 +112,14 @@ class IndexFollower:
             return
 
     async def _served(self, version: int) -> ServedVersion:
-        learned = (await self.state.model_info(version)).get("learned_ms")
-        now = int(time.time() * 1000)
-        return ServedVersion(version, now, learned if isinstance(learned, int) else None)
+        info = await self.state.model_info(version)
+        learned, events = info.get("learned_ms"), info.get("events_learned")
+        return ServedVersion(
+            version,
+            int(time.time() * 1000),
+            learned if isinstance(learned, int) else None,
+            events if isinstance(events, int) else None,
+        )
 
     async def run(self, block_ms: int = 1_000) -> None:
         """Rebuild (retrying while Redis is away), then follow the feed, until cancelled."""

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kafka.producer.future import FutureRecordMetadata
 from tqdm import tqdm
@@ -114,9 +115,14 @@ def _cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.demo import DemoOptions, run_demo
 
-    return run_demo(settings, events=args.events)
+    options = DemoOptions(
+        synthetic=args.synthetic,
+        limit=args.limit,
+        json_out=Path(args.json_out) if args.json_out else None,
+    )
+    return run_demo(settings, options)
 
 
 def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -151,9 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
     schema.set_defaults(run=_cmd_schema)
     demo = sub.add_parser(
-        "demo", help="start the stack and a worker, stream sample events, show state"
+        "demo",
+        help="the whole service on MovieLens-100K: live prequential HR@10 beside offline",
     )
-    demo.add_argument("--events", type=int, default=20_000)
+    demo.add_argument("--synthetic", action="store_true", help="the synthetic shop instead")
+    demo.add_argument("--limit", type=int, default=None, help="only the first N events")
+    demo.add_argument("--json", dest="json_out", default=None, help="write the figures here")
     demo.set_defaults(run=_cmd_demo)
     evaluate = sub.add_parser(
         "eval", help="prequential (test-then-train) evaluation of the model and baselines"

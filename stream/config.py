@@ -47,7 +47,13 @@ class Settings(BaseSettings):
     publish_events: int = Field(
         5_000, ge=1, description="events learned that trigger a model version sooner"
     )
-    train_batch: int = Field(512, ge=1, description="most events the trainer learns per step")
+    train_batch: int = Field(512, ge=1, description="most events the trainer fetches at once")
+    train_step_events: int = Field(
+        32, ge=1, description="events the trainer gathers before learning (or train_wait_ms)"
+    )
+    train_wait_ms: int = Field(
+        250, ge=0, description="longest an event waits in the trainer before it is learned"
+    )
     checkpoint_keep: int = Field(10, ge=2, description="model versions kept on disk")
     trainer_dedup_window: int = Field(
         200_000, ge=1, description="recent event ids the trainer remembers to skip duplicates"

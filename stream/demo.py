@@ -1,108 +1,286 @@
-"""`recstream demo`: stack + worker, a sample stream through Kafka, and the state it produced."""
+"""`recstream demo`: the whole service on a real dataset. Starts the stack, a worker, the
+trainer and an API replica; streams MovieLens-100K (or the synthetic shop) through Kafka in
+time order; asks the API for each user's top-10 before their event (prequential); then
+prints the live figures beside the offline `recstream eval` on the same events."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
+from model.device import choose_device
+from model.evaluation import EvaluationConfig, prequential, standard_systems
+from model.interaction import Interaction
+from model.interaction_log import read_interactions
+from model.synthetic import SyntheticConfig, synthetic_interactions
+from model.trainer import TrainerConfig
+from model.two_tower import TwoTowerConfig
 from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys, delete_prefixed
+from store.vector_state import RedisVectorState
 from stream.config import Settings
-from stream.events import ClickEvent, OrderEvent
+from stream.datasets import fetch_ml100k
+from stream.live_eval import LiveEvaluation, LiveFigures
 from stream.processes import spawn, stop
 from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.stack import local_stack
-from stream.topics import TopicNames, ensure_topics
+from stream.stack import free_port, local_stack
+from stream.topics import ensure_topics
 
-_INVALID = (
-    b'{"type": "click", "event_id": "bad-1", "user_id": "u", "ts": "yesterday", "item_id": "x"}',
-    b'{"type": "view", "event_id": "bad-2", "user_id": "u", "ts": 1767225600000}',
-    b"not json at all",
-)
+K = 10
 
 
-async def _wait_for(store: RedisInteractionStore, expected: int, timeout_s: float) -> float:
-    """Seconds from the first to the last of `expected` messages applied or dead-lettered."""
-    start = time.monotonic()
-    first: float | None = None
-    with tqdm(total=expected, desc="applied", unit="ev", file=sys.stderr, mininterval=0.5) as bar:
-        while time.monotonic() - start < timeout_s:
-            stats = await store.stats()
-            done = stats.applied + stats.dead_lettered
-            first = first or (time.monotonic() if done else None)
-            bar.update(done - bar.n)
-            if done >= expected and first is not None:
-                return time.monotonic() - first
-            await asyncio.sleep(0.02)
-    raise TimeoutError(f"only {bar.n} of {expected} events applied after {timeout_s:.0f}s")
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    synthetic: bool = False
+    limit: int | None = None
+    json_out: Path | None = None
+    warmup: float = 0.2
 
 
-async def _report(store: RedisInteractionStore, user_id: str, seconds: float, n: int) -> None:
-    stats = await store.stats()
-    print(
-        f"\n{n} events applied in {seconds:.2f}s from first to last ({n / seconds:,.0f} events/s)"
+@dataclass(frozen=True, slots=True)
+class IngestFigures:
+    events: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.events / max(self.seconds, 1e-9)
+
+
+def load_events(options: DemoOptions) -> list[Interaction]:
+    """The dataset in time order (ties keep file order), cut to `limit`."""
+    if options.synthetic:
+        events = list(synthetic_interactions(SyntheticConfig(), options.limit or 100_000))
+    else:
+        events = list(read_interactions(fetch_ml100k()))
+    events.sort(key=lambda e: e.ts_ms)
+    return events[: options.limit] if options.limit else events
+
+
+async def _until(
+    check: Callable[[], Awaitable[bool]], timeout_s: float, what: str, poll_s: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(poll_s)
+
+
+class _Service:
+    """Handles on the running service: its API, its Redis state, a producer."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self.session = session
+        self.base_url = f"http://127.0.0.1:{settings.api_port}"
+        self.client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.redis_prefix)
+        self.store = RedisInteractionStore(self.client, keys)
+        self.state = RedisVectorState(self.client, keys, settings.vector_dim)
+
+    async def get(self, path: str) -> dict[str, Any]:
+        try:
+            async with self.session.get(self.base_url + path) as response:
+                if response.status != 200:
+                    return {}
+                body: dict[str, Any] = await response.json()
+                return body
+        except aiohttp.ClientError:
+            return {}
+
+    async def applied(self) -> int:
+        stats = await self.store.stats()
+        return stats.applied + stats.duplicates
+
+    async def learned(self) -> int:
+        version = await self.state.model_version()
+        info = {} if version is None else await self.state.model_info(version)
+        value = info.get("events_learned", 0)
+        return value if isinstance(value, int) else 0
+
+    async def serves_latest(self) -> bool:
+        served = (await self.get("/v1/model")).get("model_version")
+        return served is not None and served == await self.state.model_version()
+
+
+async def _warm_up(
+    service: _Service, live: LiveEvaluation, events: list[Interaction]
+) -> IngestFigures:
+    """Seed a first model version, then burst the rest of the warm-up and time ingest."""
+    seed = min(len(events), max(500, len(events) // 10))
+    live.learn_without_scoring(list(enumerate(events[:seed])))
+    print(f"warm-up: {seed:,} events, waiting for a first model version", file=sys.stderr)
+
+    async def seeded() -> bool:
+        return await service.applied() >= seed and await service.serves_latest()
+
+    await _until(seeded, 120, "a first model version to be served")
+    burst = events[seed:]
+    live.learn_without_scoring(list(enumerate(burst, seed)))
+    first: tuple[float, int] | None = None
+    with tqdm(total=len(events), desc="ingest", unit="ev", file=sys.stderr) as bar:
+
+        async def all_applied() -> bool:
+            nonlocal first
+            applied = await service.applied()
+            if first is None and applied > seed:
+                first = (time.monotonic(), applied)
+            bar.update(applied - bar.n)
+            return applied >= len(events)
+
+        await _until(all_applied, 300, "the warm-up events to be applied", poll_s=0.002)
+    began, counted = first or (time.monotonic(), seed)
+    seconds = time.monotonic() - began
+    print("waiting for the trainer to learn the warm-up events", file=sys.stderr)
+
+    async def caught_up() -> bool:
+        return await service.learned() >= len(events) and await service.serves_latest()
+
+    await _until(caught_up, 600, "the trainer to learn the warm-up events")
+    return IngestFigures(len(events) - counted, seconds)
+
+
+async def _live(
+    settings: Settings, events: list[Interaction], warmup: int
+) -> tuple[LiveFigures, IngestFigures]:
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        service = _Service(settings, session)
+        try:
+
+            async def ready() -> bool:
+                return (await service.get("/readyz")).get("status") == "ready"
+
+            await _until(ready, 120, "the API to be ready", poll_s=0.2)
+            with EventProducer(settings, linger_ms=0) as producer:
+                live = LiveEvaluation(session, service.base_url, producer, k=K)
+                ingest = await _warm_up(service, live, events[:warmup])
+                figures = await live.run(events, warmup)
+        finally:
+            await service.client.aclose()
+    return figures, ingest
+
+
+def _offline(settings: Settings, events: list[Interaction], warmup: float) -> dict[str, float]:
+    """`recstream eval` of the model alone, on the same events and configuration."""
+    device = choose_device(settings.trainer_device)
+    model = standard_systems(
+        device,
+        TwoTowerConfig(dim=settings.vector_dim),
+        TrainerConfig(threads=settings.torch_threads),
+    )[0]
+    with tqdm(total=len(events), desc="offline", unit="ev", file=sys.stderr) as bar:
+
+        def progress(done: int, _: dict[str, float]) -> None:
+            bar.update(done)
+
+        result = prequential(events, [model], EvaluationConfig(k=K, warmup=warmup), progress)
+    return result.results[model.name]
+
+
+def figures_json(
+    live: LiveFigures, offline: dict[str, float], ingest: IngestFigures, events: int
+) -> dict[str, Any]:
+    """The demo's figures under the keys the README documents."""
+    summary = live.score.summary(live.scored, events, 1)
+    return {
+        "events": events,
+        "events_scored_live": live.scored,
+        "live_hr_at_10": summary["hr"],
+        "live_ndcg_at_10": summary["ndcg"],
+        "offline_hr_at_10": offline["hr"],
+        "offline_ndcg_at_10": offline["ndcg"],
+        "ingest_events_per_s": ingest.per_s,
+        "freshness_p50_ms": live.freshness_p50_ms,
+        "freshness_p99_ms": live.freshness_p99_ms,
+        "freshness_samples": len(live.freshness_ms),
+        "publish_latency_ms": live.publish_latency_p50_ms,
+        "publish_latency_max_ms": max(live.publish_latency_ms.values(), default=None),
+        "model_versions_seen": len(live.publish_latency_ms),
+        "stale_requests": live.stale,
+        "model_lag_events_p50": live.percentile(live.model_lag, 0.5),
+        "live_hr_by_source": {
+            source: {"scored": scored, "hr": hits / max(scored, 1)}
+            for source, (scored, hits) in live.sources.items()
+        },
+    }
+
+
+def render(figures: dict[str, Any]) -> str:
+    """The side-by-side table printed at the end."""
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:,.0f} ms"
+
+    live_hr, off_hr = figures["live_hr_at_10"], figures["offline_hr_at_10"]
+    gap = (live_hr - off_hr) / off_hr * 100 if off_hr else 0.0
+    return "\n".join(
+        [
+            "",
+            f"{figures['events']:,} events, {figures['events_scored_live']:,} scored live",
+            f"{'':24s}{'live service':>14s}{'offline eval':>14s}",
+            f"{'HR@10':24s}{live_hr:>14.4f}{off_hr:>14.4f}   ({gap:+.1f}%)",
+            f"{'NDCG@10':24s}{figures['live_ndcg_at_10']:>14.4f}"
+            f"{figures['offline_ndcg_at_10']:>14.4f}",
+            f"ingest                  {figures['ingest_events_per_s']:,.0f} events/s "
+            "(warm-up burst: first to last applied by one worker)",
+            f"freshness               p50 {ms(figures['freshness_p50_ms'])}, "
+            f"p99 {ms(figures['freshness_p99_ms'])} ({figures['freshness_samples']} probes: "
+            "event produced -> the API's recommendations reflect it)",
+            f"model publish           p50 {ms(figures['publish_latency_ms'])}, "
+            f"max {ms(figures['publish_latency_max_ms'])} over "
+            f"{figures['model_versions_seen']} versions (training step done -> served)",
+            f"stale requests          {figures['stale_requests']} "
+            "(user's previous event not reflected within 3 s)",
+        ]
     )
-    print(
-        f"applied {stats.applied}, duplicates skipped {stats.duplicates}, "
-        f"dead-lettered {stats.dead_lettered}"
-    )
-    print(
-        "\ntop items by clicks:  "
-        + ", ".join(f"{i} ({s:.0f})" for i, s in await store.top_items("clicks", 5))
-    )
-    print(
-        "top items by orders:  "
-        + ", ".join(f"{i} ({s:.0f})" for i, s in await store.top_items("orders", 5))
-    )
-    print(f"\n{user_id}: last interactions")
-    for entry in await store.history(user_id, limit=5):
-        print(f"  {entry.kind:5s} {entry.item_id}  at {entry.ts_ms}")
-    print(f"{user_id}: purchased {sorted(await store.purchased(user_id))[:10]}")
 
 
-def _produce(settings: Settings, events: list[ClickEvent | OrderEvent]) -> None:
-    with EventProducer(settings) as producer:
-        for event in tqdm(events, desc="produce", unit="ev", file=sys.stderr, mininterval=0.5):
-            producer.send(event)
-        for payload in _INVALID:
-            producer.send_raw(TopicNames.from_settings(settings).clicks, payload, b"u")
-        producer.flush()
-
-
-async def _stream_and_report(settings: Settings, events: int) -> None:
-    client = aioredis.from_url(settings.redis_url)
-    try:
-        store = RedisInteractionStore(client, RedisKeys(settings.redis_prefix))
-        stream = list(sample_events(events, seed=7))
-        _produce(settings, stream)
-        seconds = await _wait_for(store, len(stream) + len(_INVALID), timeout_s=300)
-        await _report(store, stream[-1].user_id, seconds, len(stream))
-    finally:
-        await client.aclose()
-
-
-def run_demo(settings: Settings, events: int = 20_000) -> int:
-    """Start what is needed, stream `events` sample events (+3 invalid ones), print the state."""
+def run_demo(settings: Settings, options: DemoOptions) -> int:
+    """Start what is needed, run the live and offline evaluations, stop everything."""
+    events = load_events(options)
+    warmup = int(len(events) * options.warmup)
+    print(f"{len(events):,} events, the first {warmup:,} learned as warm-up", file=sys.stderr)
     with local_stack(settings) as running:
+        stamp = int(time.time())
         demo = running.model_copy(
             update={
-                "redis_prefix": "recstream-demo:",
-                "topic_prefix": f"recstream-demo-{int(time.time())}.",
-                "app_id": "recstream-demo",
+                "redis_prefix": f"recstream-demo-{stamp}:",
+                "topic_prefix": f"recstream-demo-{stamp}.",
+                "app_id": f"recstream-demo-{stamp}",
+                "data_dir": running.data_dir / f"demo-{stamp}",
+                "api_port": free_port(),
+                "log_level": "warning",
             }
         )
-        with redis.Redis.from_url(demo.redis_url) as sync_client:
-            delete_prefixed(sync_client, demo.redis_prefix)
         ensure_topics(demo)
-        worker = spawn("worker", demo, demo.data_dir / "demo-worker.log")
+        processes: list[subprocess.Popen[bytes]] = []
         try:
-            asyncio.run(_stream_and_report(demo, events))
+            for command in ("worker", "trainer", "api"):
+                processes.append(spawn(command, demo, demo.data_dir / f"{command}.log"))
+            live, ingest = asyncio.run(_live(demo, events, warmup))
         finally:
-            stop(worker)
+            for process in processes:
+                stop(process)
+            with redis.Redis.from_url(demo.redis_url) as client:
+                delete_prefixed(client, demo.redis_prefix)
+    offline = _offline(demo, events, options.warmup)
+    figures = figures_json(live, offline, ingest, len(events))
+    print(render(figures))
+    if options.json_out is not None:
+        options.json_out.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -26,7 +26,9 @@ def run_evaluation(args: argparse.Namespace) -> int:
         return 2
     events.sort(key=lambda e: e.ts_ms)
     events = events[: args.limit] if args.limit else events
-    config = EvaluationConfig(k=args.k, warmup=args.warmup, allow_repeats=args.allow_repeats)
+    config = EvaluationConfig(
+        k=args.k, warmup=args.warmup, allow_repeats=args.allow_repeats, batch_size=args.batch_size
+    )
     device = choose_device(args.device)
     systems = standard_systems(
         device, trainer_config=TrainerConfig(threads=args.threads, seed=args.seed)

@@ -46,14 +46,16 @@ class StreamLearner:
         self._recent: OrderedDict[str, None] = OrderedDict()
 
     def learn(self, batch: Sequence[tuple[SourcePosition, Outcome]]) -> LearnedBatch:
-        """Learn the new events of `batch` (in order) and move the position past all of it."""
+        """Learn the new events of `batch` (in its order) and move the position past all of it."""
         examples: list[TrainingExample] = []
         events = duplicates = invalid = 0
-        for source, outcome in batch:
+        before = dict(self.position)
+        for source, _ in batch:
             key = f"{source.topic}/{source.partition}"
-            if source.offset < self.position.get(key, 0):
+            self.position[key] = max(self.position.get(key, 0), source.offset + 1)
+        for source, outcome in batch:
+            if source.offset < before.get(f"{source.topic}/{source.partition}", 0):
                 continue  # delivered again after a seek: already learned
-            self.position[key] = source.offset + 1
             if isinstance(outcome, DeadLetter):
                 invalid += 1
             elif outcome.event_id in self._recent:
@@ -106,6 +108,21 @@ class StreamLearner:
             )
             for user, rows in state.get("histories", {}).items()
         }
+
+
+def in_time_order(
+    batch: Sequence[tuple[SourcePosition, Outcome]],
+) -> list[tuple[SourcePosition, Outcome]]:
+    """Events of several partitions interleaved by event time, as offline training sees
+    them (a stable sort: a partition's events with equal times keep their order)."""
+
+    def event_ms(item: tuple[SourcePosition, Outcome]) -> int:
+        outcome = item[1]
+        if isinstance(outcome, DeadLetter) or not outcome.interactions:
+            return 0
+        return outcome.interactions[0].ts_ms
+
+    return sorted(batch, key=event_ms)
 
 
 def _kind(value: object) -> InteractionKind:

@@ -23,7 +23,7 @@ from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import SourcePosition, handle_message
-from stream.learner import Outcome, StreamLearner
+from stream.learner import Outcome, StreamLearner, in_time_order
 from stream.process_metrics import TrainerMetrics, serve
 from stream.publisher import ModelPublisher
 from stream.topics import TopicNames, ensure_topics
@@ -109,10 +109,18 @@ async def train(settings: Settings, stop: asyncio.Event) -> StreamLearner:
         loss = 0.0
         learned_ms = 0
         last_publish = time.monotonic()
+        gathered: list[tuple[SourcePosition, Outcome]] = []
+        since = time.monotonic()
         while not stop.is_set():
-            records = await consumer.getmany(timeout_ms=100, max_records=settings.train_batch)
-            batch = _decoded(records, settings.max_event_bytes)
-            if batch:
+            records = await consumer.getmany(timeout_ms=50, max_records=settings.train_batch)
+            if not gathered:
+                since = time.monotonic()
+            gathered += _decoded(records, settings.max_event_bytes)
+            waited_ms = (time.monotonic() - since) * 1000
+            if gathered and (
+                len(gathered) >= settings.train_step_events or waited_ms >= settings.train_wait_ms
+            ):
+                batch, gathered = in_time_order(gathered), []
                 learned = await asyncio.to_thread(learner.learn, batch)
                 pending += learned.events
                 metrics.events.inc(learned.events)

@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from model.interaction import Interaction
 from model.serving_models import ServingModels
+from model.two_tower import newest_ms
 from store.interaction_store import HistoryEntry, RedisInteractionStore
 from store.vector_state import RedisVectorState, UserVector, UserVectorUpdate
 
@@ -26,10 +27,7 @@ def _oldest_first(user_id: str, history: Sequence[HistoryEntry]) -> list[Interac
 
 
 class ModelUserEncoder:
-    """The retriever's `UserEncoder`: embeds one user with the model of a given version.
-
-    The user is embedded as of their newest interaction (event time, as ingest does), so a
-    replayed stream with old timestamps is embedded as it was when it happened."""
+    """The retriever's `UserEncoder`: embeds one user with the model of a given version."""
 
     def __init__(self, models: ServingModels) -> None:
         self.models = models
@@ -39,9 +37,8 @@ class ModelUserEncoder:
     ) -> npt.NDArray[np.float32] | None:
         if not history:
             return None
-        vectors = self.models.embed(
-            model_version, [_oldest_first(user_id, history)], [history[0].ts_ms]
-        )
+        past = _oldest_first(user_id, history)
+        vectors = self.models.embed(model_version, [past], [newest_ms(past, 0)])
         return None if vectors is None else vectors[0]
 
 
@@ -75,11 +72,9 @@ class UserVectorWriter:
         written = 0
         for start in range(0, len(users), self.batch):
             chunk = users[start : start + self.batch]
+            pasts = [_oldest_first(u, histories[u]) for u in chunk]
             vectors = await asyncio.to_thread(
-                self.models.embed,
-                version,
-                [_oldest_first(u, histories[u]) for u in chunk],
-                [histories[u][0].ts_ms for u in chunk],
+                self.models.embed, version, pasts, [newest_ms(p, 0) for p in pasts]
             )
             if vectors is None:
                 return written

@@ -40,6 +40,7 @@ class ModelOut(BaseModel):
     publish_latency_ms: int | None = Field(
         description="end of the training step that made this version -> served here"
     )
+    events_learned: int | None = Field(description="events the served version has learned")
     index_items: int
 
 
@@ -95,6 +96,7 @@ async def model(request: Request) -> ModelOut:
         model_version=None if served is None else served.version,
         served_since_ms=None if served is None else served.applied_ms,
         publish_latency_ms=None if served is None else served.publish_latency_ms,
+        events_learned=None if served is None else served.events_learned,
         index_items=serving.index.size,
     )
 
