@@ -27,6 +27,12 @@ class ServingModels:
         self._models: OrderedDict[int, TwoTowerRecommender] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> list[int]:
+        """Versions in memory, oldest first."""
+        with self._lock:
+            return list(self._models)
+
     def get(self, version: int) -> TwoTowerRecommender | None:
         """The model of `version`, loading it on first use; None when it is not on disk."""
         with self._lock:

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from model.checkpoints import CheckpointStore
 from store.interaction_store import RedisInteractionStore
@@ -28,6 +30,7 @@ from stream.config import Settings
 from stream.events import ClickEvent, OrderEvent
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
+from stream.stack import free_port
 from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
 
 pytestmark = pytest.mark.integration
@@ -36,6 +39,8 @@ pytestmark = pytest.mark.integration
 def _loop_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
     return isolated_settings(kafka_bootstrap, redis_url, data_dir).model_copy(
         update={
+            "worker_metrics_port": free_port(),
+            "trainer_metrics_port": free_port(),
             "vector_dim": 32,
             "publish_interval_s": 0.3,
             "publish_events": 400,
@@ -269,3 +274,28 @@ def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
     finally:
         processes.stop_all()
         forget(settings)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_worker_and_trainer_export_their_metrics(loop: Loop) -> None:
+    worker = _scrape(loop.settings.worker_metrics_port)
+    trainer = _scrape(loop.settings.trainer_metrics_port)
+    assert worker["recstream_events_processed_total"] >= 3_000
+    assert worker["recstream_dead_letters_total"] == 0
+    assert worker["recstream_freshness_seconds_count"] >= 3_000
+    assert worker["recstream_user_vectors_total"] > 0
+    assert "recstream_consumer_lag" in worker
+    assert trainer["recstream_trainer_events_total"] >= 3_000
+    assert trainer["recstream_model_version"] == _published_version(loop.settings)
+    assert trainer["recstream_trainer_loss"] > 0
+    assert trainer["recstream_publish_seconds_count"] >= 1
+    assert trainer["recstream_trainer_lag"] >= 0

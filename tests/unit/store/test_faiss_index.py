@@ -87,7 +87,7 @@ def test_many_replacements_never_return_stale_vectors(index: FaissVectorIndex) -
 def test_snapshot_restores_the_same_answers(index: FaissVectorIndex, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     ids = [f"i{n}" for n in range(500)]
-    index.upsert(ids, _unit(rng, 500))
+    index.upsert(ids, _unit(rng, 500), model_version=7)
     index.remove(["i1", "i2"])
     index.snapshot(tmp_path)
     copy = FaissVectorIndex(DIM, index.factory, gpu=index.gpu)
@@ -95,9 +95,24 @@ def test_snapshot_restores_the_same_answers(index: FaissVectorIndex, tmp_path: P
     queries = _unit(rng, 5)
     assert [h.ids for h in copy.search(queries, 10)] == [h.ids for h in index.search(queries, 10)]
     assert copy.size == index.size == 498
-    assert copy.version == index.version
+    assert copy.stamp == index.stamp
     with pytest.raises(VectorIndexError, match="snapshot is"):
         FaissVectorIndex(DIM + 1, index.factory, gpu=index.gpu).restore(tmp_path)
+
+
+def test_the_stamp_counts_every_write_and_keeps_the_last_model_version(
+    index: FaissVectorIndex,
+) -> None:
+    rng = np.random.default_rng(4)
+    start = index.stamp
+    index.upsert(["a", "b"], _unit(rng, 2), model_version=3)
+    assert index.stamp == type(start)(start.writes + 1, 3)
+    index.remove(["a"])
+    index.upsert(["c"], _unit(rng, 1))
+    assert index.stamp.model_version == 3
+    index.upsert([], [], model_version=4)
+    assert index.stamp == type(start)(start.writes + 4, 4)
+    assert index.size == 2
 
 
 def test_bad_input_is_refused_with_a_reason(index: FaissVectorIndex) -> None:

@@ -1,0 +1,52 @@
+"""Models of recent versions, loaded from checkpoints for serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from model.checkpoints import CheckpointStore
+from model.interaction import Interaction
+from model.serving_models import ServingModels
+from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
+from model.two_tower import TwoTowerConfig, TwoTowerRecommender, newest_ms
+
+
+def _store(tmp_path: Path) -> tuple[CheckpointStore, OnlineTrainer, list[int]]:
+    torch.manual_seed(0)
+    model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4))
+    trainer = OnlineTrainer(model, TrainerConfig(sampled_negatives=8), torch.device("cpu"))
+    store = CheckpointStore(tmp_path, keep=5)
+    versions = []
+    for n in range(3):
+        trainer.learn_one(TrainingExample((), Interaction("u", f"i{n}", "click", n)))
+        versions.append(store.save(trainer, {}))
+    return store, trainer, versions
+
+
+def test_a_version_embeds_users_as_the_trainer_model_of_that_version_did(tmp_path: Path) -> None:
+    store, trainer, versions = _store(tmp_path)
+    history = [Interaction("u", "i0", "click", 5), Interaction("u", "i2", "click", 9)]
+    vectors = ServingModels(store).embed(versions[-1], [history], [newest_ms(history, 0)])
+    expected = trainer.model.embed_users([history], 9).numpy()
+    assert vectors is not None
+    assert vectors.dtype.name == "float32"
+    torch.testing.assert_close(torch.from_numpy(vectors), torch.from_numpy(expected))
+
+
+def test_a_version_not_on_disk_is_none_and_only_the_newest_few_stay_loaded(
+    tmp_path: Path,
+) -> None:
+    store, _, versions = _store(tmp_path)
+    models = ServingModels(store, keep=2)
+    assert models.get(999) is None
+    for version in versions:
+        assert models.get(version) is not None
+    assert models.loaded == versions[-2:]
+
+
+def test_ages_are_measured_from_the_newest_interaction() -> None:
+    history = [Interaction("u", "a", "click", 5), Interaction("u", "b", "order", 42)]
+    assert newest_ms(history, 0) == 42
+    assert newest_ms([], 7) == 7

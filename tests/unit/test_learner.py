@@ -1,0 +1,73 @@
+"""The trainer's stream bookkeeping: each event learned once, in time order, resumable."""
+
+from __future__ import annotations
+
+import torch
+
+from model.interaction import Interaction
+from model.trainer import OnlineTrainer, TrainerConfig
+from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+from store.interaction_store import EventEffect
+from stream.handlers import DeadLetter, SourcePosition
+from stream.learner import Outcome, StreamLearner, in_time_order
+
+
+def _learner() -> StreamLearner:
+    torch.manual_seed(0)
+    model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4))
+    trainer = OnlineTrainer(model, TrainerConfig(sampled_negatives=8), torch.device("cpu"))
+    return StreamLearner(trainer, dedup_window=100)
+
+
+def _click(
+    partition: int, offset: int, user: str, item: str, ts: int
+) -> tuple[SourcePosition, Outcome]:
+    source = SourcePosition("clicks", partition, offset)
+    effect = EventEffect(f"e-{partition}-{offset}", user, (Interaction(user, item, "click", ts),))
+    return source, effect
+
+
+def test_each_event_is_learned_once_and_the_position_moves_past_the_batch() -> None:
+    learner = _learner()
+    batch = [_click(0, n, "u", f"i{n}", n) for n in range(5)]
+    first = learner.learn(batch)
+    again = learner.learn(batch[2:])  # redelivered after a seek
+    assert (first.events, again.events) == (5, 0)
+    assert learner.events_learned == 5
+    assert learner.position == {"clicks/0": 5}
+
+
+def test_duplicate_event_ids_and_dead_letters_are_counted_not_learned() -> None:
+    learner = _learner()
+    source, effect = _click(0, 0, "u", "i", 1)
+    letter = DeadLetter("bad", SourcePosition("clicks", 0, 2), None, b"x")
+    learned = learner.learn(
+        [(source, effect), (SourcePosition("clicks", 0, 1), effect), (letter.source, letter)]
+    )
+    assert (learned.events, learned.duplicates, learned.invalid) == (1, 1, 1)
+    assert learner.position == {"clicks/0": 3}
+
+
+def test_a_restored_learner_continues_with_the_same_histories_ids_and_position() -> None:
+    original = _learner()
+    original.learn([_click(0, n, f"u{n % 2}", f"i{n}", n) for n in range(6)])
+    copy = StreamLearner(
+        OnlineTrainer.from_state_dict(original.trainer.state_dict(), torch.device("cpu")), 100
+    )
+    copy.restore(original.state(), original.position)
+    follow_up = [_click(0, 6, "u0", "i9", 6), _click(0, 0, "u0", "i0", 0)]
+    resumed, kept = copy.learn(follow_up), original.learn(follow_up)
+    assert (resumed.events, resumed.duplicates) == (kept.events, kept.duplicates) == (1, 0)
+    assert copy.state() == original.state()
+    assert copy.position == original.position
+
+
+def test_partitions_are_interleaved_by_event_time_keeping_ties_in_order() -> None:
+    batch = [
+        _click(0, 0, "a", "x", 10),
+        _click(0, 1, "a", "y", 30),
+        _click(1, 0, "b", "z", 20),
+        _click(1, 1, "b", "w", 30),
+    ]
+    ordered = in_time_order(batch)
+    assert [(s.partition, s.offset) for s, _ in ordered] == [(0, 0), (1, 0), (0, 1), (1, 1)]
