@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-quality bench-serving
+.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online
 
 install: $(VENV)/.installed
 
@@ -45,3 +45,6 @@ bench-serving: install
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)
 	$(BIN)/python bench/serving.py --sizes 10000 100000
 	$(BIN)/python bench/serving.py --sizes 100000 1000000 --factory IDMap2,HNSW32
+
+bench-online: install
+	$(BIN)/recstream demo --json online-loop.json

@@ -7,19 +7,15 @@ the outcome is exactly-once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
 
 import faust
 import redis.asyncio as aioredis
 from faust.types import TP, ConsumerT, EventT, StreamT, TopicT
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
@@ -30,13 +26,11 @@ from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.kafka_transport import LowLatencyApp
 from stream.process_metrics import WorkerMetrics
+from stream.retrying import retrying
 from stream.topics import TopicNames
 from stream.user_vectors import UserVectorWriter
 
 log = logging.getLogger(__name__)
-
-_RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +100,7 @@ class IngestProcessor:
         if self._users is not None and pending:
             users = list(dict.fromkeys(p.effect.user_id for p in pending))
             try:
-                written = await _retrying(partial(self._users.refresh, users))
+                written = await retrying(partial(self._users.refresh, users))
             except Exception:
                 log.exception("re-embedding %d users failed; their vectors stay older", len(users))
                 return
@@ -119,13 +113,13 @@ class IngestProcessor:
         if not pending:
             return
         try:
-            applied = await _retrying(partial(self._store.apply_many, [p.effect for p in pending]))
+            applied = await retrying(partial(self._store.apply_many, [p.effect for p in pending]))
             self._metrics.events.inc(sum(applied))
         except Exception:
             log.exception("batch apply failed; applying its %d events one by one", len(pending))
             for item in pending:
                 try:
-                    applied = await _retrying(partial(self._store.apply_many, [item.effect]))
+                    applied = await retrying(partial(self._store.apply_many, [item.effect]))
                     self._metrics.events.inc(sum(applied))
                 except Exception as error:
                     reason = f"handler error: {type(error).__name__}: {error}"
@@ -133,25 +127,13 @@ class IngestProcessor:
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         source = str(letter.source)
-        if await _retrying(partial(self._store.was_dead_lettered, source)):
+        if await retrying(partial(self._store.was_dead_lettered, source)):
             return
         log.warning("dead-lettering %s: %s", source, letter.reason)
         delivery = await self._dlq.send(key=letter.key, value=letter.to_json())
         await delivery
         self._metrics.dead_letters.inc()
-        await _retrying(partial(self._store.mark_dead_lettered, source))
-
-
-async def _retrying(call: Callable[[], Awaitable[T]], max_backoff_s: float = 5.0) -> T:
-    """Retry an infrastructure call (Redis down, timeouts) until it succeeds; other errors raise."""
-    backoff = 0.05
-    while True:
-        try:
-            return await call()
-        except _RETRYABLE as error:
-            log.warning("Redis unavailable (%s); retrying in %.2fs", error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+        await retrying(partial(self._store.mark_dead_lettered, source))
 
 
 def _broker_urls(bootstrap: str) -> list[str]:

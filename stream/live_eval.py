@@ -10,7 +10,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -84,6 +84,7 @@ class LiveEvaluation:
         session: aiohttp.ClientSession,
         base_url: str,
         producer: EventProducer,
+        reflects: Callable[[str, str], Awaitable[bool]],
         k: int = 10,
         window: int = 256,
         probe_every: int = 20,
@@ -91,6 +92,7 @@ class LiveEvaluation:
         self.session = session
         self.base_url = base_url
         self.producer = producer
+        self.reflects = reflects
         self.k = k
         self.window = window
         self.probe_every = probe_every
@@ -110,12 +112,14 @@ class LiveEvaluation:
             body: dict[str, Any] = await response.json()
             return body
 
-    def learn_without_scoring(self, numbered: Sequence[tuple[int, Interaction]]) -> None:
-        """Warm-up: produce events and remember them, nothing is scored."""
+    def learn_without_scoring(
+        self, numbered: Sequence[tuple[int, Interaction]], producer: EventProducer
+    ) -> None:
+        """Warm-up: produce events (through a batching `producer`), nothing is scored."""
         for number, event in numbered:
             self._note(number, event)
-            self.producer.send(event_of(number, event))
-        self.producer.flush()
+            producer.send(event_of(number, event))
+        producer.flush()
 
     def _note(self, number: int, event: Interaction) -> None:
         self._produced += 1
@@ -123,18 +127,23 @@ class LiveEvaluation:
         self._touched.setdefault(event.user_id, set()).add(event.item_id)
 
     async def _reflected(self, user_id: str) -> dict[str, Any]:
-        """Recommendations once they reflect the user's last produced event (or a timeout)."""
-        touched = self._touched.get(user_id, set())
+        """Recommendations once they reflect the user's last produced event (or a timeout).
+
+        The wait watches the user's vector in Redis (what the API reads), not the API: polling
+        the API itself would load it with many requests per event."""
         expected = self._last_event.get(user_id)
-        deadline = time.monotonic() + _REFLECT_TIMEOUT_S
-        while True:
-            body = await self.recommend(user_id, touched)
-            if expected is None or body["as_of_event_id"] == expected:
-                return body
-            if time.monotonic() > deadline:
-                self.figures.stale += 1
-                return body
-            await asyncio.sleep(0.002)
+        if expected is not None:
+            deadline = time.monotonic() + _REFLECT_TIMEOUT_S
+            pause = 0.001
+            while not await self.reflects(user_id, expected):
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.01)
+        body = await self.recommend(user_id, self._touched.get(user_id, set()))
+        if expected is not None and body["as_of_event_id"] != expected:
+            self.figures.stale += 1
+        return body
 
     async def _score(self, event: Interaction) -> None:
         repeat = event.item_id in self._touched.get(event.user_id, set())

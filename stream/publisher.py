@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,7 @@ from model.checkpoints import CheckpointStore
 from model.trainer import OnlineTrainer
 from store.vector_state import RedisVectorState
 from stream.learner import StreamLearner
+from stream.retrying import retrying
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +42,9 @@ class ModelPublisher:
         """After loading checkpoint `version`: make sure Redis serves it (a crash may have
         come between the checkpoint and its publication)."""
         ids, vectors = await asyncio.to_thread(_catalogue, learner.trainer)
-        if await self.state.model_version() != version:
+        if await retrying(self.state.model_version) != version:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
-            await self.state.put_item_vectors(ids, vectors, version, info)
+            await retrying(partial(self.state.put_item_vectors, ids, vectors, version, info))
         self._remember(ids, vectors)
 
     async def publish(self, learner: StreamLearner, learned_ms: int, loss: float) -> Published:
@@ -60,8 +62,9 @@ class ModelPublisher:
             "loss": loss,
             "changed": int(changed.sum()),
         }
-        await self.state.put_item_vectors(
-            [i for i, c in zip(ids, changed, strict=True) if c], vectors[changed], version, info
+        changed_ids = [i for i, c in zip(ids, changed, strict=True) if c]
+        await retrying(
+            partial(self.state.put_item_vectors, changed_ids, vectors[changed], version, info)
         )
         self._remember(ids, vectors)
         return Published(version, int(changed.sum()), time.perf_counter() - began)

@@ -100,7 +100,7 @@ async def train(settings: Settings, stop: asyncio.Event) -> StreamLearner:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_wait_ms=max(settings.fetch_max_wait_ms, settings.train_wait_ms // 2),
     )
     await consumer.start()
     try:
