@@ -107,16 +107,20 @@ class CheckpointStore:
 
     def load_model(self, version: int | None = None) -> TwoTowerRecommender:
         """Only the model of `version` (no optimiser state), on the CPU in eval mode."""
-        _, payload = self._read(version)
+        _, payload = self._read(version, mmap=True)
         return model_from_state(payload["trainer"]).eval()
 
-    def _read(self, version: int | None) -> tuple[int, dict[str, Any]]:
+    def _read(self, version: int | None, mmap: bool = False) -> tuple[int, dict[str, Any]]:
+        """The payload of `version`; with `mmap`, tensors are read only when used (serving
+        processes load a version every publish and never touch the optimiser state)."""
         chosen = self.current() if version is None else version
         if chosen is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
         path = self._path(chosen)
         try:
-            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+            payload: dict[str, Any] = torch.load(
+                path, map_location="cpu", weights_only=True, mmap=mmap
+            )
         except FileNotFoundError:
             raise CheckpointError(
                 f"checkpoint version {chosen} is not in {self.directory}"
