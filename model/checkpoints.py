@@ -16,6 +16,7 @@ from model.trainer import OnlineTrainer, model_from_state
 from model.two_tower import TwoTowerRecommender
 
 FORMAT = 1
+_SERVING_KEYS = ("model_config", "model", "item_vocabulary", "item_features")
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
 
@@ -51,6 +52,11 @@ class CheckpointStore:
     def _path(self, version: int) -> Path:
         return self.directory / f"checkpoint-{version:08d}.pt"
 
+    def _model_path(self, version: int) -> Path:
+        """The serving part of a version: model, vocabulary and features, no optimiser state
+        and no caller state, so serving processes load it quickly at every publish."""
+        return self.directory / f"model-{version:08d}.pt"
+
     def versions(self) -> list[int]:
         """Versions on disk, ascending."""
         found = (_NAME.match(p.name) for p in self.directory.iterdir())
@@ -84,13 +90,13 @@ class CheckpointStore:
             "trainer": trainer.state_dict(),
             "extra": dict(extra or {}),
         }
-        path = self._path(version)
-        partial = path.with_suffix(".partial")
-        torch.save(payload, partial)
-        os.replace(partial, path)
+        serving = {key: payload["trainer"][key] for key in _SERVING_KEYS}
+        _save_atomic({**payload, "trainer": serving, "extra": {}}, self._model_path(version))
+        _save_atomic(payload, self._path(version))
         self._point(version)
         for old in self.versions()[: -self.keep]:
             self._path(old).unlink(missing_ok=True)
+            self._model_path(old).unlink(missing_ok=True)
         return version
 
     def load(self, version: int | None = None, device: torch.device | None = None) -> Checkpoint:
@@ -107,20 +113,16 @@ class CheckpointStore:
 
     def load_model(self, version: int | None = None) -> TwoTowerRecommender:
         """Only the model of `version` (no optimiser state), on the CPU in eval mode."""
-        _, payload = self._read(version, mmap=True)
+        _, payload = self._read(version, serving=True)
         return model_from_state(payload["trainer"]).eval()
 
-    def _read(self, version: int | None, mmap: bool = False) -> tuple[int, dict[str, Any]]:
-        """The payload of `version`; with `mmap`, tensors are read only when used (serving
-        processes load a version every publish and never touch the optimiser state)."""
+    def _read(self, version: int | None, serving: bool = False) -> tuple[int, dict[str, Any]]:
         chosen = self.current() if version is None else version
         if chosen is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        path = self._path(chosen)
+        path = self._model_path(chosen) if serving else self._path(chosen)
         try:
-            payload: dict[str, Any] = torch.load(
-                path, map_location="cpu", weights_only=True, mmap=mmap
-            )
+            payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
             raise CheckpointError(
                 f"checkpoint version {chosen} is not in {self.directory}"
@@ -142,3 +144,9 @@ class CheckpointStore:
         partial = pointer.with_suffix(".partial")
         partial.write_text(f"{version}\n")
         os.replace(partial, pointer)
+
+
+def _save_atomic(payload: Mapping[str, Any], path: Path) -> None:
+    partial = path.with_suffix(".partial")
+    torch.save(dict(payload), partial)
+    os.replace(partial, path)

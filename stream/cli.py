@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from kafka.producer.future import FutureRecordMetadata
 from tqdm import tqdm
@@ -189,9 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
+    # SIGTERM unwinds like Ctrl-C, so the demo and the stack stop what they started;
+    # the worker, trainer and API install their own handlers over this one.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.run(settings, args))
     except StackError as error:

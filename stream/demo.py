@@ -32,7 +32,7 @@ from store.redis_keys import RedisKeys, delete_prefixed
 from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.datasets import fetch_ml100k
-from stream.live_eval import LiveEvaluation, LiveFigures
+from stream.live_eval import LiveEvaluation, LiveFigures, percentile
 from stream.processes import spawn, stop
 from stream.producer import EventProducer
 from stream.stack import free_port, local_stack
@@ -217,7 +217,7 @@ def figures_json(
         "publish_latency_max_ms": max(live.publish_latency_ms.values(), default=None),
         "model_versions_seen": len(live.publish_latency_ms),
         "stale_requests": live.stale,
-        "model_lag_events_p50": live.percentile(live.model_lag, 0.5),
+        "model_lag_events_p50": percentile(live.model_lag, 0.5),
         "live_hr_by_source": {
             source: {"scored": scored, "hr": hits / max(scored, 1)}
             for source, (scored, hits) in live.sources.items()

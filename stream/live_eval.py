@@ -26,6 +26,14 @@ from stream.producer import EventProducer
 _REFLECT_TIMEOUT_S = 3.0
 
 
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The `q` quantile (nearest rank) of `values`; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 @dataclass
 class LiveFigures:
     """What a live run measured."""
@@ -38,19 +46,13 @@ class LiveFigures:
     sources: dict[str, list[int]] = field(default_factory=dict)
     model_lag: list[int] = field(default_factory=list)
 
-    def percentile(self, values: Sequence[float], q: float) -> float | None:
-        if not values:
-            return None
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
     @property
     def freshness_p50_ms(self) -> float | None:
-        return self.percentile(self.freshness_ms, 0.5)
+        return percentile(self.freshness_ms, 0.5)
 
     @property
     def freshness_p99_ms(self) -> float | None:
-        return self.percentile(self.freshness_ms, 0.99)
+        return percentile(self.freshness_ms, 0.99)
 
     @property
     def publish_latency_p50_ms(self) -> float | None:
