@@ -145,7 +145,7 @@ async def train(settings: Settings, stop: asyncio.Event) -> StreamLearner:
                 ends = await consumer.end_offsets(partitions)
                 metrics.lag.set(
                     sum(
-                        end - learner.position.get(f"{tp.topic}/{tp.partition}", 0)
+                        max(0, end - learner.position.get(f"{tp.topic}/{tp.partition}", 0))
                         for tp, end in ends.items()
                     )
                 )
