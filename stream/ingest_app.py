@@ -105,9 +105,10 @@ class IngestProcessor:
                 log.exception("re-embedding %d users failed; their vectors stay older", len(users))
                 return
             self._metrics.user_vectors.inc(written)
-            now = time.time()
-            for item in pending:
-                self._metrics.freshness.observe(max(0.0, now - item.produced_s))
+            if written:  # freshness counts events whose user vector now reflects them
+                now = time.time()
+                for item in pending:
+                    self._metrics.freshness.observe(max(0.0, now - item.produced_s))
 
     async def _apply(self, pending: list[_Pending]) -> None:
         if not pending:

