@@ -7,67 +7,20 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from kafka.producer.future import FutureRecordMetadata
-from tqdm import tqdm
-
 from stream.config import Settings
 from stream.events import json_schemas
+from stream.replay import ProduceSummary
 from stream.stack import StackError, stack_down, stack_status, stack_up
 
 
-@dataclass
-class ProduceSummary:
-    """What `recstream produce` did: counts and the first rejections with line numbers."""
-
-    sent: int = 0
-    rejected: int = 0
-    failed: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    def note(self, line: int, reason: str, limit: int = 50) -> None:
-        if len(self.reasons) < limit:
-            self.reasons.append(f"line {line}: {reason}")
-
-    def render(self) -> str:
-        out = [f"sent {self.sent}, rejected {self.rejected}, failed to deliver {self.failed}"]
-        out += [f"  {r}" for r in self.reasons]
-        hidden = self.rejected + self.failed - len(self.reasons)
-        if hidden > 0:
-            out.append(f"  ... and {hidden} more")
-        return "\n".join(out)
-
-
 def produce_file(settings: Settings, path: str, *, progress: bool = True) -> ProduceSummary:
-    """Validate and send every event of a JSONL/CSV file (or stdin); invalid lines are reported."""
-    from stream.event_files import read_events
-    from stream.producer import EventProducer
-    from stream.topics import ensure_topics
+    """Validate and send every event of a JSONL/CSV file (or stdin) at once, no position."""
+    from stream.replay import replay_file
 
-    ensure_topics(settings)
-    summary = ProduceSummary()
-    pending: list[tuple[int, FutureRecordMetadata]] = []
-    with EventProducer(settings) as producer:
-        for record in tqdm(
-            read_events(path), desc="produce", unit="ev", disable=not progress, file=sys.stderr
-        ):
-            if record.event is None:
-                summary.rejected += 1
-                summary.note(record.line, record.error or "invalid")
-                continue
-            pending.append((record.line, producer.send(record.event)))
-        producer.flush()
-        for line, future in pending:
-            try:
-                future.get(timeout=30)
-                summary.sent += 1
-            except Exception as error:
-                summary.failed += 1
-                summary.note(line, f"delivery failed: {error}")
-    return summary
+    return replay_file(settings, path, progress=progress)
 
 
 def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
@@ -105,6 +58,31 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     summary = produce_file(settings, args.file, progress=not args.quiet)
+    print(summary.render(), file=sys.stderr)
+    return 0 if summary.rejected == 0 and summary.failed == 0 else 1
+
+
+def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.replay import Pace, replay_file
+
+    position = None
+    if args.from_file != "-":
+        default = settings.data_dir / "replay" / f"{Path(args.from_file).name}.position.json"
+        position = Path(args.position) if args.position else default
+        position.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pace = Pace(rate=args.rate, speedup=args.speedup)
+        summary = replay_file(
+            settings,
+            args.from_file,
+            pace=pace,
+            position=position,
+            dry_run=args.dry_run,
+            progress=not args.quiet,
+        )
+    except (ValueError, OSError) as error:
+        print(f"recstream replay: {error}", file=sys.stderr)
+        return 2
     print(summary.render(), file=sys.stderr)
     return 0 if summary.rejected == 0 and summary.failed == 0 else 1
 
@@ -155,6 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("file")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(run=_cmd_produce)
+    replay = sub.add_parser(
+        "replay", help="replay historical events from a file, paced and resumable"
+    )
+    replay.add_argument("--from-file", required=True, help="JSONL or CSV file ('-': stdin)")
+    speed = replay.add_mutually_exclusive_group()
+    speed.add_argument("--rate", type=float, default=None, help="events per second")
+    speed.add_argument("--speedup", type=float, default=None, help="event time / this")
+    replay.add_argument(
+        "--position", default=None, help="saved position (default: under the data dir)"
+    )
+    replay.add_argument("--dry-run", action="store_true", help="validate and count, send nothing")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(run=_cmd_replay)
     schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
     schema.set_defaults(run=_cmd_schema)

@@ -1,15 +1,20 @@
-"""`recstream produce FILE`: valid lines reach the topics, invalid ones are reported by line."""
+"""`recstream produce` and `replay --from-file`: valid lines reach the topics, invalid ones are
+reported by line, and replaying again changes nothing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import redis
 
+from store.redis_keys import RedisKeys
 from stream.cli import produce_file
 from stream.config import Settings
+from stream.replay import replay_file
+from stream.sample_events import sample_events
 from stream.topics import TopicNames
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +38,37 @@ def test_produce_sends_valid_lines_and_reports_rejects_with_line_numbers(
     topics = TopicNames.from_settings(settings)
     assert [e["event_id"] for e in read_topic(settings.kafka_bootstrap, topics.clicks, 1)] == ["f1"]
     assert [e["event_id"] for e in read_topic(settings.kafka_bootstrap, topics.orders, 1)] == ["f3"]
+
+
+def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
+    settings: Settings, tmp_path: Path, start_worker: Spawner
+) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(e.to_json().decode() + "\n" for e in sample_events(300, seed=4)))
+    start_worker()
+
+    def state() -> tuple[int, object, object]:
+        client = redis.Redis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.redis_prefix)
+        applied = int(client.hget(keys.stats, "applied") or 0)
+        history = client.lrange(keys.history("user-000001"), 0, -1)
+        clicks = client.zrange(keys.item_clicks, 0, -1, withscores=True)
+        client.close()
+        return applied, history, clicks
+
+    def duplicates() -> int:
+        client = redis.Redis.from_url(settings.redis_url)
+        value = int(client.hget(RedisKeys(settings.redis_prefix).stats, "duplicates") or 0)
+        client.close()
+        return value
+
+    first = replay_file(settings, str(path), position=tmp_path / "p1.json", progress=False)
+    assert first.sent == 300
+    wait_until(lambda: state()[0] == 300, 60, "one pass applied")
+    once = state()
+    again = replay_file(settings, str(path), position=tmp_path / "p2.json", progress=False)
+    assert again.sent == 300
+    wait_until(lambda: duplicates() == 300, 60, "the second pass seen as duplicates")
+    assert state() == once
+    resumed = replay_file(settings, str(path), position=tmp_path / "p1.json", progress=False)
+    assert (resumed.sent, resumed.skipped) == (0, 300)
