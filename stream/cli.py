@@ -63,6 +63,8 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    if args.from_kafka:
+        return _replay_kafka(settings, args)
     from stream.replay import Pace, replay_file
 
     position = None
@@ -85,6 +87,23 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     print(summary.render(), file=sys.stderr)
     return 0 if summary.rejected == 0 and summary.failed == 0 else 1
+
+
+def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
+    from model.interaction_log import parse_timestamp
+    from stream.kafka_replay import replay_kafka
+
+    try:
+        if args.since is None:
+            raise ValueError("--from-kafka needs --since")
+        since = parse_timestamp(args.since)
+        until = None if args.until is None else parse_timestamp(args.until)
+        summary = replay_kafka(settings, since, until, args.topics, progress=not args.quiet)
+    except ValueError as error:
+        print(f"recstream replay: {error}", file=sys.stderr)
+        return 2
+    print(summary.render(), file=sys.stderr)
+    return 0
 
 
 def _cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
@@ -136,7 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser(
         "replay", help="replay historical events from a file, paced and resumable"
     )
-    replay.add_argument("--from-file", required=True, help="JSONL or CSV file ('-': stdin)")
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-file", help="JSONL or CSV file ('-': stdin)")
+    source.add_argument(
+        "--from-kafka", action="store_true", help="re-apply a time range of the topics"
+    )
+    replay.add_argument("--since", default=None, help="--from-kafka: start time (ISO or epoch)")
+    replay.add_argument("--until", default=None, help="--from-kafka: end time, exclusive")
+    replay.add_argument("--topics", nargs="+", default=None, help="--from-kafka: topic names")
     speed = replay.add_mutually_exclusive_group()
     speed.add_argument("--rate", type=float, default=None, help="events per second")
     speed.add_argument("--speedup", type=float, default=None, help="event time / this")
