@@ -81,6 +81,7 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
             position=position,
             dry_run=args.dry_run,
             progress=not args.quiet,
+            save_every=args.save_every,
         )
     except (ValueError, OSError) as error:
         print(f"recstream replay: {error}", file=sys.stderr)
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--position", default=None, help="saved position (default: under the data dir)"
     )
     replay.add_argument("--dry-run", action="store_true", help="validate and count, send nothing")
+    replay.add_argument(
+        "--save-every", type=int, default=1_000, help="events between saved positions"
+    )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(run=_cmd_replay)
     schema = sub.add_parser("schema", help="print the JSON Schema of each event type")

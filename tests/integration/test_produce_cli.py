@@ -3,6 +3,10 @@ reported by line, and replaying again changes nothing."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ import redis
 from store.redis_keys import RedisKeys
 from stream.cli import produce_file
 from stream.config import Settings
+from stream.processes import settings_env
 from stream.replay import replay_file
 from stream.sample_events import sample_events
 from stream.topics import TopicNames
@@ -72,3 +77,31 @@ def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
     assert state() == once
     resumed = replay_file(settings, str(path), position=tmp_path / "p1.json", progress=False)
     assert (resumed.sent, resumed.skipped) == (0, 300)
+
+
+def test_an_interrupted_replay_resumes_with_no_gap_and_nothing_counted_twice(
+    settings: Settings, tmp_path: Path, start_worker: Spawner
+) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(e.to_json().decode() + "\n" for e in sample_events(400, seed=6)))
+    position = tmp_path / "position.json"
+    argv = ["replay", "--from-file", str(path), "--position", str(position), "--quiet"]
+    env = settings_env(settings)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "stream", *argv, "--rate", "200", "--save-every", "20"], env=env
+    )
+    wait_until(position.exists, 30, "a saved position")
+    first.kill()
+    first.wait()
+    saved = json.loads(position.read_text())["line"]
+    assert 0 < saved < 400
+    resumed = subprocess.run([sys.executable, "-m", "stream", *argv], env=env, check=False)
+    assert resumed.returncode == 0
+    assert json.loads(position.read_text())["line"] == 400
+    start_worker()
+    client = redis.Redis.from_url(settings.redis_url)
+    stats = RedisKeys(settings.redis_prefix).stats
+    wait_until(lambda: int(client.hget(stats, "applied") or 0) == 400, 60, "400 applied")
+    time.sleep(1.0)
+    assert int(client.hget(stats, "applied") or 0) == 400
+    client.close()
