@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,12 +141,15 @@ class CheckpointStore:
 
     def _point(self, version: int) -> None:
         pointer = self.directory / "CURRENT"
-        partial = pointer.with_suffix(".partial")
-        partial.write_text(f"{version}\n")
-        os.replace(partial, pointer)
+        _atomically(pointer, lambda partial: partial.write_text(f"{version}\n"))
 
 
 def _save_atomic(payload: Mapping[str, Any], path: Path) -> None:
+    _atomically(path, lambda partial: torch.save(dict(payload), partial))
+
+
+def _atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write` to a sibling file, then rename it over `path`: readers never see half."""
     partial = path.with_suffix(".partial")
-    torch.save(dict(payload), partial)
+    write(partial)
     os.replace(partial, path)

@@ -275,6 +275,13 @@ class RedisVectorState:
         )
         return {i: int(v) for i, v in zip(item_ids, values, strict=True) if v is not None}
 
+    async def events_learned(self) -> int:
+        """Events the served model version has learned (0 before the first version)."""
+        version = await self.model_version()
+        info = {} if version is None else await self.model_info(version)
+        learned = info.get("events_learned", 0)
+        return learned if isinstance(learned, int) else 0
+
     async def set_model_version(self, version: int) -> None:
         await self._client.set(self._keys.model_version, version)
 

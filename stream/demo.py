@@ -106,10 +106,7 @@ class _Service:
         return stats.applied + stats.duplicates
 
     async def learned(self) -> int:
-        version = await self.state.model_version()
-        info = {} if version is None else await self.state.model_info(version)
-        value = info.get("events_learned", 0)
-        return value if isinstance(value, int) else 0
+        return await self.state.events_learned()
 
     async def reflects(self, user_id: str, event_id: str) -> bool:
         """Whether the user's vector (what the API ranks with) reflects `event_id`."""

@@ -87,11 +87,7 @@ def _events_applied(settings: Settings) -> int:
 
 def _events_learned(settings: Settings) -> int:
     async def read(state: RedisVectorState, _: RedisInteractionStore) -> int:
-        version = await state.model_version()
-        if version is None:
-            return 0
-        learned = (await state.model_info(version)).get("events_learned", 0)
-        return learned if isinstance(learned, int) else 0
+        return await state.events_learned()
 
     return int(_redis(settings, read))
 
