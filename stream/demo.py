@@ -131,6 +131,7 @@ async def _warm_up(
 
     await _until(seeded, 120, "a first model version to be served")
     burst = events[seed:]
+    produced_at = time.monotonic()
     live.learn_without_scoring(list(enumerate(burst, seed)), producer)
     first: tuple[float, int] | None = None
     with tqdm(total=len(events), desc="ingest", unit="ev", file=sys.stderr) as bar:
@@ -144,7 +145,9 @@ async def _warm_up(
             return applied >= len(events)
 
         await _until(all_applied, 300, "the warm-up events to be applied", poll_s=0.002)
-    began, counted = first or (time.monotonic(), seed)
+    began, counted = first or (produced_at, seed)
+    if counted >= len(events):
+        began, counted = produced_at, seed
     seconds = time.monotonic() - began
     print("waiting for the trainer to learn the warm-up events", file=sys.stderr)
 
