@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online
+.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online bench-replay
 
 install: $(VENV)/.installed
 
@@ -48,3 +48,7 @@ bench-serving: install
 
 bench-online: install
 	$(BIN)/recstream demo --json online-loop.json
+
+bench-replay: install
+	export RECSTREAM_DATA_DIR=$$(mktemp -d)
+	$(BIN)/python bench/replay.py --events 100000 1000000 --json replay-rebuild.json

@@ -107,6 +107,43 @@ def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from model.interaction_log import parse_timestamp
+    from stream.rebuild import rebuild
+
+    try:
+        since = None if args.since is None else parse_timestamp(args.since)
+        summary = rebuild(
+            settings, args.into, since, seed=args.seed, force=args.force, progress=not args.quiet
+        )
+    except ValueError as error:
+        print(f"recstream rebuild: {error}", file=sys.stderr)
+        return 2
+    print(summary.render(), file=sys.stderr)
+    print(f"serve it with: recstream promote {summary.name}", file=sys.stderr)
+    return 0
+
+
+def _cmd_switch(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.rebuild import switch
+
+    name = getattr(args, "name", None)
+    try:
+        done = switch(settings, name, progress=not args.quiet)
+    except ValueError as error:
+        print(
+            f"recstream {'promote' if name is not None else 'rollback'}: {error}", file=sys.stderr
+        )
+        return 2
+    label = {"": "the base namespace"}
+    before, after = label.get(done.before, done.before), label.get(done.after, done.after)
+    if done.changed:
+        print(f"now serving {after} (was {before}); `recstream rollback` switches back")
+    else:
+        print(f"{after} is already serving")
+    return 0
+
+
 def _cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
     schemas = json_schemas()
     chosen = schemas if args.type is None else {args.type: schemas[args.type]}
@@ -176,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(run=_cmd_replay)
+    rebuild = sub.add_parser(
+        "rebuild", help="build a namespace's state and model from the log, beside the live one"
+    )
+    rebuild.add_argument("--into", required=True, help="name of the new namespace")
+    rebuild.add_argument("--since", default=None, help="only events logged since (ISO or epoch)")
+    rebuild.add_argument("--seed", type=int, default=0, help="seed of the model's random draws")
+    rebuild.add_argument("--force", action="store_true", help="replace an existing namespace")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bars")
+    rebuild.set_defaults(run=_cmd_rebuild)
+    promote = sub.add_parser("promote", help="serve a rebuilt namespace (atomic switch)")
+    promote.add_argument("name", help="namespace to serve ('' : the base one)")
+    promote.add_argument("--quiet", action="store_true", help="no progress bar")
+    promote.set_defaults(run=_cmd_switch)
+    rollback = sub.add_parser("rollback", help="serve the namespace served before the switch")
+    rollback.add_argument("--quiet", action="store_true", help="no progress bar")
+    rollback.set_defaults(run=_cmd_switch)
     schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
     schema.set_defaults(run=_cmd_schema)

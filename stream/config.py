@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NAMESPACE_NAME = re.compile(r"([a-z0-9][a-z0-9_-]{0,62})?")
 
 
 class Settings(BaseSettings):
@@ -18,6 +21,11 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (db index included)")
     redis_prefix: str = Field("recstream:", description="prefix of every Redis key")
+    namespace: str = Field(
+        "",
+        pattern=f"^{NAMESPACE_NAME.pattern}$",
+        description="pin a process to one namespace (default: follow `recstream promote`)",
+    )
     topic_prefix: str = Field("recstream.", description="prefix of every Kafka topic name")
     partitions: int = Field(6, ge=1, description="partitions of topics created at start-up")
     replication_factor: int = Field(
@@ -74,5 +82,17 @@ class Settings(BaseSettings):
 
     @property
     def checkpoint_dir(self) -> Path:
-        """Where model versions live: `model_dir`, else `data_dir/models`."""
-        return self.model_dir if self.model_dir is not None else self.data_dir / "models"
+        """Where the namespace's model versions live: under `model_dir`, else `data_dir/models`."""
+        base = self.model_dir if self.model_dir is not None else self.data_dir / "models"
+        return base / "namespaces" / self.namespace if self.namespace else base
+
+    @property
+    def keys_prefix(self) -> str:
+        """The Redis key prefix of the namespace's state (the base's is `redis_prefix`)."""
+        return f"{self.redis_prefix}ns:{self.namespace}:" if self.namespace else self.redis_prefix
+
+    def in_namespace(self, name: str) -> Settings:
+        """These settings pinned to namespace `name` ('' is the base namespace)."""
+        if not NAMESPACE_NAME.fullmatch(name):
+            raise ValueError(f"bad namespace name {name!r}: use a-z, 0-9, _ and -, at most 63")
+        return self.model_copy(update={"namespace": name})

@@ -87,7 +87,7 @@ class _Service:
         self.session = session
         self.base_url = f"http://127.0.0.1:{settings.api_port}"
         self.client = aioredis.from_url(settings.redis_url)
-        keys = RedisKeys(settings.redis_prefix)
+        keys = RedisKeys(settings.keys_prefix)
         self.store = RedisInteractionStore(self.client, keys)
         self.state = RedisVectorState(self.client, keys, settings.vector_dim)
 

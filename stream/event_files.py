@@ -1,7 +1,8 @@
-"""Read events from JSONL or CSV files (or stdin), keeping line numbers for error reports.
+"""Read events from JSONL, CSV or Parquet files (or stdin), keeping line numbers for errors.
 
-CSV columns: `event_id,type,user_id,ts[,item_id,order_id,quantity,price,session_id]`. A CSV
-order row holds one order line; consecutive rows with the same `event_id` form one order.
+CSV and Parquet columns: `event_id,type,user_id,ts[,item_id,order_id,quantity,price,
+session_id]`. A row holds a click or one order line; consecutive rows with the same `event_id`
+form one order. A Parquet file's "line" is its row number, from 1.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,10 +96,14 @@ def _csv_document(first_line: int, rows: list[dict[str, str]]) -> FileRecord:
 
 def read_csv(stream: Iterable[str]) -> Iterator[FileRecord]:
     reader = csv.DictReader(stream)
+    yield from _grouped((reader.line_num, row) for row in reader)
+
+
+def _grouped(rows: Iterable[tuple[int, dict[str, str]]]) -> Iterator[FileRecord]:
+    """Rows with their line numbers into events: an order's consecutive rows make one."""
     group: list[dict[str, str]] = []
     group_line = 0
-    for row in reader:
-        number = reader.line_num
+    for number, row in rows:
         if group and row.get("event_id") == group[0].get("event_id"):
             group.append(row)
             continue
@@ -108,8 +114,41 @@ def read_csv(stream: Iterable[str]) -> Iterator[FileRecord]:
         yield _csv_document(group_line, group)
 
 
+def _cell(value: object) -> str:
+    """A Parquet value as the CSV reader would see it."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def read_parquet(path: str, batch_rows: int = 65_536) -> Iterator[FileRecord]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("Parquet needs pyarrow: pip install 'recstream[parquet]'") from None
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises its own error types for unreadable files
+        raise ValueError(f"{path} is not a readable Parquet file: {error}") from None
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        number = 0
+        for batch in table.iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, {str(k): _cell(v) for k, v in row.items()}
+
+    yield from _grouped(rows())
+
+
 def read_events(path: str) -> Iterator[FileRecord]:
-    """Every event of a JSONL or CSV file (or stdin with `-`), valid or not, in file order."""
+    """Every event of a JSONL, CSV or Parquet file (or stdin with `-`), valid or not, in file
+    order."""
+    if Path(path).suffix.lower() == ".parquet":
+        yield from read_parquet(path)
+        return
     with open_source(path) as stream:
         first = stream.readline()
         lines = itertools.chain([first], stream)

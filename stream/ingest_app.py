@@ -25,6 +25,7 @@ from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.kafka_transport import LowLatencyApp
+from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import WorkerMetrics
 from stream.retrying import retrying
 from stream.topics import TopicNames
@@ -68,9 +69,9 @@ class IngestProcessor:
     def __init__(
         self,
         store: RedisInteractionStore,
+        users: UserVectorWriter | None,
         dlq: TopicT,
         max_event_bytes: int,
-        users: UserVectorWriter | None = None,
         metrics: WorkerMetrics | None = None,
         offsets: ProcessedOffsets | None = None,
     ) -> None:
@@ -80,6 +81,11 @@ class IngestProcessor:
         self._users = users
         self._metrics = metrics or WorkerMetrics.create()
         self.offsets = offsets or ProcessedOffsets()
+
+    def retarget(self, store: RedisInteractionStore, users: UserVectorWriter | None) -> None:
+        """Write to another namespace from the next batch on (a promote or a rollback)."""
+        self._store = store
+        self._users = users
 
     async def process(self, events: Sequence[EventT[bytes]]) -> None:
         pending: list[_Pending] = []
@@ -137,6 +143,23 @@ class IngestProcessor:
         await retrying(partial(self._store.mark_dead_lettered, source))
 
 
+def _sinks(
+    settings: Settings, client: aioredis.Redis
+) -> tuple[RedisInteractionStore, UserVectorWriter]:
+    """Where a namespace's ingest effects and user vectors go."""
+    keys = RedisKeys(settings.keys_prefix)
+    store = RedisInteractionStore(
+        client,
+        keys,
+        history_len=settings.history_len,
+        dedup_ttl_s=settings.dedup_ttl_s,
+        trending_half_life_s=settings.trending_half_life_s,
+    )
+    models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
+    state = RedisVectorState(client, keys, settings.vector_dim)
+    return store, UserVectorWriter(store, state, models, settings.embed_batch)
+
+
 def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
@@ -173,19 +196,14 @@ def create_ingest_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     @app.agent(ingest_topic, name="ingest")
     async def ingest(stream: StreamT[bytes]) -> None:
         client = aioredis.from_url(settings.redis_url)
-        keys = RedisKeys(settings.redis_prefix)
-        store = RedisInteractionStore(
-            client,
-            keys,
-            history_len=settings.history_len,
-            dedup_ttl_s=settings.dedup_ttl_s,
-            trending_half_life_s=settings.trending_half_life_s,
-        )
-        models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
-        state = RedisVectorState(client, keys, settings.vector_dim)
-        users = UserVectorWriter(store, state, models, settings.embed_batch)
+        watch = NamespaceWatch(settings, client)
+        name = await watch.current()
         processor = IngestProcessor(
-            store, dlq_topic, settings.max_event_bytes, users, metrics, processed
+            *_sinks(watch.settings_of(name), client),
+            dlq_topic,
+            settings.max_event_bytes,
+            metrics,
+            processed,
         )
         try:
             if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol
@@ -193,6 +211,10 @@ def create_ingest_app(settings: Settings, metrics: WorkerMetrics | None = None) 
             async for events in stream.take_events(
                 settings.batch_size, within=settings.batch_wait_ms / 1000
             ):
+                if (now := await watch.current()) != name:
+                    log.info("writing to namespace %r (was %r)", now, name)
+                    processor.retarget(*_sinks(watch.settings_of(now), client))
+                    name = now
                 await processor.process(events)
         finally:
             await client.aclose()

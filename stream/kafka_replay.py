@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from tqdm import tqdm
 
 from store.interaction_store import EventEffect, RedisInteractionStore
 from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
+from stream.learner import Outcome
 from stream.topics import TopicNames
 
 _IDLE_POLLS = 3  # empty polls of 0.5 s in a row: the end of every partition is reached
@@ -38,19 +40,100 @@ class KafkaReplaySummary:
         )
 
 
-def _starts(
-    consumer: KafkaConsumer, topics: Sequence[str], since_ms: int
-) -> dict[TopicPartition, int]:
-    """The first offset at or after `since_ms` of each partition that has one."""
-    known = consumer.topics()
-    missing = [t for t in topics if t not in known]
-    if missing:
-        raise ValueError(f"no such topic: {', '.join(missing)}")
-    partitions = [
-        TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t))
-    ]
-    found = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
-    return {tp: at.offset for tp, at in found.items() if at is not None}
+Decoded = list[tuple[SourcePosition, Outcome]]
+
+
+class RangeReader:
+    """Reads every message of `topics` whose broker timestamp is in [since_ms, until_ms),
+    decoded by the ingest handlers, under group `<app_id>-replay` (which commits nothing)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        since_ms: int | None,
+        until_ms: int | None = None,
+        topics: Sequence[str] | None = None,
+    ) -> None:
+        if since_ms is not None and until_ms is not None and until_ms <= since_ms:
+            raise ValueError("impossible time range: --until must be after --since")
+        self.settings = settings
+        self.since_ms = since_ms or 0
+        self.until_ms = until_ms
+        self.topics = list(topics or TopicNames.from_settings(settings).ingest)
+        self.position: dict[str, int] = {}
+
+    def batches(self, *, progress: bool = True, desc: str = "replay") -> Iterator[Decoded]:
+        """Decoded messages in partition order, a poll at a time, until every partition's end
+        (or `until`); afterwards `position` holds the next offset of every partition."""
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=f"{self.settings.app_id}-replay",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        try:
+            starts = self._starts(consumer)
+            consumer.assign(list(starts))
+            for tp, first in starts.items():
+                consumer.seek(tp, first)
+            idle = 0
+            with tqdm(desc=desc, unit="msg", disable=not progress, file=sys.stderr) as bar:
+                # Read to the end (end offsets are not asked for: some Kafka-protocol brokers
+                # report them per batch); a partition stops at its first message past `until`.
+                while starts and idle < _IDLE_POLLS:
+                    polled = consumer.poll(timeout_ms=500, max_records=1_000)
+                    idle = 0 if polled else idle + 1
+                    batch: Decoded = []
+                    for tp, messages in polled.items():
+                        batch += self._decoded(consumer, tp, messages)
+                        bar.update(len(messages))
+                    if batch:
+                        yield batch
+                    if len(consumer.paused()) == len(starts):
+                        break
+        finally:
+            consumer.close()
+
+    def _decoded(
+        self, consumer: KafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
+    ) -> Decoded:
+        out: Decoded = []
+        for message in messages:
+            if message.timestamp < self.since_ms:
+                continue  # a broker may answer the offset of a whole batch
+            if self.until_ms is not None and message.timestamp >= self.until_ms:
+                consumer.pause(tp)
+                break
+            source = SourcePosition(tp.topic, tp.partition, message.offset)
+            self.position[f"{tp.topic}/{tp.partition}"] = message.offset + 1
+            out.append(
+                (
+                    source,
+                    handle_message(
+                        message.value, message.key, source, self.settings.max_event_bytes
+                    ),
+                )
+            )
+        return out
+
+    def _starts(self, consumer: KafkaConsumer) -> dict[TopicPartition, int]:
+        """The first offset at or after `since_ms` of each partition that has one; the others
+        (nothing that recent) start `position` at their end."""
+        known = consumer.topics()
+        missing = [t for t in self.topics if t not in known]
+        if missing:
+            raise ValueError(f"no such topic: {', '.join(missing)}")
+        partitions = [
+            TopicPartition(t, p)
+            for t in self.topics
+            for p in sorted(consumer.partitions_for_topic(t))
+        ]
+        found = consumer.offsets_for_times(dict.fromkeys(partitions, self.since_ms))
+        quiet = [tp for tp, at in found.items() if at is None]
+        ends = consumer.end_offsets(quiet) if quiet else {}
+        self.position = {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()}
+        self.position |= {f"{tp.topic}/{tp.partition}": at.offset for tp, at in found.items() if at}
+        return {tp: at.offset for tp, at in found.items() if at is not None}
 
 
 async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[bool]:
@@ -58,7 +141,7 @@ async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[b
     try:
         store = RedisInteractionStore(
             client,
-            RedisKeys(settings.redis_prefix),
+            RedisKeys(settings.keys_prefix),
             history_len=settings.history_len,
             dedup_ttl_s=settings.dedup_ttl_s,
             trending_half_life_s=settings.trending_half_life_s,
@@ -78,51 +161,13 @@ def replay_kafka(
 ) -> KafkaReplaySummary:
     """Re-apply every message of `topics` (default: clicks and orders) whose broker
     timestamp is in [since_ms, until_ms) to Redis, through the ingest handlers."""
-    if until_ms is not None and until_ms <= since_ms:
-        raise ValueError("impossible time range: --until must be after --since")
-    chosen = list(topics or TopicNames.from_settings(settings).ingest)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=f"{settings.app_id}-replay",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    reader = RangeReader(settings, since_ms, until_ms, topics)
     summary = KafkaReplaySummary()
-    try:
-        starts = _starts(consumer, chosen, since_ms)
-        consumer.assign(list(starts))
-        for tp, first in starts.items():
-            consumer.seek(tp, first)
-        idle = 0
-        with tqdm(desc="replay", unit="msg", disable=not progress, file=sys.stderr) as bar:
-            # Read to the end (end offsets are not asked for: some Kafka-protocol brokers
-            # report them per batch); a partition stops at its first message past `until`.
-            while starts and idle < _IDLE_POLLS:
-                polled = consumer.poll(timeout_ms=500, max_records=1_000)
-                idle = 0 if polled else idle + 1
-                effects: list[EventEffect] = []
-                for tp, messages in polled.items():
-                    for message in messages:
-                        if message.timestamp < since_ms:
-                            continue  # a broker may answer the offset of a whole batch
-                        if until_ms is not None and message.timestamp >= until_ms:
-                            consumer.pause(tp)
-                            break
-                        summary.messages += 1
-                        source = SourcePosition(tp.topic, tp.partition, message.offset)
-                        outcome = handle_message(
-                            message.value, message.key, source, settings.max_event_bytes
-                        )
-                        if isinstance(outcome, DeadLetter):
-                            summary.invalid += 1
-                        else:
-                            effects.append(outcome)
-                    bar.update(len(messages))
-                applied = asyncio.run(_apply(settings, [effects])) if effects else []
-                summary.applied += sum(applied)
-                summary.duplicates += len(applied) - sum(applied)
-                if len(consumer.paused()) == len(starts):
-                    break
-    finally:
-        consumer.close()
+    for batch in reader.batches(progress=progress):
+        summary.messages += len(batch)
+        effects = [outcome for _, outcome in batch if not isinstance(outcome, DeadLetter)]
+        summary.invalid += len(batch) - len(effects)
+        applied = asyncio.run(_apply(settings, [effects])) if effects else []
+        summary.applied += sum(applied)
+        summary.duplicates += len(applied) - sum(applied)
     return summary

@@ -48,6 +48,11 @@ class StreamLearner:
         self._histories: dict[str, deque[Interaction]] = {}
         self._recent: OrderedDict[int, None] = OrderedDict()
 
+    @property
+    def users(self) -> list[str]:
+        """Every user whose history this learner holds."""
+        return list(self._histories)
+
     def learn(self, batch: Sequence[tuple[SourcePosition, Outcome]]) -> LearnedBatch:
         """Learn the new events of `batch` (in its order) and move the position past all of it."""
         examples: list[TrainingExample] = []

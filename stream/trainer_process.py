@@ -6,6 +6,7 @@ resumes exactly where the model it restores stopped learning."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -24,6 +25,7 @@ from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import SourcePosition, handle_message
 from stream.learner import Outcome, StreamLearner, in_time_order
+from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import TrainerMetrics, serve
 from stream.publisher import ModelPublisher
 from stream.topics import TopicNames, ensure_topics
@@ -45,10 +47,16 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
             checkpoint.position,
         )
         return learner, checkpoint.version
-    torch.manual_seed(0)
+    return fresh_learner(settings, seed=0), 0
+
+
+def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
+    """An untrained model whose every random draw follows from `seed`."""
+    torch.manual_seed(seed)
     model = TwoTowerRecommender(TwoTowerConfig(dim=settings.vector_dim))
-    trainer = OnlineTrainer(model, TrainerConfig(threads=settings.torch_threads), device)
-    return StreamLearner(trainer, settings.trainer_dedup_window), 0
+    config = TrainerConfig(threads=settings.torch_threads, seed=seed)
+    trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
+    return StreamLearner(trainer, settings.trainer_dedup_window)
 
 
 async def _assign(
@@ -81,15 +89,17 @@ def _decoded(
     return batch
 
 
-async def train(settings: Settings, stop: asyncio.Event) -> StreamLearner:
-    """Learn and publish until `stop` is set; a final version is published on the way out."""
+async def train(
+    settings: Settings, stop: asyncio.Event, metrics: TrainerMetrics | None = None
+) -> StreamLearner:
+    """Learn and publish the namespace of `settings` until `stop` is set; a final version is
+    published on the way out."""
     ensure_topics(settings)
     checkpoints = CheckpointStore(settings.checkpoint_dir, keep=settings.checkpoint_keep)
     learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
-    metrics = TrainerMetrics.create()
-    serve(metrics.registry, settings.trainer_metrics_port)
+    metrics = metrics or TrainerMetrics.create()
     client = aioredis.from_url(settings.redis_url)
-    state = RedisVectorState(client, RedisKeys(settings.redis_prefix), settings.vector_dim)
+    state = RedisVectorState(client, RedisKeys(settings.keys_prefix), settings.vector_dim)
     publisher = ModelPublisher(state, checkpoints)
     if version:
         await publisher.resume(learner, version)
@@ -157,6 +167,16 @@ async def train(settings: Settings, stop: asyncio.Event) -> StreamLearner:
         await client.aclose()
 
 
+async def _until_moved(
+    watch: NamespaceWatch, name: str, stop: asyncio.Event, moved: asyncio.Event
+) -> None:
+    """Set `moved` when the process stops or another namespace starts serving."""
+    while not stop.is_set() and await watch.current() == name:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), watch.every_s)
+    moved.set()
+
+
 def run_trainer(settings: Settings) -> None:
     """Run the trainer until SIGTERM/SIGINT."""
     logging.basicConfig(
@@ -168,6 +188,19 @@ def run_trainer(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await train(settings, stop)
+        metrics = TrainerMetrics.create()
+        serve(metrics.registry, settings.trainer_metrics_port)
+        client = aioredis.from_url(settings.redis_url)
+        watch = NamespaceWatch(settings, client)
+        try:
+            while not stop.is_set():
+                name = await watch.current()
+                moved = asyncio.Event()
+                watching = asyncio.create_task(_until_moved(watch, name, stop, moved))
+                log.info("training namespace %r", name)
+                await train(watch.settings_of(name), moved, metrics)
+                await watching
+        finally:
+            await client.aclose()
 
     asyncio.run(main())

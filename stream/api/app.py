@@ -13,7 +13,7 @@ from store.index_sync import ServedVersion
 from stream.api import ingest, items, recommend
 from stream.api.errors import error_response, install_error_handlers
 from stream.api.metrics import install_metrics
-from stream.api.serving import open_serving, serving_of
+from stream.api.serving import Serving, open_following, serving_of
 from stream.config import Settings
 from stream.producer import EventProducer
 from stream.topics import ensure_topics
@@ -32,9 +32,12 @@ def create_api(settings: Settings) -> FastAPI:
         ensure_topics(settings)
         app.state.producer = EventProducer(settings)
         try:
-            async with open_serving(settings) as serving:
-                app.state.serving = serving
+
+            def install(serving: Serving) -> None:
                 serving.follower.on_served = lambda served: _observe(publish_latency, served)
+                app.state.serving = serving
+
+            async with open_following(settings, install):
                 yield
         finally:
             app.state.producer.close()

@@ -42,6 +42,7 @@ class ModelOut(BaseModel):
     )
     events_learned: int | None = Field(description="events the served version has learned")
     index_items: int
+    namespace: str = Field(description="namespace served ('': the base; see recstream promote)")
 
 
 class SimilarOut(BaseModel):
@@ -98,6 +99,7 @@ async def model(request: Request) -> ModelOut:
         publish_latency_ms=None if served is None else served.publish_latency_ms,
         events_learned=None if served is None else served.events_learned,
         index_items=serving.index.size,
+        namespace=serving.namespace,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -20,10 +20,13 @@ from store.redis_keys import RedisKeys
 from store.retrieval import Retriever
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
+from stream.namespace_watch import NamespaceWatch
 from stream.user_vectors import ModelUserEncoder
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_S = 5.0  # the follower stops within one feed poll (1 s); never wait forever
+_DRAIN_S = 5.0  # requests begun on a namespace's state finish before it closes
+_LOAD_S = 600.0  # longest a replica waits for a promoted namespace's index to load
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Serving:
     follower: IndexFollower
     retriever: Retriever
     models: ServingModels
+    namespace: str
 
     @property
     def ready(self) -> bool:
@@ -51,7 +55,7 @@ def serving_of(request: Request) -> Serving:
 async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     """Connect to Redis, start building the index in the background, stop on exit."""
     client = aioredis.from_url(settings.redis_url)
-    keys = RedisKeys(settings.redis_prefix)
+    keys = RedisKeys(settings.keys_prefix)
     state = RedisVectorState(client, keys, settings.vector_dim)
     interactions = RedisInteractionStore(client, keys, history_len=settings.history_len)
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
@@ -68,9 +72,56 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     retriever = Retriever(index, catalog, state, interactions, encoder=encoder)
     task = asyncio.create_task(follower.run())
     try:
-        yield Serving(client, state, index, follower, retriever, models)
+        yield Serving(client, state, index, follower, retriever, models, settings.namespace)
     finally:
         task.cancel()
         await asyncio.wait([task], timeout=_SHUTDOWN_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.aclose(), _SHUTDOWN_S)
+
+
+@contextlib.asynccontextmanager
+async def open_following(
+    settings: Settings, install: Callable[[Serving], None]
+) -> AsyncIterator[None]:
+    """Serve the serving namespace; when `recstream promote` or `rollback` switches it, load
+    the new one's index beside the old, `install` it once ready, then close the old one."""
+    client = aioredis.from_url(settings.redis_url)
+    watch = NamespaceWatch(settings, client)
+    name = await watch.current()
+    stacks = [contextlib.AsyncExitStack()]
+    install(await stacks[0].enter_async_context(open_serving(watch.settings_of(name))))
+
+    async def follow() -> None:
+        nonlocal name
+        while True:
+            await asyncio.sleep(watch.every_s)
+            now = await watch.current()
+            if now == name:
+                continue
+            stack = contextlib.AsyncExitStack()
+            stacks.append(stack)
+            try:
+                serving = await stack.enter_async_context(open_serving(watch.settings_of(now)))
+                await asyncio.wait_for(serving.follower.ready.wait(), _LOAD_S)
+            except Exception:
+                log.exception("cannot load namespace %r; still serving %r", now, name)
+                stacks.remove(stack)
+                await stack.aclose()
+                continue
+            install(serving)
+            log.info("serving namespace %r (was %r)", now, name)
+            name = now
+            await asyncio.sleep(_DRAIN_S)
+            await stacks.pop(0).aclose()
+
+    task = asyncio.create_task(follow())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.wait([task], timeout=_SHUTDOWN_S)
+        for stack in stacks:
+            await stack.aclose()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(client.aclose(), _SHUTDOWN_S)

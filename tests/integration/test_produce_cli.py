@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from store.redis_keys import RedisKeys
+from stream.api.app import create_api
 from stream.cli import produce_file
 from stream.config import Settings
 from stream.processes import settings_env
-from stream.replay import replay_file
+from stream.replay import Pace, replay_file
 from stream.sample_events import sample_events
 from stream.topics import TopicNames
 from tests.integration.conftest import Spawner, read_topic, wait_until
@@ -105,3 +108,41 @@ def test_an_interrupted_replay_resumes_with_no_gap_and_nothing_counted_twice(
     time.sleep(1.0)
     assert int(client.hget(stats, "applied") or 0) == 400
     client.close()
+
+
+def test_the_api_keeps_answering_while_a_replay_runs(
+    settings: Settings, tmp_path: Path, start_worker: Spawner
+) -> None:
+    events = list(sample_events(3_000, users=300, seed=8))
+    first, rest = tmp_path / "first.jsonl", tmp_path / "rest.jsonl"
+    first.write_text("".join(e.to_json().decode() + "\n" for e in events[:500]))
+    rest.write_text("".join(e.to_json().decode() + "\n" for e in events[500:]))
+    start_worker()
+    replay_file(settings, str(first), progress=False)
+    wait_until(lambda: _applied(settings) == 500, 60, "the first 500 events")
+
+    replaying = threading.Thread(
+        target=replay_file, args=(settings, str(rest)), kwargs={"pace": Pace(rate=1_000)}
+    )
+    statuses: list[int] = []
+    users = sorted({e.user_id for e in events})
+    with TestClient(create_api(settings)) as api:
+        wait_until(lambda: api.get("/readyz").status_code == 200, 30, "the API to be ready")
+        replaying.start()
+        while replaying.is_alive() or _applied(settings) < 3_000:
+            user = users[len(statuses) % len(users)]
+            statuses.append(api.get(f"/v1/users/{user}/recommendations").status_code)
+            statuses.append(api.get("/v1/model").status_code)
+            assert len(statuses) < 100_000
+            assert _applied(settings) <= 3_000
+        replaying.join()
+    assert len(statuses) > 100
+    assert set(statuses) == {200}, sorted(set(statuses))
+
+
+def _applied(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.hget(RedisKeys(settings.redis_prefix).stats, "applied") or 0)
+    finally:
+        client.close()

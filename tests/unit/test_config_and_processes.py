@@ -46,3 +46,14 @@ def test_stack_up_prints_lines_a_shell_can_eval() -> None:
         "export RECSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:5555",
         "export RECSTREAM_REDIS_URL=redis://127.0.0.1:6379/0",
     ]
+
+
+def test_a_namespace_has_its_own_key_prefix_and_model_directory() -> None:
+    base = Settings(redis_prefix="rs:", model_dir=Path("/m"))
+    shadow = base.in_namespace("b2")
+    assert (base.keys_prefix, base.checkpoint_dir) == ("rs:", Path("/m"))
+    assert (shadow.keys_prefix, shadow.checkpoint_dir) == ("rs:ns:b2:", Path("/m/namespaces/b2"))
+    assert shadow.redis_prefix == "rs:"  # where the serving pointer lives
+    assert shadow.in_namespace("").keys_prefix == "rs:"
+    with pytest.raises(ValueError, match="bad namespace name"):
+        base.in_namespace("../etc")

@@ -1,8 +1,11 @@
-"""Reading JSONL and CSV event files with line numbers."""
+"""Reading JSONL, CSV and Parquet event files with line numbers."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+
+import pytest
 
 from stream.event_files import read_events
 from stream.events import ClickEvent, OrderEvent
@@ -41,3 +44,45 @@ def test_csv_rows_sharing_an_event_id_form_one_order(tmp_path: Path) -> None:
         ("i2", 1, 3.0),
     ]
     assert "item_id" in (records[2].error or "")
+
+
+def test_parquet_rows_read_like_csv_rows_numbered_from_one(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    from pyarrow import parquet
+
+    path = tmp_path / "events.parquet"
+    table = pa.table(
+        {
+            "event_id": ["e1", "e2", "e2", "e3"],
+            "type": ["click", "order", "order", "click"],
+            "user_id": ["u1", "u1", "u1", "u2"],
+            "ts": pa.array(
+                [datetime(2026, 1, 1, tzinfo=UTC)] * 3 + [datetime(2026, 1, 2, tzinfo=UTC)],
+                pa.timestamp("ms", tz="UTC"),
+            ),
+            "item_id": ["i1", "i1", "i2", None],
+            "order_id": [None, "o1", "o1", None],
+            "quantity": [None, 2, 1, None],
+            "price": [None, 9.5, 3.0, None],
+        }
+    )
+    parquet.write_table(table, path)
+    records = list(read_events(str(path)))
+    assert [r.line for r in records] == [1, 2, 4]
+    click, order = records[0].event, records[1].event
+    assert isinstance(click, ClickEvent)
+    assert click.ts == datetime(2026, 1, 1, tzinfo=UTC)
+    assert isinstance(order, OrderEvent)
+    assert [(line.item_id, line.quantity, line.price) for line in order.items] == [
+        ("i1", 2, 9.5),
+        ("i2", 1, 3.0),
+    ]
+    assert "item_id" in (records[2].error or "")
+
+
+def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "broken.parquet"
+    path.write_text("not parquet")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        list(read_events(str(path)))
