@@ -99,7 +99,17 @@ def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
             raise ValueError("--from-kafka needs --since")
         since = parse_timestamp(args.since)
         until = None if args.until is None else parse_timestamp(args.until)
-        summary = replay_kafka(settings, since, until, args.topics, progress=not args.quiet)
+        if args.speedup is not None:
+            raise ValueError("--speedup paces by event time: use --rate with --from-kafka")
+        summary = replay_kafka(
+            settings,
+            since,
+            until,
+            args.topics,
+            rate=args.rate,
+            dry_run=args.dry_run,
+            progress=not args.quiet,
+        )
     except ValueError as error:
         print(f"recstream replay: {error}", file=sys.stderr)
         return 2

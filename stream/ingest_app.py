@@ -28,6 +28,7 @@ from stream.kafka_transport import LowLatencyApp
 from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import WorkerMetrics
 from stream.retrying import retrying
+from stream.stores import interaction_store
 from stream.topics import TopicNames
 from stream.user_vectors import UserVectorWriter
 
@@ -148,13 +149,7 @@ def _sinks(
 ) -> tuple[RedisInteractionStore, UserVectorWriter]:
     """Where a namespace's ingest effects and user vectors go."""
     keys = RedisKeys(settings.keys_prefix)
-    store = RedisInteractionStore(
-        client,
-        keys,
-        history_len=settings.history_len,
-        dedup_ttl_s=settings.dedup_ttl_s,
-        trending_half_life_s=settings.trending_half_life_s,
-    )
+    store = interaction_store(settings, client)
     models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
     state = RedisVectorState(client, keys, settings.vector_dim)
     return store, UserVectorWriter(store, state, models, settings.embed_batch)

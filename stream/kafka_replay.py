@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -14,11 +15,11 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from tqdm import tqdm
 
-from store.interaction_store import EventEffect, RedisInteractionStore
-from store.redis_keys import RedisKeys
+from store.interaction_store import EventEffect
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.learner import Outcome
+from stream.stores import interaction_store
 from stream.topics import TopicNames
 
 _IDLE_POLLS = 3  # empty polls of 0.5 s in a row: the end of every partition is reached
@@ -32,8 +33,11 @@ class KafkaReplaySummary:
     applied: int = 0
     duplicates: int = 0
     invalid: int = 0
+    dry_run: bool = False
 
     def render(self) -> str:
+        if self.dry_run:
+            return f"{self.messages} messages, {self.invalid} invalid (dry run: nothing applied)"
         return (
             f"{self.messages} messages: {self.applied} applied now, {self.duplicates} already "
             f"applied, {self.invalid} invalid (the live workers dead-letter those)"
@@ -139,13 +143,7 @@ class RangeReader:
 async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[bool]:
     client = aioredis.from_url(settings.redis_url)
     try:
-        store = RedisInteractionStore(
-            client,
-            RedisKeys(settings.keys_prefix),
-            history_len=settings.history_len,
-            dedup_ttl_s=settings.dedup_ttl_s,
-            trending_half_life_s=settings.trending_half_life_s,
-        )
+        store = interaction_store(settings, client)
         return [flag for batch in batches for flag in await store.apply_many(batch)]
     finally:
         await client.aclose()
@@ -157,17 +155,25 @@ def replay_kafka(
     until_ms: int | None = None,
     topics: Sequence[str] | None = None,
     *,
+    rate: float | None = None,
+    dry_run: bool = False,
     progress: bool = True,
 ) -> KafkaReplaySummary:
     """Re-apply every message of `topics` (default: clicks and orders) whose broker
-    timestamp is in [since_ms, until_ms) to Redis, through the ingest handlers."""
+    timestamp is in [since_ms, until_ms) to Redis, through the ingest handlers, at most
+    `rate` messages/s; `dry_run` reads and validates but applies nothing."""
+    if rate is not None and rate <= 0:
+        raise ValueError("the rate must be positive")
     reader = RangeReader(settings, since_ms, until_ms, topics)
-    summary = KafkaReplaySummary()
+    summary = KafkaReplaySummary(dry_run=dry_run)
+    began = time.monotonic()
     for batch in reader.batches(progress=progress):
         summary.messages += len(batch)
         effects = [outcome for _, outcome in batch if not isinstance(outcome, DeadLetter)]
         summary.invalid += len(batch) - len(effects)
-        applied = asyncio.run(_apply(settings, [effects])) if effects else []
+        applied = asyncio.run(_apply(settings, [effects])) if effects and not dry_run else []
         summary.applied += sum(applied)
         summary.duplicates += len(applied) - sum(applied)
+        if rate is not None:
+            time.sleep(max(0.0, began + summary.messages / rate - time.monotonic()))
     return summary

@@ -29,6 +29,7 @@ from stream.handlers import DeadLetter, SourcePosition
 from stream.kafka_replay import Decoded, RangeReader, replay_kafka
 from stream.learner import Outcome, StreamLearner
 from stream.publisher import ModelPublisher
+from stream.stores import interaction_store
 from stream.trainer_process import fresh_learner
 from stream.user_vectors import UserVectorWriter
 
@@ -124,13 +125,7 @@ async def _rebuild(
         await asyncio.to_thread(delete_prefixed_sync, shadow)
         shutil.rmtree(shadow.checkpoint_dir, ignore_errors=True)
         keys = RedisKeys(shadow.keys_prefix)
-        store = RedisInteractionStore(
-            client,
-            keys,
-            history_len=shadow.history_len,
-            dedup_ttl_s=shadow.dedup_ttl_s,
-            trending_half_life_s=shadow.trending_half_life_s,
-        )
+        store = interaction_store(shadow, client)
         serving = RedisKeys(settings.in_namespace(await registry.serving()).keys_prefix)
         catalogue = await client.hgetall(serving.item_meta)  # item metadata is not in the log
         if catalogue:

@@ -12,6 +12,7 @@ from stream.config import Settings
 from stream.kafka_replay import replay_kafka
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
+from stream.topics import ensure_topics
 from tests.integration.conftest import Spawner, wait_until
 
 pytestmark = pytest.mark.integration
@@ -54,3 +55,17 @@ def test_impossible_ranges_and_unknown_topics_are_refused(settings: Settings) ->
         replay_kafka(settings, 2_000, 1_000, progress=False)
     with pytest.raises(ValueError, match="no such topic"):
         replay_kafka(settings, 0, topics=["nope-not-a-topic"], progress=False)
+    with pytest.raises(ValueError, match="rate must be positive"):
+        replay_kafka(settings, 0, rate=0, progress=False)
+
+
+def test_a_dry_run_reads_and_counts_but_applies_nothing(settings: Settings) -> None:
+    ensure_topics(settings)
+    with EventProducer(settings) as producer:
+        for event in sample_events(40, seed=12):
+            producer.send(event)
+        producer.flush()
+    summary = replay_kafka(settings, 0, dry_run=True, progress=False)
+    assert (summary.messages, summary.applied, summary.invalid) == (40, 0, 0)
+    assert "dry run" in summary.render()
+    assert _stats(settings).get("applied") is None
