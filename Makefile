@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online bench-replay
+.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online bench-replay bench-soak
 
 install: $(VENV)/.installed
 
@@ -52,3 +52,6 @@ bench-online: install
 bench-replay: install
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)
 	$(BIN)/python bench/replay.py --events 100000 1000000 --json replay-rebuild.json
+
+bench-soak: install
+	$(BIN)/python bench/soak.py --seconds 300 --rate 500 --qps 100 --json soak.json

@@ -91,8 +91,15 @@ class CheckpointStore:
             "extra": dict(extra or {}),
         }
         serving = {key: payload["trainer"][key] for key in _SERVING_KEYS}
-        _save_atomic({**payload, "trainer": serving, "extra": {}}, self._model_path(version))
-        _save_atomic(payload, self._path(version))
+        try:
+            _save_atomic({**payload, "trainer": serving, "extra": {}}, self._model_path(version))
+            _save_atomic(payload, self._path(version))
+        except (OSError, RuntimeError) as error:  # torch's zip writer raises RuntimeError
+            self._model_path(version).unlink(missing_ok=True)
+            raise CheckpointError(
+                f"cannot write version {version} in {self.directory} (disk full?): {error}; "
+                f"version {self.current()} stays current"
+            ) from error
         self._point(version)
         for old in self.versions()[: -self.keep]:
             self._path(old).unlink(missing_ok=True)
@@ -151,5 +158,9 @@ def _save_atomic(payload: Mapping[str, Any], path: Path) -> None:
 def _atomically(path: Path, write: Callable[[Path], object]) -> None:
     """`write` to a sibling file, then rename it over `path`: readers never see half."""
     partial = path.with_suffix(".partial")
-    write(partial)
+    try:
+        write(partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)

@@ -21,10 +21,28 @@ TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 # One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
 # then per event: seen, history, purchased. ARGV: ttl, history_len, then per event: n_history,
-# entries..., n_clicks, (item, count)..., n_orders, (item, units)..., n_trending,
-# (item, weight)... Returns 1 (applied) or 0 per event.
+# (ts_ms, entry)..., n_clicks, (item, count)..., n_orders, (item, units)..., n_trending,
+# (item, weight)... Returns 1 (applied) or 0 per event. A history stays newest first by event
+# time even when older events arrive late (a replay after newer ones): those are inserted in
+# place, and one older than every kept entry is kept only while the history has room.
 _APPLY_EVENTS = """
 local ttl, cap = ARGV[1], tonumber(ARGV[2]) - 1
+local function ts_of(entry) return tonumber(cjson.decode(entry)['ts_ms']) end
+local function push(history, ts, entry)
+  local head = redis.call('LINDEX', history, 0)
+  if not head or ts >= ts_of(head) then
+    redis.call('LPUSH', history, entry)
+    return
+  end
+  local kept = redis.call('LRANGE', history, 0, cap)
+  for i = 2, #kept do
+    if ts >= ts_of(kept[i]) then
+      redis.call('LINSERT', history, 'BEFORE', kept[i], entry)
+      return
+    end
+  end
+  if #kept <= cap then redis.call('RPUSH', history, entry) end
+end
 local applied, duplicates, out = 0, 0, {}
 local a = 3
 for e = 0, (#KEYS - 5) / 3 - 1 do
@@ -33,8 +51,8 @@ for e = 0, (#KEYS - 5) / 3 - 1 do
   out[e + 1] = fresh and 1 or 0
   local n = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n do
-    if fresh then redis.call('LPUSH', history, ARGV[a]) end
-    a = a + 1
+    if fresh then push(history, tonumber(ARGV[a]), ARGV[a + 1]) end
+    a = a + 2
   end
   if fresh and n > 0 then redis.call('LTRIM', history, 0, cap) end
   n = tonumber(ARGV[a]); a = a + 1
@@ -134,7 +152,7 @@ class RedisInteractionStore:
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
         trending: dict[str, float] = defaultdict(float)
-        history: list[str] = []
+        history: list[str | int] = []
         for it in effect.interactions:
             trending[it.item_id] += self.trending_weight(it.ts_ms)
             entry = {
@@ -143,12 +161,12 @@ class RedisInteractionStore:
                 "ts_ms": it.ts_ms,
                 "event_id": effect.event_id,
             }
-            history.append(json.dumps(entry, separators=(",", ":")))
+            history += [it.ts_ms, json.dumps(entry, separators=(",", ":"))]
             if it.kind == "click":
                 clicks[it.item_id] += 1
             else:
                 units[it.item_id] += it.quantity
-        args += [len(history), *history]
+        args += [len(history) // 2, *history]
         for counts in (clicks, units):
             args.append(len(counts))
             for item_id, count in counts.items():

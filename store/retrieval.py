@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+from redis.exceptions import RedisError
 
 from store.faiss_index import FaissVectorIndex
 from store.interaction_store import HistoryEntry, RedisInteractionStore
 from store.vector_index import VectorIndexError
 from store.vector_state import ItemMeta, RedisVectorState, UserVector
+
+log = logging.getLogger(__name__)
 
 
 class UnknownItemError(KeyError):
@@ -57,6 +62,8 @@ class UserEncoder(Protocol):
     ) -> npt.NDArray[np.float32] | None: ...
 
 
+_POPULAR_KEPT = 200  # popular items kept per counter, served while Redis is away
+_POPULAR_REFRESH_S = 5.0
 _ATTEMPTS = 5  # a publish landing mid-request restarts it; after this many, popular only
 
 
@@ -103,6 +110,8 @@ class Retriever:
         self.interactions = interactions
         self.recent = recent
         self.overfetch = overfetch
+        self._popular_seen: dict[str, list[tuple[str, float]]] = {}
+        self._popular_at = float("-inf")
 
     def _allows(self, filters: Filters) -> Callable[[str], bool]:
         catalog = self.catalog
@@ -116,12 +125,35 @@ class Retriever:
         return allowed
 
     async def recommend(self, user_id: str, k: int, filters: Filters) -> Recommendations:
+        """`ranked`, or while Redis fails or is slower than its client's timeout, the popular
+        items last read from it (source `popular_cached`): degraded, never an error."""
+        try:
+            return await self.ranked(user_id, k, filters)
+        except RedisError as error:
+            log.warning("Redis unavailable (%s): cached popular items", type(error).__name__)
+            picks = _Picks(k, set(filters.exclude))
+            allowed = self._allows(filters)
+            for counter in ("trending", "orders", "clicks"):
+                for item_id, count in self._popular_seen.get(counter, []):
+                    if allowed(item_id):
+                        picks.take(item_id, count, "popular_cached")
+            source = "popular_cached" if picks.items else "none"
+            return Recommendations(user_id, picks.items, source, None)
+
+    async def ranked(self, user_id: str, k: int, filters: Filters) -> Recommendations:
         """Personalised when a user vector exists, then similar to recent items, then popular.
 
         Every model-ranked item is scored by the model version the index holds: a stored
         user vector of another version is re-embedded with that version first, and a publish
         that lands mid-request restarts it.
         """
+        stale = time.monotonic() - self._popular_at > _POPULAR_REFRESH_S
+        if stale or not any(self._popular_seen.values()):
+            for counter in ("trending", "orders", "clicks"):
+                self._popular_seen[counter] = await self.interactions.top_items(
+                    counter, _POPULAR_KEPT
+                )
+            self._popular_at = time.monotonic()
         history, purchased = await self.interactions.user_context(user_id, limit=200)
         stored = await self.state.user_vector(user_id)
         blocked = set(filters.exclude) | purchased
@@ -216,7 +248,9 @@ class Retriever:
         wanted = picks.k * self.overfetch + len(picks.blocked)
         indexed = self.index.size > 0
         for counter in ("trending", "orders", "clicks"):
-            for item_id, count in await self.interactions.top_items(counter, wanted):
+            top = await self.interactions.top_items(counter, max(wanted, _POPULAR_KEPT))
+            self._popular_seen[counter], self._popular_at = top, time.monotonic()
+            for item_id, count in top:
                 if (not indexed or self.index.contains(item_id)) and allowed(item_id):
                     picks.take(item_id, count, "popular")
             if picks.full:

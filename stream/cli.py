@@ -154,6 +154,21 @@ def _cmd_switch(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.api.auth import SCOPES, new_key
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        known = ", ".join(SCOPES)
+        print(f"recstream keys: scopes are {known}; got {args.scopes!r}", file=sys.stderr)
+        return 2
+    key, entry = new_key(args.name, scopes, args.rate)
+    print(f"key (shown once; give it to the client): {key}", file=sys.stderr)
+    print(entry)
+    return 0
+
+
 def _cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
     schemas = json_schemas()
     chosen = schemas if args.type is None else {args.type: schemas[args.type]}
@@ -239,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="serve the namespace served before the switch")
     rollback.add_argument("--quiet", action="store_true", help="no progress bar")
     rollback.set_defaults(run=_cmd_switch)
+    keys = sub.add_parser("keys", help="make an API key: prints the key once, and its entry")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="a random key; add the printed entry to the key list")
+    new.add_argument("--name", required=True, help="who holds it (shown in logs)")
+    new.add_argument("--scopes", required=True, help="comma-separated: read, ingest, admin")
+    new.add_argument("--rate", type=float, default=None, help="requests/s (default: setting)")
+    new.set_defaults(run=_cmd_keys)
     schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
     schema.set_defaults(run=_cmd_schema)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NAMESPACE_NAME = re.compile(r"([a-z0-9][a-z0-9_-]{0,62})?")
@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (db index included)")
     redis_prefix: str = Field("recstream:", description="prefix of every Redis key")
+    redis_timeout_s: float = Field(
+        0.5, gt=0, description="longest an API request waits on Redis before its fallback"
+    )
     namespace: str = Field(
         "",
         pattern=f"^{NAMESPACE_NAME.pattern}$",
@@ -47,6 +50,15 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="HTTP API bind address")
     api_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
     log_level: str = Field("info", description="log level of workers and API")
+    api_keys: str | None = Field(
+        None, description="JSON list of API keys (see `recstream keys new`); none: API open"
+    )
+    api_keys_file: Path | None = Field(None, description="file holding that JSON list")
+    pseudonym_key: SecretStr | None = Field(
+        None, description="HMAC key: user ids are pseudonymised at ingest and in queries"
+    )
+    api_key_rate_per_s: float = Field(1_000.0, gt=0, description="requests/s per key (default)")
+    api_key_burst: int = Field(2_000, ge=1, description="requests a key may send at once")
     vector_dim: int = Field(64, ge=1, description="width of user and item vectors")
     model_dir: Path | None = Field(
         None, description="checkpoints = model versions, shared by trainer, workers, API"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from model.interaction import Interaction
 from store.interaction_store import EventEffect
 from stream.events import ClickEvent, EventError, OrderEvent, decode_event
+from stream.pseudonyms import Pseudonyms
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +72,22 @@ def effect_of(event: ClickEvent | OrderEvent) -> EventEffect:
 
 
 def handle_message(
-    payload: bytes | None, key: bytes | None, source: SourcePosition, max_bytes: int
+    payload: bytes | None,
+    key: bytes | None,
+    source: SourcePosition,
+    max_bytes: int,
+    pseudonyms: Pseudonyms | None = None,
 ) -> EventEffect | DeadLetter:
-    """Decode and validate one message; never raises for bad input."""
+    """Decode and validate one message; never raises for bad input. With `pseudonyms`, the
+    effect and the dead letter hold the user's pseudonym, never the raw id."""
     if payload is None:
         return DeadLetter("message has no value", source, key, b"")
     try:
         event = decode_event(payload, max_bytes)
     except EventError as error:
+        if pseudonyms is not None:
+            payload, key = pseudonyms.redact(payload, key)
         return DeadLetter(error.reason, source, key, payload)
+    if pseudonyms is not None:
+        event = event.model_copy(update={"user_id": pseudonyms.user(event.user_id)})
     return effect_of(event)

@@ -27,6 +27,7 @@ from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.kafka_transport import LowLatencyApp
 from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import WorkerMetrics
+from stream.pseudonyms import Pseudonyms
 from stream.retrying import retrying
 from stream.stores import interaction_store
 from stream.topics import TopicNames
@@ -75,6 +76,7 @@ class IngestProcessor:
         max_event_bytes: int,
         metrics: WorkerMetrics | None = None,
         offsets: ProcessedOffsets | None = None,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self._store = store
         self._dlq = dlq
@@ -82,6 +84,7 @@ class IngestProcessor:
         self._users = users
         self._metrics = metrics or WorkerMetrics.create()
         self.offsets = offsets or ProcessedOffsets()
+        self._pseudonyms = pseudonyms
 
     def retarget(self, store: RedisInteractionStore, users: UserVectorWriter | None) -> None:
         """Write to another namespace from the next batch on (a promote or a rollback)."""
@@ -98,7 +101,7 @@ class IngestProcessor:
             value = (
                 msg.value if isinstance(msg.value, bytes) or msg.value is None else bytes(msg.value)
             )
-            outcome = handle_message(value, key, source, self._max_event_bytes)
+            outcome = handle_message(value, key, source, self._max_event_bytes, self._pseudonyms)
             if isinstance(outcome, DeadLetter):
                 await self._dead_letter(outcome)
             else:
@@ -199,6 +202,7 @@ def create_ingest_app(settings: Settings, metrics: WorkerMetrics | None = None) 
             settings.max_event_bytes,
             metrics,
             processed,
+            Pseudonyms.of(settings.pseudonym_key),
         )
         try:
             if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol

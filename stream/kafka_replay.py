@@ -19,6 +19,7 @@ from store.interaction_store import EventEffect
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.learner import Outcome
+from stream.pseudonyms import Pseudonyms
 from stream.stores import interaction_store
 from stream.topics import TopicNames
 
@@ -65,6 +66,7 @@ class RangeReader:
         self.until_ms = until_ms
         self.topics = list(topics or TopicNames.from_settings(settings).ingest)
         self.position: dict[str, int] = {}
+        self.pseudonyms = Pseudonyms.of(settings.pseudonym_key)
 
     def batches(self, *, progress: bool = True, desc: str = "replay") -> Iterator[Decoded]:
         """Decoded messages in partition order, a poll at a time, until every partition's end
@@ -114,7 +116,11 @@ class RangeReader:
                 (
                     source,
                     handle_message(
-                        message.value, message.key, source, self.settings.max_event_bytes
+                        message.value,
+                        message.key,
+                        source,
+                        self.settings.max_event_bytes,
+                        self.pseudonyms,
                     ),
                 )
             )

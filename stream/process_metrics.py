@@ -66,6 +66,7 @@ class TrainerMetrics:
     model_version: Gauge
     publish: Histogram
     lag: Gauge
+    save_failures: Counter
 
     @classmethod
     def create(cls) -> TrainerMetrics:
@@ -85,6 +86,11 @@ class TrainerMetrics:
             Gauge(
                 "recstream_trainer_lag",
                 "messages the trainer has not learned yet",
+                registry=registry,
+            ),
+            Counter(
+                "recstream_checkpoint_failures",
+                "model versions that could not be written (full disk); retried",
                 registry=registry,
             ),
         )

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from stream.config import Settings
 
 
@@ -17,6 +19,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             env.pop(f"RECSTREAM_{name.upper()}", None)
+        elif isinstance(value, SecretStr):
+            env[f"RECSTREAM_{name.upper()}"] = value.get_secret_value()
         else:
             env[f"RECSTREAM_{name.upper()}"] = str(value)
     return env

@@ -11,6 +11,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from stream.config import Settings
 from stream.events import ClickEvent, EventError, OrderEvent, validate_event
+from stream.pseudonyms import Pseudonyms
 from stream.topics import TopicNames
 
 AnyEvent = ClickEvent | OrderEvent
@@ -25,6 +26,7 @@ class EventProducer:
 
     def __init__(self, settings: Settings, *, linger_ms: int = 5, **kafka_config: Any) -> None:
         self._settings = settings
+        self._pseudonyms = Pseudonyms.of(settings.pseudonym_key)
         self.topics = TopicNames.from_settings(settings)
         config: dict[str, Any] = {
             "bootstrap_servers": settings.kafka_bootstrap.split(","),
@@ -48,6 +50,8 @@ class EventProducer:
     def send(self, event: AnyEvent | Mapping[str, Any]) -> FutureRecordMetadata:
         """Validate and send one event; returns the delivery future."""
         valid = self._coerce(event)
+        if self._pseudonyms is not None:
+            valid = valid.model_copy(update={"user_id": self._pseudonyms.user(valid.user_id)})
         payload = valid.to_json()
         if len(payload) > self._settings.max_event_bytes:
             limit = self._settings.max_event_bytes

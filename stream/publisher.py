@@ -30,13 +30,15 @@ class ModelPublisher:
     """Checkpoint first (model + offsets = the version's artifact, which workers and API
     replicas load to embed users), then the changed item vectors, the feed entry and the
     served version in one Redis transaction. Only vectors that differ from the last
-    published ones are written, so a version costs what changed, not the catalogue."""
+    published ones are written, so a version costs what changed, not the catalogue (all of
+    them when Redis no longer serves our last version: it restarted empty, say)."""
 
     def __init__(self, state: RedisVectorState, checkpoints: CheckpointStore) -> None:
         self.state = state
         self.checkpoints = checkpoints
         self._row_of: dict[str, int] = {}
         self._vectors = np.empty((0, state.dim), dtype=np.float32)
+        self._served: int | None = None
 
     async def resume(self, learner: StreamLearner, version: int) -> None:
         """After loading checkpoint `version`: make sure Redis serves it (a crash may have
@@ -46,11 +48,14 @@ class ModelPublisher:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
             await retrying(partial(self.state.put_item_vectors, ids, vectors, version, info))
         self._remember(ids, vectors)
+        self._served = version
 
     async def publish(self, learner: StreamLearner, learned_ms: int, loss: float) -> Published:
         """A new version from the model as it is now; `learned_ms` is when its last step ended."""
         began = time.perf_counter()
         ids, vectors = await asyncio.to_thread(_catalogue, learner.trainer)
+        if await retrying(self.state.model_version) != self._served:
+            self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
         changed = self._changed(ids, vectors)
         version = await asyncio.to_thread(
             self.checkpoints.save, learner.trainer, learner.position, learner.state()
@@ -67,6 +72,7 @@ class ModelPublisher:
             partial(self.state.put_item_vectors, changed_ids, vectors[changed], version, info)
         )
         self._remember(ids, vectors)
+        self._served = version
         return Published(version, int(changed.sum()), time.perf_counter() - began)
 
     def _changed(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:

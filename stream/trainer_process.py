@@ -16,7 +16,7 @@ import torch
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from model.checkpoints import CheckpointStore
+from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
@@ -27,7 +27,9 @@ from stream.handlers import SourcePosition, handle_message
 from stream.learner import Outcome, StreamLearner, in_time_order
 from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import TrainerMetrics, serve
+from stream.pseudonyms import Pseudonyms
 from stream.publisher import ModelPublisher
+from stream.retrying import retrying
 from stream.topics import TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -79,13 +81,16 @@ async def _assign(
 
 
 def _decoded(
-    records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], max_bytes: int
+    records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    max_bytes: int,
+    pseudonyms: Pseudonyms | None,
 ) -> list[tuple[SourcePosition, Outcome]]:
     batch: list[tuple[SourcePosition, Outcome]] = []
     for tp, messages in records.items():
         for message in messages:
             source = SourcePosition(tp.topic, tp.partition, message.offset)
-            batch.append((source, handle_message(message.value, message.key, source, max_bytes)))
+            outcome = handle_message(message.value, message.key, source, max_bytes, pseudonyms)
+            batch.append((source, outcome))
     return batch
 
 
@@ -112,6 +117,7 @@ async def train(
         auto_offset_reset="earliest",
         fetch_max_wait_ms=max(settings.fetch_max_wait_ms, settings.train_wait_ms // 2),
     )
+    pseudonyms = Pseudonyms.of(settings.pseudonym_key)
     await consumer.start()
     try:
         partitions = await _assign(consumer, TopicNames.from_settings(settings).ingest, learner)
@@ -125,7 +131,7 @@ async def train(
             records = await consumer.getmany(timeout_ms=50, max_records=settings.train_batch)
             if not gathered:
                 since = time.monotonic()
-            gathered += _decoded(records, settings.max_event_bytes)
+            gathered += _decoded(records, settings.max_event_bytes, pseudonyms)
             waited_ms = (time.monotonic() - since) * 1000
             if gathered and (
                 len(gathered) >= settings.train_step_events or waited_ms >= settings.train_wait_ms
@@ -140,18 +146,17 @@ async def train(
                     learned_ms = int(time.time() * 1000)
                     metrics.loss.set(loss)
             due = time.monotonic() - last_publish >= settings.publish_interval_s
-            if pending and (pending >= settings.publish_events or due):
-                published = await publisher.publish(learner, learned_ms, loss)
-                log.info(
-                    "published model version %d: %d item vectors changed, %d events learned",
-                    published.version,
-                    published.changed,
-                    learner.events_learned,
-                )
-                metrics.model_version.set(published.version)
-                metrics.publish.observe(published.seconds)
-                pending = 0
+            if due and not pending and version:
                 last_publish = time.monotonic()
+                if await retrying(state.model_version) is None:
+                    log.warning("Redis holds no model version: publishing %d again", version)
+                    await publisher.resume(learner, version)
+            if pending and (pending >= settings.publish_events or due):
+                last_publish = time.monotonic()
+                published = await _publish(publisher, learner, learned_ms, loss, metrics)
+                if published is None:
+                    continue
+                version, pending = published, 0
                 ends = await consumer.end_offsets(partitions)
                 metrics.lag.set(
                     sum(
@@ -160,11 +165,37 @@ async def train(
                     )
                 )
         if pending:
-            await publisher.publish(learner, learned_ms, loss)
+            await _publish(publisher, learner, learned_ms, loss, metrics)
         return learner
     finally:
         await consumer.stop()
         await client.aclose()
+
+
+async def _publish(
+    publisher: ModelPublisher,
+    learner: StreamLearner,
+    learned_ms: int,
+    loss: float,
+    metrics: TrainerMetrics,
+) -> int | None:
+    """Publish a version; None when it could not be written (the last one stays, and what
+    was learned since is published with the next one)."""
+    try:
+        published = await publisher.publish(learner, learned_ms, loss)
+    except CheckpointError as error:
+        log.error("model version not published: %s; retrying at the next interval", error)
+        metrics.save_failures.inc()
+        return None
+    log.info(
+        "published model version %d: %d item vectors changed, %d events learned",
+        published.version,
+        published.changed,
+        learner.events_learned,
+    )
+    metrics.model_version.set(published.version)
+    metrics.publish.observe(published.seconds)
+    return published.version
 
 
 async def _until_moved(

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 
 from store.index_sync import ServedVersion
 from stream.api import ingest, items, recommend
+from stream.api.auth import KeyRing, require
 from stream.api.errors import error_response, install_error_handlers
 from stream.api.metrics import install_metrics
 from stream.api.serving import Serving, open_following, serving_of
 from stream.config import Settings
 from stream.producer import EventProducer
+from stream.pseudonyms import Pseudonyms
 from stream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
 
 
 def _observe(histogram: Histogram, served: ServedVersion) -> None:
@@ -43,15 +48,24 @@ def create_api(settings: Settings) -> FastAPI:
             app.state.producer.close()
 
     app = FastAPI(title="recstream", version="0.1.0", lifespan=lifespan)
+    app.state.keys = KeyRing.load(
+        settings.api_keys,
+        settings.api_keys_file,
+        settings.api_key_rate_per_s,
+        settings.api_key_burst,
+    )
+    app.state.pseudonyms = Pseudonyms.of(settings.pseudonym_key)
+    if not app.state.keys.enabled:
+        log.warning("no API keys configured: every endpoint is open (see recstream keys new)")
     install_error_handlers(app)
     publish_latency = install_metrics(
         app,
         lambda: float(app.state.serving.index.size),
         lambda: float(app.state.serving.index.stamp.model_version or -1),
     )
-    app.include_router(ingest.router)
-    app.include_router(recommend.router)
-    app.include_router(items.router)
+    app.include_router(ingest.router, dependencies=[Depends(require("ingest"))])
+    app.include_router(recommend.router, dependencies=[Depends(require("read"))])
+    app.include_router(items.router, dependencies=[Depends(require("admin"))])
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

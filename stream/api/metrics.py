@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The route template, never the path: paths hold user ids, and logs must not.
+access = logging.getLogger("recstream.access")
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -42,8 +45,13 @@ class _Measure:
             await self.app(scope, receive, send_and_note)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.latency.labels(scope["method"], route).observe(time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            self.latency.labels(scope["method"], route).observe(seconds)
             self.responses.labels(scope["method"], route, str(status)).inc()
+            key = scope.get("state", {}).get("key_name", "-")
+            access.info(
+                "%s %s %d %.1fms key=%s", scope["method"], route, status, seconds * 1e3, key
+            )
 
 
 def install_metrics(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from store.retrieval import Filters, Scored, UnknownItemError
 from stream.api.serving import Serving, serving_of
+from stream.pseudonyms import Pseudonyms
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
@@ -78,7 +79,9 @@ async def recommendations(
 ) -> RecommendationsOut:
     """Top-k for a user: personalised, else similar to recent items, else popular."""
     filters = _filters(category, in_stock, exclude, exclude_seen)
-    answer = await _ready(request).retriever.recommend(user_id, k, filters)
+    pseudonyms: Pseudonyms | None = request.app.state.pseudonyms
+    stored_as = user_id if pseudonyms is None else pseudonyms.user(user_id)
+    answer = await _ready(request).retriever.recommend(stored_as, k, filters)
     return RecommendationsOut(
         user_id=user_id,
         items=_out(answer.items),

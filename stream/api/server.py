@@ -15,4 +15,5 @@ def run_api(settings: Settings) -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level,
+        access_log=False,  # paths hold user ids; stream.api.metrics logs route templates
     )

@@ -54,7 +54,11 @@ def serving_of(request: Request) -> Serving:
 @contextlib.asynccontextmanager
 async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     """Connect to Redis, start building the index in the background, stop on exit."""
-    client = aioredis.from_url(settings.redis_url)
+    timeout = settings.redis_timeout_s
+    client = aioredis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    feed_client = aioredis.from_url(settings.redis_url)  # blocking feed reads outlast `timeout`
     keys = RedisKeys(settings.keys_prefix)
     state = RedisVectorState(client, keys, settings.vector_dim)
     interactions = RedisInteractionStore(client, keys, history_len=settings.history_len)
@@ -67,7 +71,8 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
         if await asyncio.to_thread(models.get, version) is None:
             log.warning("model version %d not loadable: users are not re-embedded for it", version)
 
-    follower = IndexFollower(state, index, catalog, before_version=load_model)
+    feed = RedisVectorState(feed_client, keys, settings.vector_dim)
+    follower = IndexFollower(feed, index, catalog, before_version=load_model)
     encoder = ModelUserEncoder(models)
     retriever = Retriever(index, catalog, state, interactions, encoder=encoder)
     task = asyncio.create_task(follower.run())
@@ -76,8 +81,9 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     finally:
         task.cancel()
         await asyncio.wait([task], timeout=_SHUTDOWN_S)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(client.aclose(), _SHUTDOWN_S)
+        for each in (client, feed_client):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(each.aclose(), _SHUTDOWN_S)
 
 
 @contextlib.asynccontextmanager

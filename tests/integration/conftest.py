@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
@@ -133,3 +135,14 @@ def read_topic(
     finally:
         consumer.close()
     return values
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """The samples a process's Prometheus endpoint exports, by name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

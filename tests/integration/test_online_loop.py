@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from model.checkpoints import CheckpointStore
 from store.interaction_store import RedisInteractionStore
@@ -31,7 +29,13 @@ from stream.events import ClickEvent, OrderEvent
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
 from stream.stack import free_port
-from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
+from tests.integration.conftest import (
+    Processes,
+    forget,
+    isolated_settings,
+    scrape_metrics,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -278,19 +282,9 @@ def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
         forget(settings)
 
 
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def test_worker_and_trainer_export_their_metrics(loop: Loop) -> None:
-    worker = _scrape(loop.settings.worker_metrics_port)
-    trainer = _scrape(loop.settings.trainer_metrics_port)
+    worker = scrape_metrics(loop.settings.worker_metrics_port)
+    trainer = scrape_metrics(loop.settings.trainer_metrics_port)
     assert worker["recstream_events_processed_total"] >= 3_000
     assert worker["recstream_dead_letters_total"] == 0
     assert worker["recstream_freshness_seconds_count"] > 0

@@ -21,8 +21,15 @@ from stream.config import Settings
 from stream.processes import settings_env
 from stream.replay import Pace, replay_file
 from stream.sample_events import sample_events
+from stream.stack import free_port
 from stream.topics import TopicNames
-from tests.integration.conftest import Spawner, read_topic, wait_until
+from tests.integration.conftest import (
+    Processes,
+    Spawner,
+    read_topic,
+    scrape_metrics,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +61,9 @@ def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
     path = tmp_path / "history.jsonl"
     path.write_text("".join(e.to_json().decode() + "\n" for e in sample_events(300, seed=4)))
     start_worker()
+    trainer_settings = settings.model_copy(update={"trainer_metrics_port": free_port()})
+    trainer = Processes()
+    trainer.start("trainer", trainer_settings)
 
     def state() -> tuple[int, object, object]:
         client = redis.Redis.from_url(settings.redis_url)
@@ -70,14 +80,25 @@ def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
         client.close()
         return value
 
-    first = replay_file(settings, str(path), position=tmp_path / "p1.json", progress=False)
-    assert first.sent == 300
-    wait_until(lambda: state()[0] == 300, 60, "one pass applied")
-    once = state()
-    again = replay_file(settings, str(path), position=tmp_path / "p2.json", progress=False)
-    assert again.sent == 300
-    wait_until(lambda: duplicates() == 300, 60, "the second pass seen as duplicates")
-    assert state() == once
+    def trainer_counts() -> tuple[float, float]:
+        metrics = scrape_metrics(trainer_settings.trainer_metrics_port)
+        return metrics["recstream_trainer_events_total"], metrics[
+            "recstream_trainer_duplicates_total"
+        ]
+
+    try:
+        first = replay_file(settings, str(path), position=tmp_path / "p1.json", progress=False)
+        assert first.sent == 300
+        wait_until(lambda: state()[0] == 300, 60, "one pass applied")
+        wait_until(lambda: trainer_counts() == (300, 0), 60, "one pass learned")
+        once = state()
+        again = replay_file(settings, str(path), position=tmp_path / "p2.json", progress=False)
+        assert again.sent == 300
+        wait_until(lambda: duplicates() == 300, 60, "the second pass seen as duplicates")
+        wait_until(lambda: trainer_counts() == (300, 300), 60, "the trainer to skip it")
+        assert state() == once
+    finally:
+        trainer.stop_all()
     resumed = replay_file(settings, str(path), position=tmp_path / "p1.json", progress=False)
     assert (resumed.sent, resumed.skipped) == (0, 300)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,35 @@ def test_files_that_need_pickle_are_refused(tmp_path: Path) -> None:
         store.load(1)
     with pytest.raises(CheckpointError, match="not in"):
         store.load(2)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [OSError(errno.ENOSPC, "No space left on device"), RuntimeError("unexpected pos 298752")],
+)
+def test_a_failed_write_keeps_the_last_version_current_and_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    trainer = _trainer()
+    store = CheckpointStore(tmp_path)
+    store.save(trainer, {"clicks/0": 1})
+    real_save = torch.save
+
+    def disk_full_on_the_big_file(payload: dict[str, object], path: Path) -> None:
+        if "extra" in payload and "checkpoint" in path.name:
+            path.write_bytes(b"half")
+            raise failure
+        real_save(payload, path)
+
+    monkeypatch.setattr(torch, "save", disk_full_on_the_big_file)
+    with pytest.raises(CheckpointError, match=r"cannot write version 2.*version 1 stays current"):
+        store.save(trainer, {"clicks/0": 2})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert store.current() == 1
+    assert store.load(device=CPU).position == {"clicks/0": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "CURRENT",
+        "checkpoint-00000001.pt",
+        "model-00000001.pt",
+    ]
+    assert store.save(trainer, {"clicks/0": 3}) == 2

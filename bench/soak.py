@@ -1,0 +1,214 @@
+"""Sustained load: ingest at a fixed rate plus recommendation queries for several minutes.
+
+    python bench/soak.py [--seconds 300] [--rate 500] [--qps 100] [--json OUT]
+
+Starts the local stack, a worker, the trainer and an API replica (real processes), produces
+synthetic events at `--rate` through the SDK and asks the API for `--qps` recommendations/s
+(new and returning users). Every 10 s it samples consumer lag (the worker's metric), each
+process's resident memory (Linux /proc) and Redis memory. Prints query latency p50/p99 (a
+baseline: /healthz in the same run, the HTTP floor), the error rate, the lag, and memory at
+the first and last sample: flat memory is the aim (capped histories, bounded vocabulary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from store.redis_keys import delete_prefixed
+from stream.config import Settings
+from stream.processes import spawn, stop
+from stream.producer import EventProducer
+from stream.sample_events import sample_events
+from stream.stack import free_port, local_stack
+from stream.topics import ensure_topics
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _lag(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "recstream_consumer_lag":
+                return float(sample.value)
+    return float("nan")
+
+
+def _produce(settings: Settings, rate: float, seconds: float, stop_at: threading.Event) -> int:
+    """Send synthetic events at `rate`/s for `seconds`; returns how many were sent."""
+    events = sample_events(int(rate * seconds) + 1, users=50_000, items=20_000, seed=7)
+    sent = 0
+    began = time.monotonic()
+    with EventProducer(settings) as producer:
+        for event in events:
+            if stop_at.is_set():
+                break
+            delay = began + sent / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send(event)
+            sent += 1
+        producer.flush()
+    return sent
+
+
+async def _query(
+    base: str, qps: float, seconds: float, users: int, path_of: Any
+) -> tuple[list[float], int]:
+    """Ask `qps` requests/s for `seconds` (open loop); latencies in ms and the error count."""
+    latencies: list[float] = []
+    errors = 0
+    timeout = aiohttp.ClientTimeout(total=10)
+
+    async def one(session: aiohttp.ClientSession, n: int) -> None:
+        nonlocal errors
+        began = time.perf_counter()
+        try:
+            async with session.get(base + path_of(n % users)) as answer:
+                await answer.read()
+                if answer.status != 200:
+                    errors += 1
+        except (aiohttp.ClientError, TimeoutError):
+            errors += 1
+        latencies.append((time.perf_counter() - began) * 1000)
+
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        tasks = []
+        began = time.monotonic()
+        n = 0
+        while time.monotonic() - began < seconds:
+            tasks.append(asyncio.create_task(one(session, n)))
+            n += 1
+            await asyncio.sleep(max(0.0, began + n / qps - time.monotonic()))
+        await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+def _pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
+
+
+def soak(base: Settings, seconds: float, rate: float, qps: float) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    settings = base.model_copy(
+        update={
+            "redis_prefix": f"soak:{tag}:",
+            "topic_prefix": f"soak-{tag}.",
+            "app_id": f"soak-{tag}",
+            "api_port": free_port(),
+            "worker_metrics_port": free_port(),
+            "log_level": "warning",
+        }
+    )
+    ensure_topics(settings)
+    logs = settings.data_dir / "soak"
+    processes = {
+        name: spawn(name, settings, logs / f"{name}.log") for name in ("worker", "trainer", "api")
+    }
+    client = redis.Redis.from_url(settings.redis_url)
+    base_url = f"http://127.0.0.1:{settings.api_port}"
+    samples: list[dict[str, float]] = []
+    try:
+        time.sleep(5.0)
+        stop_at = threading.Event()
+        sent: list[int] = []
+        producer = threading.Thread(
+            target=lambda: sent.append(_produce(settings, rate, seconds, stop_at))
+        )
+
+        def sample() -> None:
+            row = {f"{n}_rss_mb": _rss_mb(p.pid) for n, p in processes.items()}
+            row["lag"] = _lag(settings.worker_metrics_port)
+            row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
+            samples.append(row)
+
+        sampler_stop = threading.Event()
+
+        def sampler() -> None:
+            with tqdm(total=int(seconds), desc="soak", unit="s", file=sys.stderr) as bar:
+                began = time.monotonic()
+                while not sampler_stop.wait(10.0):
+                    sample()
+                    bar.update(min(int(seconds), int(time.monotonic() - began)) - bar.n)
+                    bar.set_postfix(lag=samples[-1]["lag"], api_mb=samples[-1]["api_rss_mb"])
+
+        watcher = threading.Thread(target=sampler)
+        producer.start()
+        watcher.start()
+        users = 60_000
+        latencies, errors = asyncio.run(
+            _query(
+                base_url, qps, seconds, users, lambda u: f"/v1/users/user-{u:06d}/recommendations"
+            )
+        )
+        floor, _ = asyncio.run(_query(base_url, qps, min(30.0, seconds), 1, lambda _: "/healthz"))
+        stop_at.set()
+        producer.join()
+        sampler_stop.set()
+        watcher.join()
+        sample()
+        return {
+            "seconds": seconds,
+            "ingest_rate": rate,
+            "events_sent": sent[0] if sent else 0,
+            "queries": len(latencies),
+            "query_errors": errors,
+            "query_p50_ms": _pct(latencies, 50),
+            "query_p99_ms": _pct(latencies, 99),
+            "healthz_p50_ms": _pct(floor, 50),
+            "healthz_p99_ms": _pct(floor, 99),
+            "lag_max": max(s["lag"] for s in samples),
+            "lag_end": samples[-1]["lag"],
+            "first_sample": samples[0],
+            "last_sample": samples[-1],
+        }
+    finally:
+        for process in processes.values():
+            stop(process)
+        delete_prefixed(client, settings.redis_prefix)
+        client.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--rate", type=float, default=500.0, help="events/s produced")
+    parser.add_argument("--qps", type=float, default=100.0, help="recommendation requests/s")
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        settings = Settings().model_copy(update={"data_dir": Path(work), "model_dir": None})
+        with local_stack(settings) as stack:
+            result = soak(stack, args.seconds, args.rate, args.qps)
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0 if result["query_errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Fault injection over real processes: a private broker or Redis where the fault would harm
+other tests, and an API poller that records every answer while the fault lasts."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from fastapi.testclient import TestClient
+
+from store.redis_keys import RedisKeys, as_text
+from store.vector_state import RedisVectorState
+from stream.config import Settings
+from stream.stack import free_port, start_broker, start_redis, stop_pid
+from tests.integration.conftest import kafka_bootstrap, redis_url, settings
+
+__all__ = ["kafka_bootstrap", "redis_url", "settings"]
+
+
+class ApiPoller:
+    """Asks the API for a user's recommendations every `every_s` until stopped; keeps each
+    answer's status and source, so a test can say the API answered throughout."""
+
+    def __init__(self, api: TestClient, user_id: str, every_s: float = 0.05) -> None:
+        self.api, self.user_id, self.every_s = api, user_id, every_s
+        self.statuses: Counter[int] = Counter()
+        self.sources: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            answer = self.api.get(f"/v1/users/{self.user_id}/recommendations")
+            self.statuses[answer.status_code] += 1
+            if answer.status_code == 200:
+                self.sources[answer.json()["source"]] += 1
+
+    def __enter__(self) -> ApiPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def ingest_counts(settings: Settings) -> dict[str, int]:
+    """The ingest counters of `settings`' namespace: applied, duplicates, dead_lettered."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    try:
+        raw = client.hgetall(RedisKeys(settings.keys_prefix).stats)
+        return {as_text(k): int(v) for k, v in raw.items()}
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+def events_learned(settings: Settings) -> int:
+    """Events learned by the model version Redis serves (-1 while Redis is away)."""
+
+    async def read() -> int:
+        client = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        try:
+            keys = RedisKeys(settings.keys_prefix)
+            return await RedisVectorState(client, keys, settings.vector_dim).events_learned()
+        except Exception:
+            return -1
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A broker of this test's own (bootstrap, pid): freezing it harms no other test."""
+    port = free_port()
+    pid = start_broker(port, tmp_path / "broker")
+    try:
+        yield f"127.0.0.1:{port}", pid
+    finally:
+        stop_pid(pid)
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, which it may kill, restart empty or freeze."""
+
+    def __init__(self, state_dir: Path) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.skip("Redis fault tests need redis-server on PATH")
+        self.state_dir = state_dir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.pid = start_redis(self.port, state_dir)
+
+    def restart_empty(self) -> None:
+        stop_pid(self.pid)
+        self.pid = start_redis(self.port, self.state_dir)
+
+    def stop(self) -> None:
+        stop_pid(self.pid)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    (tmp_path / "redis").mkdir()
+    server = PrivateRedis(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,105 @@
+"""Redis restarted empty (state rebuilt from the log and the checkpoints, the API answering
+from its cached popular items meanwhile) and Redis frozen (requests time out into the same
+fallback instead of piling up)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from stream.api.app import create_api
+from stream.config import Settings
+from stream.kafka_replay import replay_kafka
+from stream.producer import EventProducer
+from stream.sample_events import sample_events
+from tests.faults.conftest import ApiPoller, PrivateRedis, events_learned, ingest_counts
+from tests.integration.conftest import Processes, isolated_settings, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _settings(kafka_bootstrap: str, server: PrivateRedis, data_dir: Path) -> Settings:
+    return isolated_settings(kafka_bootstrap, server.url, data_dir).model_copy(
+        update={"vector_dim": 32, "publish_interval_s": 0.3, "redis_timeout_s": 0.3}
+    )
+
+
+def test_redis_restarted_empty_is_rebuilt_from_the_log_and_checkpoints(
+    kafka_bootstrap: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, private_redis, tmp_path / "data")
+    events = list(sample_events(1_700, users=150, items=200, seed=41))
+    user = events[0].user_id
+    processes = Processes()
+    try:
+        processes.start("worker", settings)
+        processes.start("trainer", settings)
+        with TestClient(create_api(settings)) as api, EventProducer(settings) as producer:
+            for event in events[:1_500]:
+                producer.send(event)
+            producer.flush()
+            wait_until(lambda: events_learned(settings) == 1_500, 90, "1,500 events learned")
+            wait_until(lambda: ingest_counts(settings).get("applied") == 1_500, 60, "applied")
+            wait_until(
+                lambda: (
+                    api.get(f"/v1/users/{user}/recommendations").json()["source"] == "personalized"
+                ),
+                30,
+                "personalised answers",
+            )
+            with ApiPoller(api, user) as poll:
+                private_redis.stop()  # Redis crashes and loses everything
+                for event in events[1_500:]:
+                    producer.send(event)  # accepted by the log meanwhile
+                producer.flush()
+                time.sleep(2.0)
+                degraded = dict(poll.sources)
+                private_redis.restart_empty()
+                replay_kafka(settings, since_ms=0, progress=False)  # the ops step: histories
+                wait_until(lambda: events_learned(settings) == 1_700, 90, "the model republished")
+                wait_until(
+                    lambda: ingest_counts(settings).get("applied") == 1_700, 60, "1,700 applied"
+                )
+            assert set(poll.statuses) == {200}, poll.statuses
+            assert degraded.get("popular_cached", 0) > 5, degraded
+            answer = api.get(f"/v1/users/{user}/recommendations").json()
+            assert answer["source"] == "personalized", answer
+    finally:
+        processes.stop_all()
+
+
+def test_a_frozen_redis_times_requests_out_into_the_fallback_instead_of_piling_up(
+    kafka_bootstrap: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, private_redis, tmp_path / "data")
+    events = list(sample_events(300, users=50, items=100, seed=42))
+    processes = Processes()
+    try:
+        processes.start("worker", settings)
+        with TestClient(create_api(settings)) as api, EventProducer(settings) as producer:
+            for event in events:
+                producer.send(event)
+            producer.flush()
+            wait_until(lambda: ingest_counts(settings).get("applied") == 300, 60, "300 applied")
+            assert api.get(f"/v1/users/{events[0].user_id}/recommendations").status_code == 200
+            os.kill(private_redis.pid, signal.SIGSTOP)
+            try:
+                frozen_until = time.monotonic() + 4.0
+                answers = []
+                while time.monotonic() < frozen_until - 1.0:
+                    answer = api.get(f"/v1/users/{events[0].user_id}/recommendations")
+                    answers.append((answer.status_code, answer.json()["source"]))
+                answered_while_frozen = len(answers)
+                ready = api.get("/readyz").status_code
+            finally:
+                os.kill(private_redis.pid, signal.SIGCONT)
+        assert answered_while_frozen >= 3  # each waited one timeout, not for Redis
+        assert set(answers) == {(200, "popular_cached")}
+        assert ready == 503
+    finally:
+        processes.stop_all()
