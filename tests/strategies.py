@@ -56,3 +56,12 @@ payloads = (
     | st.integers(1, 50_000).map(lambda depth: b'{"a":' * depth + b"1" + b"}" * depth)
     | event_like.map(lambda d: encode(d)[: len(encode(d)) // 2])
 )
+valid_clicks = st.fixed_dictionaries(
+    {
+        "type": st.just("click"),
+        "event_id": st.text(min_size=1, max_size=64).filter(str.strip),
+        "user_id": st.text(min_size=1, max_size=128).filter(str.strip),
+        "ts": st.integers(1_000_000_000_000, 4_000_000_000_000),
+        "item_id": st.text(min_size=1, max_size=64).filter(str.strip),
+    }
+)

@@ -23,7 +23,7 @@ from stream.producer import EventProducer
 from stream.sample_events import sample_events
 from stream.topics import TopicNames
 from tests.integration.conftest import Spawner, read_topic, wait_until
-from tests.strategies import encode, event_like, json_values, odd_text, payloads
+from tests.strategies import encode, event_like, json_values, odd_text, payloads, valid_clicks
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,12 @@ FUZZ = hypothesis_settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-bodies = payloads | st.lists(event_like, max_size=5).map(encode)
+bodies = (
+    payloads
+    | st.lists(event_like | valid_clicks, max_size=5).map(encode)
+    | st.integers(1_001, 1_200).map(lambda n: encode([{}] * n))
+    | st.integers(1_048_577, 1_100_000).map(lambda n: b" " * n)
+)
 ids = odd_text | st.text(max_size=300)
 query_values = odd_text | st.integers(-(10**12), 10**12).map(str) | st.text(max_size=3000)
 
@@ -55,8 +60,10 @@ def test_fuzzed_ingest_bodies_get_202_or_a_4xx_with_a_reason(settings: Settings)
             seen[answer.status_code] += 1
 
         post()
+    print(f"fuzzed ingest bodies by status: {dict(seen)}")
     assert sum(seen.values()) >= 250
     assert seen[422] > 0
+    assert seen[202] > 0
 
 
 def test_fuzzed_query_parameters_of_every_endpoint_never_give_a_5xx(settings: Settings) -> None:
@@ -139,6 +146,7 @@ def test_hostile_messages_in_the_topic_are_applied_or_dead_lettered_never_lost(
         seen = outcomes()
     finally:
         client.close()
+    print(f"hostile topic messages: {seen}")
     assert seen["applied"] > 0
     assert seen["duplicates"] > 0
     assert seen["dead_lettered"] > 0
