@@ -56,9 +56,16 @@ def _lag(port: int) -> float:
     return float("nan")
 
 
-def _produce(settings: Settings, rate: float, seconds: float, stop_at: threading.Event) -> int:
+def _produce(
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    shape: tuple[int, int],
+    stop_at: threading.Event,
+) -> int:
     """Send synthetic events at `rate`/s for `seconds`; returns how many were sent."""
-    events = sample_events(int(rate * seconds) + 1, users=50_000, items=20_000, seed=7)
+    users, items = shape
+    events = sample_events(int(rate * seconds) + 1, users=users, items=items, seed=7)
     sent = 0
     began = time.monotonic()
     with EventProducer(settings) as producer:
@@ -110,7 +117,9 @@ def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
 
 
-def soak(base: Settings, seconds: float, rate: float, qps: float) -> dict[str, Any]:
+def soak(
+    base: Settings, seconds: float, rate: float, qps: float, shape: tuple[int, int]
+) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(
         update={
@@ -135,7 +144,7 @@ def soak(base: Settings, seconds: float, rate: float, qps: float) -> dict[str, A
         stop_at = threading.Event()
         sent: list[int] = []
         producer = threading.Thread(
-            target=lambda: sent.append(_produce(settings, rate, seconds, stop_at))
+            target=lambda: sent.append(_produce(settings, rate, seconds, shape, stop_at))
         )
 
         def sample() -> None:
@@ -157,7 +166,7 @@ def soak(base: Settings, seconds: float, rate: float, qps: float) -> dict[str, A
         watcher = threading.Thread(target=sampler)
         producer.start()
         watcher.start()
-        users = 60_000
+        users = int(shape[0] * 1.2)  # a sixth of the queries are for users with no events
         latencies, errors = asyncio.run(
             _query(
                 base_url, qps, seconds, users, lambda u: f"/v1/users/user-{u:06d}/recommendations"
@@ -171,6 +180,8 @@ def soak(base: Settings, seconds: float, rate: float, qps: float) -> dict[str, A
         sample()
         return {
             "seconds": seconds,
+            "users": shape[0],
+            "items": shape[1],
             "ingest_rate": rate,
             "events_sent": sent[0] if sent else 0,
             "queries": len(latencies),
@@ -183,6 +194,7 @@ def soak(base: Settings, seconds: float, rate: float, qps: float) -> dict[str, A
             "lag_end": samples[-1]["lag"],
             "first_sample": samples[0],
             "last_sample": samples[-1],
+            "samples_every_10s": samples,
         }
     finally:
         for process in processes.values():
@@ -198,12 +210,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--rate", type=float, default=500.0, help="events/s produced")
     parser.add_argument("--qps", type=float, default=100.0, help="recommendation requests/s")
+    parser.add_argument("--users", type=int, default=50_000, help="distinct users in the stream")
+    parser.add_argument("--items", type=int, default=20_000, help="distinct items in the stream")
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         settings = Settings().model_copy(update={"data_dir": Path(work), "model_dir": None})
         with local_stack(settings) as stack:
-            result = soak(stack, args.seconds, args.rate, args.qps)
+            result = soak(stack, args.seconds, args.rate, args.qps, (args.users, args.items))
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
