@@ -15,6 +15,7 @@ from store.redis_keys import RedisKeys, as_text
 from store.vector_index import as_matrix
 
 FeedOp = Literal["upsert", "delete", "meta"]
+MODEL_INFO_KEPT = 1_000  # versions whose info is kept (one a second: about 17 minutes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ class RedisVectorState:
             pipe.hset(self._keys.item_versions, mapping=dict.fromkeys(item_ids, model_version))
         if info is not None:
             pipe.hset(self._keys.model_info, str(model_version), json.dumps(dict(info)))
+            pipe.hdel(self._keys.model_info, str(model_version - MODEL_INFO_KEPT))
         self._announce(pipe, "upsert", item_ids, model_version)
         pipe.set(self._keys.model_version, model_version)
         await pipe.execute()
