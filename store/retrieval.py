@@ -64,6 +64,7 @@ class UserEncoder(Protocol):
 
 _POPULAR_KEPT = 200  # popular items kept per counter, served while Redis is away
 _POPULAR_REFRESH_S = 5.0
+_POPULAR_COUNTERS = ("trending", "orders", "clicks")  # in order of preference
 _ATTEMPTS = 5  # a publish landing mid-request restarts it; after this many, popular only
 
 
@@ -133,7 +134,7 @@ class Retriever:
             log.warning("Redis unavailable (%s): cached popular items", type(error).__name__)
             picks = _Picks(k, set(filters.exclude))
             allowed = self._allows(filters)
-            for counter in ("trending", "orders", "clicks"):
+            for counter in _POPULAR_COUNTERS:
                 for item_id, count in self._popular_seen.get(counter, []):
                     if allowed(item_id):
                         picks.take(item_id, count, "popular_cached")
@@ -149,11 +150,8 @@ class Retriever:
         """
         stale = time.monotonic() - self._popular_at > _POPULAR_REFRESH_S
         if stale or not any(self._popular_seen.values()):
-            for counter in ("trending", "orders", "clicks"):
-                self._popular_seen[counter] = await self.interactions.top_items(
-                    counter, _POPULAR_KEPT
-                )
-            self._popular_at = time.monotonic()
+            for counter in _POPULAR_COUNTERS:
+                await self._top_items(counter, _POPULAR_KEPT)
         history, purchased = await self.interactions.user_context(user_id, limit=200)
         stored = await self.state.user_vector(user_id)
         blocked = set(filters.exclude) | purchased
@@ -244,13 +242,17 @@ class Retriever:
                 return
             fetch = min(size, fetch * 4)
 
+    async def _top_items(self, counter: str, n: int) -> list[tuple[str, float]]:
+        """The top `n` items by `counter`, also kept as the fallback for when Redis is away."""
+        top = await self.interactions.top_items(counter, n)
+        self._popular_seen[counter], self._popular_at = top, time.monotonic()
+        return top
+
     async def _popular(self, picks: _Picks, allowed: Callable[[str], bool]) -> None:
         wanted = picks.k * self.overfetch + len(picks.blocked)
         indexed = self.index.size > 0
-        for counter in ("trending", "orders", "clicks"):
-            top = await self.interactions.top_items(counter, max(wanted, _POPULAR_KEPT))
-            self._popular_seen[counter], self._popular_at = top, time.monotonic()
-            for item_id, count in top:
+        for counter in _POPULAR_COUNTERS:
+            for item_id, count in await self._top_items(counter, max(wanted, _POPULAR_KEPT)):
                 if (not indexed or self.index.contains(item_id)) and allowed(item_id):
                     picks.take(item_id, count, "popular")
             if picks.full:
