@@ -11,17 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
-from store.redis_keys import RedisKeys, as_text
+from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.stack import free_port, start_broker, start_redis, stop_pid
-from tests.integration.conftest import kafka_bootstrap, redis_url, settings
+from tests.integration.conftest import ingest_counts, kafka_bootstrap, redis_url, settings
 
-__all__ = ["kafka_bootstrap", "redis_url", "settings"]
+__all__ = ["ingest_counts", "kafka_bootstrap", "redis_url", "settings"]
 
 
 class ApiPoller:
@@ -49,18 +48,6 @@ class ApiPoller:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-
-
-def ingest_counts(settings: Settings) -> dict[str, int]:
-    """The ingest counters of `settings`' namespace: applied, duplicates, dead_lettered."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
-    try:
-        raw = client.hgetall(RedisKeys(settings.keys_prefix).stats)
-        return {as_text(k): int(v) for k, v in raw.items()}
-    except redis.RedisError:
-        return {}
-    finally:
-        client.close()
 
 
 def events_learned(settings: Settings) -> int:

@@ -17,7 +17,7 @@ import redis
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from store.redis_keys import delete_prefixed
+from store.redis_keys import RedisKeys, as_text, delete_prefixed
 from stream.config import Settings
 from stream.processes import spawn, stop
 from stream.stack import free_port, redis_reachable, start_broker, stop_pid
@@ -146,3 +146,13 @@ def scrape_metrics(port: int) -> dict[str, float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def ingest_counts(settings: Settings) -> dict[str, int]:
+    """The ingest counters of `settings`' namespace: applied, duplicates, dead_lettered."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    try:
+        raw = client.hgetall(RedisKeys(settings.keys_prefix).stats)
+        return {as_text(k): int(v) for k, v in raw.items()}
+    finally:
+        client.close()

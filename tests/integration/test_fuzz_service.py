@@ -10,19 +10,17 @@ from collections import Counter
 from urllib.parse import quote
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from store.redis_keys import RedisKeys, as_text
 from stream.api.app import create_api
 from stream.config import Settings
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
 from stream.topics import TopicNames
-from tests.integration.conftest import Spawner, read_topic, wait_until
+from tests.integration.conftest import Spawner, ingest_counts, read_topic, wait_until
 from tests.strategies import encode, event_like, json_values, odd_text, payloads, valid_clicks
 
 pytestmark = pytest.mark.integration
@@ -134,18 +132,10 @@ def test_hostile_messages_in_the_topic_are_applied_or_dead_lettered_never_lost(
         for payload, key in messages:
             producer.send_raw(topics.clicks, payload, key)
         producer.flush()
-    keys = RedisKeys(settings.keys_prefix)
-    client = redis.Redis.from_url(settings.redis_url)
-
-    def outcomes() -> dict[str, int]:
-        raw = client.hgetall(keys.stats)
-        return {as_text(k): int(v) for k, v in raw.items()}
-
-    try:
-        wait_until(lambda: sum(outcomes().values()) == len(messages), 90, "every message handled")
-        seen = outcomes()
-    finally:
-        client.close()
+    wait_until(
+        lambda: sum(ingest_counts(settings).values()) == len(messages), 90, "every message handled"
+    )
+    seen = ingest_counts(settings)
     print(f"hostile topic messages: {seen}")
     assert seen["applied"] > 0
     assert seen["duplicates"] > 0

@@ -5,24 +5,15 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
-from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.kafka_replay import replay_kafka
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
 from stream.topics import ensure_topics
-from tests.integration.conftest import Spawner, wait_until
+from tests.integration.conftest import Spawner, ingest_counts, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _stats(settings: Settings) -> dict[str, int]:
-    client = redis.Redis.from_url(settings.redis_url)
-    raw = client.hgetall(RedisKeys(settings.redis_prefix).stats)
-    client.close()
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
 
 
 def test_a_replayed_time_range_is_seen_as_duplicates_and_only_that_range(
@@ -40,13 +31,13 @@ def test_a_replayed_time_range_is_seen_as_duplicates_and_only_that_range(
         for event in events[100:]:
             producer.send(event)
         producer.flush()
-    wait_until(lambda: _stats(settings).get("applied") == 150, 60, "150 events applied")
-    before = _stats(settings)
+    wait_until(lambda: ingest_counts(settings).get("applied") == 150, 60, "150 events applied")
+    before = ingest_counts(settings)
     summary = replay_kafka(settings, since_ms, progress=False)
     assert (summary.messages, summary.applied, summary.duplicates) == (50, 0, 50)
     everything = replay_kafka(settings, 0, progress=False)
     assert (everything.messages, everything.applied) == (150, 0)
-    after = _stats(settings)
+    after = ingest_counts(settings)
     assert after["applied"] == before["applied"] == 150
 
 
@@ -68,4 +59,4 @@ def test_a_dry_run_reads_and_counts_but_applies_nothing(settings: Settings) -> N
     summary = replay_kafka(settings, 0, dry_run=True, progress=False)
     assert (summary.messages, summary.applied, summary.invalid) == (40, 0, 0)
     assert "dry run" in summary.render()
-    assert _stats(settings).get("applied") is None
+    assert ingest_counts(settings).get("applied") is None

@@ -26,6 +26,7 @@ from stream.topics import TopicNames
 from tests.integration.conftest import (
     Processes,
     Spawner,
+    ingest_counts,
     read_topic,
     scrape_metrics,
     wait_until,
@@ -74,12 +75,6 @@ def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
         client.close()
         return applied, history, clicks
 
-    def duplicates() -> int:
-        client = redis.Redis.from_url(settings.redis_url)
-        value = int(client.hget(RedisKeys(settings.redis_prefix).stats, "duplicates") or 0)
-        client.close()
-        return value
-
     def trainer_counts() -> tuple[float, float]:
         metrics = scrape_metrics(trainer_settings.trainer_metrics_port)
         return metrics["recstream_trainer_events_total"], metrics[
@@ -94,7 +89,11 @@ def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
         once = state()
         again = replay_file(settings, str(path), position=tmp_path / "p2.json", progress=False)
         assert again.sent == 300
-        wait_until(lambda: duplicates() == 300, 60, "the second pass seen as duplicates")
+        wait_until(
+            lambda: ingest_counts(settings).get("duplicates") == 300,
+            60,
+            "the second pass seen as duplicates",
+        )
         wait_until(lambda: trainer_counts() == (300, 300), 60, "the trainer to skip it")
         assert state() == once
     finally:
@@ -140,7 +139,7 @@ def test_the_api_keeps_answering_while_a_replay_runs(
     rest.write_text("".join(e.to_json().decode() + "\n" for e in events[500:]))
     start_worker()
     replay_file(settings, str(first), progress=False)
-    wait_until(lambda: _applied(settings) == 500, 60, "the first 500 events")
+    wait_until(lambda: ingest_counts(settings).get("applied", 0) == 500, 60, "the first 500 events")
 
     replaying = threading.Thread(
         target=replay_file, args=(settings, str(rest)), kwargs={"pace": Pace(rate=1_000)}
@@ -150,20 +149,12 @@ def test_the_api_keeps_answering_while_a_replay_runs(
     with TestClient(create_api(settings)) as api:
         wait_until(lambda: api.get("/readyz").status_code == 200, 30, "the API to be ready")
         replaying.start()
-        while replaying.is_alive() or _applied(settings) < 3_000:
+        while replaying.is_alive() or ingest_counts(settings).get("applied", 0) < 3_000:
             user = users[len(statuses) % len(users)]
             statuses.append(api.get(f"/v1/users/{user}/recommendations").status_code)
             statuses.append(api.get("/v1/model").status_code)
             assert len(statuses) < 100_000
-            assert _applied(settings) <= 3_000
+            assert ingest_counts(settings).get("applied", 0) <= 3_000
         replaying.join()
     assert len(statuses) > 100
     assert set(statuses) == {200}, sorted(set(statuses))
-
-
-def _applied(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        return int(client.hget(RedisKeys(settings.redis_prefix).stats, "applied") or 0)
-    finally:
-        client.close()
