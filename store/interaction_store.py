@@ -7,6 +7,7 @@ Every key of the batch is passed to the script, so on Redis Cluster a batch must
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -18,15 +19,32 @@ from model.interaction import Interaction, InteractionKind
 from store.redis_keys import RedisKeys, as_text
 
 TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+# Applied events are remembered in sets, one per hour of event time and slice of the id's hash:
+# sets of up to 512 integers are compact intsets in Redis (set-max-intset-entries), which holds
+# until ~8M events per hour of event time; past that the sets still work, at ~5x the memory.
+DEDUP_BUCKET_MS = 3_600_000
+DEDUP_BUCKETS = 16_384
+
+
+def event_fingerprint(event_id: str) -> tuple[int, int]:
+    """(bucket, 64-bit fingerprint) of an event id: the idempotency record is the fingerprint
+    in its bucket's set, 9-14 bytes an event where a key per event id took ~145. Two ids
+    clash only if 78 hash bits agree within one hour of event time (~1e-11 at 2M events/hour)."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=10).digest()
+    bucket = int.from_bytes(digest[:2], "little") % DEDUP_BUCKETS
+    return bucket, int.from_bytes(digest[2:], "little", signed=True)
+
 
 # One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
-# then per event: seen, history, purchased. ARGV: ttl, history_len, then per event: n_history,
-# (ts_ms, entry)..., n_clicks, (item, count)..., n_orders, (item, units)..., n_trending,
-# (item, weight)... Returns 1 (applied) or 0 per event. A history stays newest first by event
-# time even when older events arrive late (a replay after newer ones): those are inserted in
-# place, and one older than every kept entry is kept only while the history has room.
+# then per event: seen bucket, history, purchased. ARGV: dedup ttl, history_len, user ttl, then
+# per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks, (item, count)..., n_orders,
+# (item, units)..., n_trending, (item, weight)... Returns 1 (applied) or 0 per event. An event
+# is new when its fingerprint joins its bucket (SADD answers 1). A history stays newest first by
+# event time even when older events arrive late (a replay after newer ones): those are inserted
+# in place, and one older than every kept entry is kept only while the history has room. A
+# user's keys live `user ttl` seconds past their last event.
 _APPLY_EVENTS = """
-local ttl, cap = ARGV[1], tonumber(ARGV[2]) - 1
+local ttl, cap, user_ttl = ARGV[1], tonumber(ARGV[2]) - 1, ARGV[3]
 local function ts_of(entry) return tonumber(cjson.decode(entry)['ts_ms']) end
 local function push(history, ts, entry)
   local head = redis.call('LINDEX', history, 0)
@@ -44,17 +62,22 @@ local function push(history, ts, entry)
   if #kept <= cap then redis.call('RPUSH', history, entry) end
 end
 local applied, duplicates, out = 0, 0, {}
-local a = 3
+local a = 4
 for e = 0, (#KEYS - 5) / 3 - 1 do
   local seen, history, purchased = KEYS[6 + 3 * e], KEYS[7 + 3 * e], KEYS[8 + 3 * e]
-  local fresh = redis.call('SET', seen, '1', 'NX', 'EX', ttl)
+  local fresh = redis.call('SADD', seen, ARGV[a]) == 1
+  a = a + 1
+  redis.call('EXPIRE', seen, ttl)
   out[e + 1] = fresh and 1 or 0
   local n = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n do
     if fresh then push(history, tonumber(ARGV[a]), ARGV[a + 1]) end
     a = a + 2
   end
-  if fresh and n > 0 then redis.call('LTRIM', history, 0, cap) end
+  if fresh and n > 0 then
+    redis.call('LTRIM', history, 0, cap)
+    redis.call('EXPIRE', history, user_ttl)
+  end
   n = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n do
     if fresh then redis.call('ZINCRBY', KEYS[1], ARGV[a + 1], ARGV[a]) end
@@ -66,6 +89,7 @@ for e = 0, (#KEYS - 5) / 3 - 1 do
       redis.call('ZINCRBY', KEYS[2], 1, ARGV[a])
       redis.call('ZINCRBY', KEYS[3], ARGV[a + 1], ARGV[a])
       redis.call('SADD', purchased, ARGV[a])
+      redis.call('EXPIRE', purchased, user_ttl)
     end
     a = a + 2
   end
@@ -96,6 +120,11 @@ class EventEffect:
     event_id: str
     user_id: str
     interactions: tuple[Interaction, ...]
+
+    @property
+    def ts_ms(self) -> int:
+        """The event's time (its interactions share it); 0 for an effect with none."""
+        return self.interactions[0].ts_ms if self.interactions else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +162,28 @@ class RedisInteractionStore:
         history_len: int = 200,
         dedup_ttl_s: int = 7 * 24 * 3600,
         trending_half_life_s: float = 3 * 24 * 3600,
+        user_ttl_s: int = 90 * 24 * 3600,
     ) -> None:
-        if history_len < 1 or dedup_ttl_s < 1 or trending_half_life_s <= 0:
-            raise ValueError("history_len, dedup_ttl_s and trending_half_life_s must be positive")
+        if min(history_len, dedup_ttl_s, user_ttl_s) < 1 or trending_half_life_s <= 0:
+            raise ValueError(
+                "history_len, dedup_ttl_s, user_ttl_s and trending_half_life_s must be positive"
+            )
         self._trending_half_life_ms = trending_half_life_s * 1000
         self._client = client
         self._keys = keys
         self._history_len = history_len
         self._dedup_ttl_s = dedup_ttl_s
+        self._user_ttl_s = user_ttl_s
         self._apply = client.register_script(_APPLY_EVENTS)
 
     def _event_args(self, effect: EventEffect, keys: list[str], args: list[str | int]) -> None:
+        bucket, fingerprint = event_fingerprint(effect.event_id)
         keys += [
-            self._keys.seen_event(effect.event_id),
+            self._keys.seen_events(effect.ts_ms // DEDUP_BUCKET_MS, bucket),
             self._keys.history(effect.user_id),
             self._keys.purchased(effect.user_id),
         ]
+        args.append(fingerprint)
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
         trending: dict[str, float] = defaultdict(float)
@@ -192,7 +227,7 @@ class RedisInteractionStore:
             return []
         k = self._keys
         keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
-        args: list[str | int] = [self._dedup_ttl_s, self._history_len]
+        args: list[str | int] = [self._dedup_ttl_s, self._history_len, self._user_ttl_s]
         for effect in effects:
             self._event_args(effect, keys, args)
         results = await self._apply(keys=keys, args=args)
@@ -200,12 +235,12 @@ class RedisInteractionStore:
 
     async def was_dead_lettered(self, source: str) -> bool:
         """Whether the message at `source` (topic/partition/offset) already went to the DLQ."""
-        return bool(await self._client.exists(self._keys.seen_event(f"dlq:{source}")))
+        return bool(await self._client.exists(self._keys.dead_lettered(source)))
 
     async def mark_dead_lettered(self, source: str) -> None:
         """Record that the message at `source` is in the DLQ, and count it."""
         pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.seen_event(f"dlq:{source}"), "1", ex=self._dedup_ttl_s)
+        pipe.set(self._keys.dead_lettered(source), "1", ex=self._dedup_ttl_s)
         pipe.hincrby(self._keys.stats, "dead_lettered", 1)
         await pipe.execute()
 

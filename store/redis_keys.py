@@ -13,9 +13,14 @@ class RedisKeys:
 
     prefix: str = "recstream:"
 
-    def seen_event(self, event_id: str) -> str:
-        """Marker that an event's effects are applied (the idempotency record)."""
-        return f"{self.prefix}seen:{event_id}"
+    def seen_events(self, hour: int, bucket: int) -> str:
+        """Set of the fingerprints of applied events of one hour of event time and one hash
+        bucket (the idempotency records; see `event_fingerprint`)."""
+        return f"{self.prefix}seen:{hour}:{bucket}"
+
+    def dead_lettered(self, source: str) -> str:
+        """Marker that the message at `source` (topic/partition/offset) is in the DLQ."""
+        return f"{self.prefix}dlq:{source}"
 
     def history(self, user_id: str) -> str:
         """The user's recent interactions, newest first."""

@@ -90,12 +90,18 @@ class RedisVectorState:
     """User and item vectors (float32 bytes), item metadata, model version and the item feed."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: RedisKeys, dim: int, feed_len: int = 100_000
+        self,
+        client: aioredis.Redis,
+        keys: RedisKeys,
+        dim: int,
+        feed_len: int = 100_000,
+        user_ttl_s: int = 90 * 24 * 3600,
     ) -> None:
         self._client = client
         self._keys = keys
         self.dim = dim
         self._feed_len = feed_len
+        self._user_ttl_s = user_ttl_s
 
     async def put_user_vector(
         self,
@@ -110,12 +116,13 @@ class RedisVectorState:
         await self.put_user_vectors([UserVectorUpdate(user_id, update)])
 
     async def put_user_vectors(self, updates: Sequence[UserVectorUpdate]) -> None:
-        """Write many user vectors in one round trip."""
+        """Write many user vectors in one round trip; each lives `user_ttl_s` past its write."""
         pipe = self._client.pipeline(transaction=False)
         for update in updates:
             user = update.vector
+            key = self._keys.user_vector(update.user_id)
             pipe.hset(
-                self._keys.user_vector(update.user_id),
+                key,
                 mapping={
                     "vector": as_matrix(user.vector, self.dim)[0].tobytes(),
                     "model_version": user.model_version,
@@ -123,6 +130,7 @@ class RedisVectorState:
                     "as_of_event_id": user.as_of_event_id,
                 },
             )
+            pipe.expire(key, self._user_ttl_s)
         await pipe.execute()
 
     async def user_vector(self, user_id: str) -> UserVector | None:

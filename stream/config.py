@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         3 * 24 * 3600, gt=0, description="half-life of the decayed (trending) popularity"
     )
     dedup_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long an event_id is remembered")
+    user_ttl_s: int = Field(
+        90 * 24 * 3600, ge=1, description="how long a user's Redis state outlives their last event"
+    )
     history_len: int = Field(200, ge=1, description="interactions kept per user history")
     max_event_bytes: int = Field(64 * 1024, ge=256, description="largest accepted event payload")
     batch_size: int = Field(500, ge=1, description="events an agent applies per Redis round trip")
@@ -77,6 +80,9 @@ class Settings(BaseSettings):
     checkpoint_keep: int = Field(10, ge=2, description="model versions kept on disk")
     trainer_dedup_window: int = Field(
         200_000, ge=1, description="recent event ids the trainer remembers to skip duplicates"
+    )
+    trainer_max_users: int = Field(
+        100_000, ge=1, description="user histories the trainer keeps (least recently active go)"
     )
     trainer_device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads per process")

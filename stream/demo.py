@@ -27,15 +27,14 @@ from model.interaction_log import read_interactions
 from model.synthetic import SyntheticConfig, synthetic_interactions
 from model.trainer import TrainerConfig
 from model.two_tower import TwoTowerConfig
-from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys, delete_prefixed
-from store.vector_state import RedisVectorState
+from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.datasets import fetch_ml100k
 from stream.live_eval import LiveEvaluation, LiveFigures, percentile
 from stream.processes import spawn, stop
 from stream.producer import EventProducer
 from stream.stack import free_port, local_stack
+from stream.stores import interaction_store, vector_state
 from stream.topics import ensure_topics
 
 K = 10
@@ -87,9 +86,8 @@ class _Service:
         self.session = session
         self.base_url = f"http://127.0.0.1:{settings.api_port}"
         self.client = aioredis.from_url(settings.redis_url)
-        keys = RedisKeys(settings.keys_prefix)
-        self.store = RedisInteractionStore(self.client, keys)
-        self.state = RedisVectorState(self.client, keys, settings.vector_dim)
+        self.store = interaction_store(settings, self.client)
+        self.state = vector_state(settings, self.client)
 
     async def get(self, path: str) -> dict[str, Any]:
         try:

@@ -20,8 +20,6 @@ from faust.types import TP, ConsumerT, EventT, StreamT, TopicT
 from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
 from store.interaction_store import EventEffect, RedisInteractionStore
-from store.redis_keys import RedisKeys
-from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition, handle_message
 from stream.kafka_transport import LowLatencyApp
@@ -29,7 +27,7 @@ from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import WorkerMetrics
 from stream.pseudonyms import Pseudonyms
 from stream.retrying import retrying
-from stream.stores import interaction_store
+from stream.stores import interaction_store, vector_state
 from stream.topics import TopicNames
 from stream.user_vectors import UserVectorWriter
 
@@ -151,10 +149,9 @@ def _sinks(
     settings: Settings, client: aioredis.Redis
 ) -> tuple[RedisInteractionStore, UserVectorWriter]:
     """Where a namespace's ingest effects and user vectors go."""
-    keys = RedisKeys(settings.keys_prefix)
     store = interaction_store(settings, client)
     models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
-    state = RedisVectorState(client, keys, settings.vector_dim)
+    state = vector_state(settings, client)
     return store, UserVectorWriter(store, state, models, settings.embed_batch)
 
 

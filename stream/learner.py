@@ -4,13 +4,15 @@ duplicates are skipped, and the offsets learned so far are kept (they go into ch
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict, deque
+import sys
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from model.history_table import HistoryTable
 from model.interaction import Interaction, InteractionKind
 from model.trainer import OnlineTrainer, StepReport, TrainingExample
 from store.interaction_store import EventEffect
@@ -34,24 +36,27 @@ class StreamLearner:
 
     Each user's recent history is kept here, from the stream itself, so an example's history
     is exactly the events before it in its partition, whatever Redis holds at that moment.
-    Everything needed to resume is in `state()`, saved with the trainer in a checkpoint.
+    At most `max_users` histories are kept (a `HistoryTable`); the least recently active
+    user's goes first, so memory stays bounded however many users the stream brings. Everything
+    needed to resume is in `state()`, saved with the trainer in a checkpoint.
     """
 
-    def __init__(self, trainer: OnlineTrainer, dedup_window: int) -> None:
+    def __init__(self, trainer: OnlineTrainer, dedup_window: int, max_users: int = 100_000) -> None:
+        if dedup_window < 1 or max_users < 1:
+            raise ValueError("dedup_window and max_users must be >= 1")
         self.trainer = trainer
         self.dedup_window = dedup_window
         self.position: dict[str, int] = {}
         self.events_learned = 0
         self.duplicates = 0
         self.invalid = 0
-        self._history_len = trainer.model.config.max_history
-        self._histories: dict[str, deque[Interaction]] = {}
+        self._histories = HistoryTable(max_users, trainer.model.config.max_history)
         self._recent: OrderedDict[int, None] = OrderedDict()
 
     @property
     def users(self) -> list[str]:
         """Every user whose history this learner holds."""
-        return list(self._histories)
+        return self._histories.users
 
     def learn(self, batch: Sequence[tuple[SourcePosition, Outcome]]) -> LearnedBatch:
         """Learn the new events of `batch` (in its order) and move the position past all of it."""
@@ -84,19 +89,15 @@ class StreamLearner:
             self._recent.popitem(last=False)
 
     def _examples(self, effect: EventEffect) -> list[TrainingExample]:
-        history = self._histories.setdefault(effect.user_id, deque(maxlen=self._history_len))
-        past = tuple(history)
-        history.extend(effect.interactions)
-        return [TrainingExample(past, target) for target in effect.interactions]
+        targets = [_compact(i) for i in effect.interactions]
+        past = self._histories.extend(sys.intern(effect.user_id), targets)
+        return [TrainingExample(past, target) for target in targets]
 
     def state(self) -> dict[str, Any]:
         """Plain containers and tensors (checkpoint-safe): histories, recent event ids (as
         64-bit hashes in one tensor: a checkpoint is written every publish), counters."""
         return {
-            "histories": {
-                user: [[i.item_id, i.kind, i.ts_ms, i.quantity] for i in history]
-                for user, history in self._histories.items()
-            },
+            "history_table": self._histories.state_dict(),
             "recent_ids": torch.tensor(list(self._recent), dtype=torch.int64),
             "events_learned": self.events_learned,
             "duplicates": self.duplicates,
@@ -111,13 +112,14 @@ class StreamLearner:
         self.invalid = int(state.get("invalid", 0))
         recent = state.get("recent_ids")
         self._recent = OrderedDict.fromkeys([] if recent is None else recent.tolist())
-        self._histories = {
-            user: deque(
-                (Interaction(user, str(i), _kind(k), int(t), int(q)) for i, k, t, q in rows),
-                maxlen=self._history_len,
+        if "history_table" in state:
+            self._histories.load_state_dict(state["history_table"])
+            return
+        self._histories.clear()
+        for user, rows in state.get("histories", {}).items():  # checkpoints before the table
+            self._histories.extend(
+                user, [Interaction(user, str(i), _kind(k), int(t), int(q)) for i, k, t, q in rows]
             )
-            for user, rows in state.get("histories", {}).items()
-        }
 
 
 def in_time_order(
@@ -139,6 +141,18 @@ def _id_hash(event_id: str) -> int:
     """A 64-bit hash of an event id (collisions: ~1e-10 within a 200,000-id window)."""
     digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
+
+
+def _compact(interaction: Interaction) -> Interaction:
+    """The interaction with its ids interned: a history entry then costs its record alone, as
+    the same user and item ids recur across events (and across the replay buffer)."""
+    return Interaction(
+        sys.intern(interaction.user_id),
+        sys.intern(interaction.item_id),
+        interaction.kind,
+        interaction.ts_ms,
+        interaction.quantity,
+    )
 
 
 def _kind(value: object) -> InteractionKind:

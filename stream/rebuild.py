@@ -23,13 +23,12 @@ from model.serving_models import ServingModels
 from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry, Switch
 from store.redis_keys import RedisKeys, delete_prefixed
-from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import DeadLetter, SourcePosition
 from stream.kafka_replay import Decoded, RangeReader, replay_kafka
 from stream.learner import Outcome, StreamLearner
 from stream.publisher import ModelPublisher
-from stream.stores import interaction_store
+from stream.stores import interaction_store, vector_state
 from stream.trainer_process import fresh_learner
 from stream.user_vectors import UserVectorWriter
 
@@ -191,7 +190,7 @@ async def _publish(
 ) -> tuple[int, int]:
     """The shadow's first model version, then every user's vector under it."""
     checkpoints = CheckpointStore(shadow.checkpoint_dir, keep=shadow.checkpoint_keep)
-    state = RedisVectorState(client, RedisKeys(shadow.keys_prefix), shadow.vector_dim)
+    state = vector_state(shadow, client)
     published = await ModelPublisher(state, checkpoints).publish(
         learner, int(time.time() * 1000), loss
     )

@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 
 from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys
+from store.vector_state import RedisVectorState
 from stream.config import Settings
 
 
@@ -17,4 +18,12 @@ def interaction_store(settings: Settings, client: aioredis.Redis) -> RedisIntera
         history_len=settings.history_len,
         dedup_ttl_s=settings.dedup_ttl_s,
         trending_half_life_s=settings.trending_half_life_s,
+        user_ttl_s=settings.user_ttl_s,
+    )
+
+
+def vector_state(settings: Settings, client: aioredis.Redis) -> RedisVectorState:
+    """Where vectors, item metadata, the model version and the item feed live."""
+    return RedisVectorState(
+        client, RedisKeys(settings.keys_prefix), settings.vector_dim, user_ttl_s=settings.user_ttl_s
     )

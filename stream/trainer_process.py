@@ -20,8 +20,6 @@ from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
-from store.redis_keys import RedisKeys
-from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.handlers import SourcePosition, handle_message
 from stream.learner import Outcome, StreamLearner, in_time_order
@@ -30,6 +28,7 @@ from stream.process_metrics import TrainerMetrics, serve
 from stream.pseudonyms import Pseudonyms
 from stream.publisher import ModelPublisher
 from stream.retrying import retrying
+from stream.stores import vector_state
 from stream.topics import TopicNames, ensure_topics
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,9 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
     device = choose_device(settings.trainer_device)
     if checkpoints.current() is not None:
         checkpoint = checkpoints.load(device=device)
-        learner = StreamLearner(checkpoint.trainer, settings.trainer_dedup_window)
+        learner = StreamLearner(
+            checkpoint.trainer, settings.trainer_dedup_window, settings.trainer_max_users
+        )
         learner.restore(checkpoint.extra, checkpoint.position)
         log.info(
             "resuming from checkpoint %d: %d events learned, position %s",
@@ -58,7 +59,7 @@ def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
     model = TwoTowerRecommender(TwoTowerConfig(dim=settings.vector_dim))
     config = TrainerConfig(threads=settings.torch_threads, seed=seed)
     trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
-    return StreamLearner(trainer, settings.trainer_dedup_window)
+    return StreamLearner(trainer, settings.trainer_dedup_window, settings.trainer_max_users)
 
 
 async def _assign(
@@ -104,7 +105,7 @@ async def train(
     learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
     metrics = metrics or TrainerMetrics.create()
     client = aioredis.from_url(settings.redis_url)
-    state = RedisVectorState(client, RedisKeys(settings.keys_prefix), settings.vector_dim)
+    state = vector_state(settings, client)
     publisher = ModelPublisher(state, checkpoints)
     if version:
         await publisher.resume(learner, version)

@@ -15,12 +15,11 @@ from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
-from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys
 from store.retrieval import Retriever
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
 from stream.namespace_watch import NamespaceWatch
+from stream.stores import interaction_store, vector_state
 from stream.user_vectors import ModelUserEncoder
 
 log = logging.getLogger(__name__)
@@ -59,9 +58,8 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
         settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
     )
     feed_client = aioredis.from_url(settings.redis_url)  # blocking feed reads outlast `timeout`
-    keys = RedisKeys(settings.keys_prefix)
-    state = RedisVectorState(client, keys, settings.vector_dim)
-    interactions = RedisInteractionStore(client, keys, history_len=settings.history_len)
+    state = vector_state(settings, client)
+    interactions = interaction_store(settings, client)
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
     catalog: dict[str, ItemMeta] = {}
     models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
@@ -71,7 +69,7 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
         if await asyncio.to_thread(models.get, version) is None:
             log.warning("model version %d not loadable: users are not re-embedded for it", version)
 
-    feed = RedisVectorState(feed_client, keys, settings.vector_dim)
+    feed = vector_state(settings, feed_client)
     follower = IndexFollower(feed, index, catalog, before_version=load_model)
     encoder = ModelUserEncoder(models)
     retriever = Retriever(index, catalog, state, interactions, encoder=encoder)

@@ -38,3 +38,37 @@ def test_late_events_take_their_place_in_time_and_the_cap_keeps_the_newest(
     order, late = asyncio.run(run())
     assert late == [True, True, False]
     assert order == ["e7", "e6", "e5", "e3"]
+
+
+def test_each_event_is_applied_once_its_records_and_the_users_keys_expire(
+    settings: Settings,
+) -> None:
+    async def run() -> tuple[list[bool], list[bool], int, int, list[int]]:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.keys_prefix)
+        store = RedisInteractionStore(client, keys, dedup_ttl_s=600, user_ttl_s=3_600)
+        try:
+            hour = 3_600_000
+            events = [_click(n, 1_000_000 * hour + n * 60_000) for n in range(120)]
+            first = await store.apply_many(events)
+            again = await store.apply_many(events[::-1])
+            records = [k async for k in client.scan_iter(match=f"{keys.prefix}seen:*")]
+            fingerprints = sum([await client.scard(k) for k in records])
+            ttls = [await client.ttl(k) for k in (*records[:3], keys.history("u"))]
+            await client.sadd(keys.purchased("u"), "x")  # an order's set gets the user ttl too
+            await store.apply_many(
+                [EventEffect("o1", "u", (Interaction("u", "i1", "order", hour, 2),))]
+            )
+            ttls.append(await client.ttl(keys.purchased("u")))
+            return first, again, len(records), fingerprints, ttls
+        finally:
+            await client.aclose()
+
+    first, again, buckets, fingerprints, ttls = asyncio.run(run())
+    assert all(first)
+    assert not any(again)
+    assert fingerprints == 120
+    assert buckets <= 120
+    assert all(0 < t <= 600 for t in ttls[:3])
+    assert 600 < ttls[3] <= 3_600
+    assert 600 < ttls[4] <= 3_600
