@@ -1,13 +1,17 @@
 """Sustained load: ingest at a fixed rate plus recommendation queries for several minutes.
 
     python bench/soak.py [--seconds 300] [--rate 500] [--qps 100] [--json OUT]
+                         [--history-len N] [--trainer-dedup-window N] [--users N]
 
 Starts the local stack, a worker, the trainer and an API replica (real processes), produces
 synthetic events at `--rate` through the SDK and asks the API for `--qps` recommendations/s
 (new and returning users). Every 10 s it samples consumer lag (the worker's metric), each
 process's resident memory (Linux /proc) and Redis memory. Prints query latency p50/p99 (a
 baseline: /healthz in the same run, the HTTP floor), the error rate, the lag, and memory at
-the first and last sample: flat memory is the aim (capped histories, bounded vocabulary).
+the first, middle and last sample: flat memory is the aim (capped histories, bounded
+vocabulary). Every structure is capped, and small caps (`--history-len`, `--users`,
+`--trainer-dedup-window`) let a run of minutes reach them and show the plateau; Redis then
+grows only by the idempotency records, reported per event over the second half.
 """
 
 from __future__ import annotations
@@ -118,11 +122,17 @@ def _pct(values: list[float], q: int) -> float:
 
 
 def soak(
-    base: Settings, seconds: float, rate: float, qps: float, shape: tuple[int, int]
+    base: Settings,
+    seconds: float,
+    rate: float,
+    qps: float,
+    shape: tuple[int, int],
+    caps: dict[str, int],
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(
         update={
+            **caps,
             "redis_prefix": f"soak:{tag}:",
             "topic_prefix": f"soak-{tag}.",
             "app_id": f"soak-{tag}",
@@ -178,6 +188,8 @@ def soak(
         sampler_stop.set()
         watcher.join()
         sample()
+        middle = samples[len(samples) // 2]
+        second_half_s = 10.0 * (len(samples) - 1 - len(samples) // 2)
         return {
             "seconds": seconds,
             "users": shape[0],
@@ -192,8 +204,13 @@ def soak(
             "healthz_p99_ms": _pct(floor, 99),
             "lag_max": max(s["lag"] for s in samples),
             "lag_end": samples[-1]["lag"],
+            "caps": caps,
             "first_sample": samples[0],
+            "middle_sample": middle,
             "last_sample": samples[-1],
+            "redis_bytes_per_event_second_half": (samples[-1]["redis_mb"] - middle["redis_mb"])
+            * 2**20
+            / max(1.0, rate * second_half_s),
             "samples_every_10s": samples,
         }
     finally:
@@ -212,12 +229,19 @@ def main() -> int:
     parser.add_argument("--qps", type=float, default=100.0, help="recommendation requests/s")
     parser.add_argument("--users", type=int, default=50_000, help="distinct users in the stream")
     parser.add_argument("--items", type=int, default=20_000, help="distinct items in the stream")
+    parser.add_argument("--history-len", type=int, default=Settings().history_len)
+    parser.add_argument("--trainer-dedup-window", type=int, default=Settings().trainer_dedup_window)
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         settings = Settings().model_copy(update={"data_dir": Path(work), "model_dir": None})
         with local_stack(settings) as stack:
-            result = soak(stack, args.seconds, args.rate, args.qps, (args.users, args.items))
+            caps = {
+                "history_len": args.history_len,
+                "trainer_dedup_window": args.trainer_dedup_window,
+            }
+            shape = (args.users, args.items)
+            result = soak(stack, args.seconds, args.rate, args.qps, shape, caps)
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))

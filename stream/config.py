@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     trainer_max_users: int = Field(
         100_000, ge=1, description="user histories the trainer keeps (least recently active go)"
     )
+    trainer_nice: int = Field(
+        10, ge=0, le=19, description="CPU niceness of the trainer: serving and ingest go first"
+    )
     trainer_device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads per process")
     embed_batch: int = Field(256, ge=1, description="users a worker re-embeds per model call")

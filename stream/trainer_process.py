@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 
@@ -210,10 +211,11 @@ async def _until_moved(
 
 
 def run_trainer(settings: Settings) -> None:
-    """Run the trainer until SIGTERM/SIGINT."""
+    """Run the trainer until SIGTERM/SIGINT, at `trainer_nice` CPU priority."""
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    os.nice(settings.trainer_nice)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -8,7 +8,7 @@ import torch
 
 from model.device import choose_device
 from model.interaction import Interaction
-from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
+from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample, _PackedExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 from model.vocabulary import IdVocabulary
 
@@ -112,3 +112,15 @@ def test_training_on_cpu_is_deterministic_under_a_seed() -> None:
         runs.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
     assert runs[0].keys() == runs[1].keys()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_the_replay_buffer_gives_back_examples_exactly_as_they_were_learned() -> None:
+    history = (
+        Interaction("u", "a", "click", 1_000),
+        Interaction("u", "b", "order", 2_000, quantity=3),
+    )
+    examples = [
+        TrainingExample(history, Interaction("u", "c", "click", 3_000)),
+        TrainingExample((), Interaction("u", "a", "order", 4_000, quantity=2)),
+    ]
+    assert [_PackedExample.pack(e).unpack() for e in examples] == examples
