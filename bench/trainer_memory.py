@@ -5,12 +5,17 @@
 Learns synthetic events in the live trainer's steps (`train_step_events`) and writes a
 checkpoint every 1,000 events, as publishing does. Memory should rise while the bounded
 structures fill (the dedup window, the replay buffer, per-user histories) and then stay flat;
+each line also shows RSS after `malloc_trim` and the count of live Python allocations, which
+tell growth of live objects from pages the allocator keeps;
 `--tracemalloc N` prints the Python allocation sites that grew most after event N.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -30,6 +35,13 @@ def _rss_mb() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _trimmed_rss_mb() -> float:
+    """RSS after glibc hands freed heap pages back: what live objects hold, not the allocator."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return _rss_mb()
 
 
 def main() -> int:
@@ -58,7 +70,11 @@ def main() -> int:
         if n % 1_000 == 999:
             checkpoints.save(learner.trainer, learner.position, learner.state())
         if n % args.every == args.every - 1:
-            tqdm.write(f"{n + 1:>9,} events  RSS {_rss_mb():7.1f} MB")
+            rss = _rss_mb()
+            tqdm.write(
+                f"{n + 1:>9,} events  RSS {rss:7.1f} MB  after malloc_trim "
+                f"{_trimmed_rss_mb():7.1f} MB  Python blocks {sys.getallocatedblocks():>10,}"
+            )
         if n == args.tracemalloc:
             tracemalloc.start(10)
             before = tracemalloc.take_snapshot()

@@ -157,6 +157,11 @@ class FaissVectorIndex:
         then handing it to a thread costs more than it saves."""
         return "HNSW" in self.factory or self.size * self.dim <= _QUICK_SCAN
 
+    def ids(self) -> list[str]:
+        """Every searchable item id."""
+        with self._lock.reading():
+            return [*self._label_of, *self._untrained]
+
     def contains(self, item_id: str) -> bool:
         """Whether `item_id` is searchable."""
         return item_id in self._label_of or item_id in self._untrained

@@ -61,18 +61,22 @@ class IndexFollower:
         self._pending: set[str] = set()
 
     async def rebuild(self) -> int:
-        """Load every item vector and metadata; returns how many vectors were loaded."""
+        """Load every item vector and metadata, dropping items Redis no longer has; returns
+        how many vectors were loaded."""
         self.position = await self.state.feed_position()
-        loaded = 0
+        loaded: set[str] = set()
         async for ids, vectors in self.state.all_item_vectors():
             await asyncio.to_thread(self.index.upsert, ids, vectors)
             self._pending.update(ids)
-            loaded += len(ids)
+            loaded.update(ids)
+        gone = [i for i in self.index.ids() if i not in loaded]
+        if gone:
+            await asyncio.to_thread(self.index.remove, gone)
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
         await self.settle()
         self.ready.set()
-        return loaded
+        return len(loaded)
 
     async def apply(self, entry: FeedEntry) -> None:
         """Take in one feed entry: deletes and metadata now, upserts at the next `settle`."""
@@ -134,11 +138,19 @@ class IndexFollower:
                 await asyncio.sleep(1.0)
         await self.follow(block_ms)
 
-    async def follow(self, block_ms: int = 1_000) -> None:
-        """Apply feed entries until cancelled; a Redis error is logged and retried."""
+    async def follow(self, block_ms: int = 1_000, check_every_s: float = 10.0) -> None:
+        """Apply feed entries until cancelled; a Redis error is logged and retried. Every
+        `check_every_s` and after an error, a follower whose feed position was trimmed away
+        (it fell behind by more than the retention) rebuilds from Redis instead of skipping."""
+        checked = time.monotonic()
         while True:
             _raise_if_cancelling()
             try:
+                if time.monotonic() - checked >= check_every_s:
+                    if not await self.state.feed_kept_since(self.position):
+                        log.warning("item feed trimmed past position %s: rebuilding", self.position)
+                        await self.rebuild()
+                    checked = time.monotonic()
                 entries = await self.state.read_feed(self.position, block_ms=block_ms)
                 for entry in entries:
                     await self.apply(entry)
@@ -146,6 +158,7 @@ class IndexFollower:
                     await self.settle()
             except Exception:
                 _unless_cancelled("item feed: read failed")
+                checked = 0.0
                 await asyncio.sleep(1.0)
 
 

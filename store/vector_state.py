@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -94,13 +95,13 @@ class RedisVectorState:
         client: aioredis.Redis,
         keys: RedisKeys,
         dim: int,
-        feed_len: int = 100_000,
+        feed_retention_s: float = 600.0,
         user_ttl_s: int = 90 * 24 * 3600,
     ) -> None:
         self._client = client
         self._keys = keys
         self.dim = dim
-        self._feed_len = feed_len
+        self._feed_retention_ms = int(feed_retention_s * 1000)
         self._user_ttl_s = user_ttl_s
 
     async def put_user_vector(
@@ -230,7 +231,7 @@ class RedisVectorState:
         pipe.xadd(
             self._keys.item_feed,
             fields,  # type: ignore[arg-type]
-            maxlen=self._feed_len,
+            minid=f"{int(time.time() * 1000) - self._feed_retention_ms}-0",
             approximate=True,
         )
 
@@ -303,6 +304,13 @@ class RedisVectorState:
         """The id of the newest feed entry ('0-0' when empty): follow from here after a rebuild."""
         last = await self._client.xrevrange(self._keys.item_feed, count=1)
         return as_text(last[0][0]) if last else "0-0"
+
+    async def feed_kept_since(self, position: str) -> bool:
+        """Whether every feed entry after `position` is still there: the feed is trimmed from
+        its oldest end, so that holds exactly while the entry at `position` is kept."""
+        if position == "0-0":
+            return True
+        return bool(await self._client.xrange(self._keys.item_feed, position, position, count=1))
 
     async def read_feed(
         self, after: str, block_ms: int | None = None, count: int = 1_000

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         3 * 24 * 3600, gt=0, description="half-life of the decayed (trending) popularity"
     )
     dedup_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long an event_id is remembered")
+    feed_retention_s: float = Field(
+        600.0, gt=0, description="how long item feed entries live (replicas further behind reload)"
+    )
     user_ttl_s: int = Field(
         90 * 24 * 3600, ge=1, description="how long a user's Redis state outlives their last event"
     )

@@ -25,5 +25,9 @@ def interaction_store(settings: Settings, client: aioredis.Redis) -> RedisIntera
 def vector_state(settings: Settings, client: aioredis.Redis) -> RedisVectorState:
     """Where vectors, item metadata, the model version and the item feed live."""
     return RedisVectorState(
-        client, RedisKeys(settings.keys_prefix), settings.vector_dim, user_ttl_s=settings.user_ttl_s
+        client,
+        RedisKeys(settings.keys_prefix),
+        settings.vector_dim,
+        feed_retention_s=settings.feed_retention_s,
+        user_ttl_s=settings.user_ttl_s,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -127,6 +128,37 @@ def test_a_replica_builds_from_redis_then_follows_the_feed(settings: Settings) -
         assert index.search(fresh, 1)[0].ids == ["new"]
         assert world.follower.catalog["i1"].category == "books"
         assert await world.state.read_feed(world.follower.position) == []
+
+    run(settings, scenario)
+
+
+def test_a_replica_whose_feed_position_was_trimmed_away_reloads_instead_of_skipping(
+    settings: Settings,
+) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(2)
+        await world.state.put_item_vectors(["a", "b", "c"], _unit(rng, 3), model_version=1)
+        assert await world.follower.rebuild() == 3
+        client = aioredis.from_url(settings.redis_url)
+        short = RedisVectorState(
+            client, RedisKeys(settings.redis_prefix), DIM, feed_retention_s=0.001
+        )
+        try:
+            await short.delete_items(["b"])  # the follower is away: this entry gets trimmed
+            for _ in range(200):  # trimming is approximate: whole nodes of ~100 entries go
+                await short.delete_items(["none"])
+            await asyncio.sleep(0.05)
+            await short.put_item_vectors(["d"], _unit(rng, 1), model_version=2)
+            assert not await short.feed_kept_since(world.follower.position)
+            following = asyncio.create_task(world.follower.follow(block_ms=50, check_every_s=0))
+            await asyncio.sleep(0.5)
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        finally:
+            await client.aclose()
+        assert sorted(world.follower.index.ids()) == ["a", "c", "d"]
+        assert await world.state.feed_kept_since(world.follower.position)
 
     run(settings, scenario)
 
