@@ -10,9 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.interaction import Interaction, InteractionKind
-
-_KINDS: tuple[InteractionKind, ...] = ("click", "order")
+from model.interaction import INTERACTION_KINDS, Interaction
 
 
 class HistoryTable:
@@ -71,7 +69,7 @@ class HistoryTable:
         kinds = self._kind[row, tail].tolist()
         quantities = self._quantity[row, tail].tolist()
         return tuple(
-            Interaction(user_id, self._items[i], _KINDS[k], t, q)
+            Interaction(user_id, self._items[i], INTERACTION_KINDS[k], t, q)
             for i, t, k, q in zip(items, times, kinds, quantities, strict=True)
         )
 
@@ -120,7 +118,7 @@ class HistoryTable:
         for array, value in (
             (self._item, code),
             (self._ts, interaction.ts_ms),
-            (self._kind, _KINDS.index(interaction.kind)),
+            (self._kind, INTERACTION_KINDS.index(interaction.kind)),
             (self._quantity, interaction.quantity),
         ):
             array[row, :-1] = array[row, 1:]

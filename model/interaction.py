@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 InteractionKind = Literal["click", "order"]
+INTERACTION_KINDS: tuple[InteractionKind, ...] = ("click", "order")  # a kind's code: its index
 
 
 @dataclass(frozen=True, slots=True)

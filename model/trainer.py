@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from model.interaction import Interaction, InteractionKind
+from model.interaction import INTERACTION_KINDS, Interaction
 from model.replay_buffer import ReplayBuffer
 from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender, newest_ms
 from model.vocabulary import UNKNOWN_ROW, Admission, IdVocabulary
@@ -49,9 +49,6 @@ class TrainingExample:
     target: Interaction
 
 
-_KINDS: tuple[InteractionKind, ...] = ("click", "order")
-
-
 @dataclass(frozen=True, slots=True)
 class _PackedExample:
     """A `TrainingExample` as the replay buffer keeps it, in about a third of the memory:
@@ -69,7 +66,7 @@ class _PackedExample:
         quantities = tuple(i.quantity for i in history)
         return cls(
             tuple(i.item_id for i in history),
-            bytes(_KINDS.index(i.kind) for i in history),
+            bytes(INTERACTION_KINDS.index(i.kind) for i in history),
             array("q", (i.ts_ms for i in history)),
             None if all(q == 1 for q in quantities) else quantities,
             example.target,
@@ -79,7 +76,7 @@ class _PackedExample:
         user = self.target.user_id
         quantities = self.quantities or (1,) * len(self.items)
         history = tuple(
-            Interaction(user, item, _KINDS[kind], ts, quantity)
+            Interaction(user, item, INTERACTION_KINDS[kind], ts, quantity)
             for item, kind, ts, quantity in zip(
                 self.items, self.kinds, self.times, quantities, strict=True
             )
