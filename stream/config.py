@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     )
     trainer_device: str | None = Field(None, description="cpu or cuda (default: cuda if present)")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads per process")
+    heap_trim_s: float = Field(
+        30.0, ge=0, description="seconds between handing freed heap back to the OS (0: off)"
+    )
     embed_batch: int = Field(256, ge=1, description="users a worker re-embeds per model call")
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a worker (0: none)"

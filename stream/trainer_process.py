@@ -23,6 +23,7 @@ from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 from stream.config import Settings
 from stream.handlers import SourcePosition, handle_message
+from stream.heap import start_heap_trimmer
 from stream.learner import Outcome, StreamLearner, in_time_order
 from stream.namespace_watch import NamespaceWatch
 from stream.process_metrics import TrainerMetrics, serve
@@ -216,6 +217,7 @@ def run_trainer(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     os.nice(settings.trainer_nice)
+    start_heap_trimmer(settings.heap_trim_s)
 
     async def main() -> None:
         stop = asyncio.Event()

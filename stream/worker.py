@@ -8,6 +8,7 @@ import faust
 import torch
 
 from stream.config import Settings
+from stream.heap import start_heap_trimmer
 from stream.ingest_app import create_ingest_app
 from stream.process_metrics import WorkerMetrics, serve
 from stream.topics import ensure_topics
@@ -19,6 +20,7 @@ def run_worker(settings: Settings) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     torch.set_num_threads(settings.torch_threads)
+    start_heap_trimmer(settings.heap_trim_s)
     ensure_topics(settings)
     metrics = WorkerMetrics.create()
     serve(metrics.registry, settings.worker_metrics_port)

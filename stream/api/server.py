@@ -6,10 +6,12 @@ import uvicorn
 
 from stream.api.app import create_api
 from stream.config import Settings
+from stream.heap import start_heap_trimmer
 
 
 def run_api(settings: Settings) -> None:
     """Serve the HTTP API on `settings.api_host:api_port` until SIGTERM/SIGINT."""
+    start_heap_trimmer(settings.heap_trim_s)
     uvicorn.run(
         create_api(settings),
         host=settings.api_host,
