@@ -54,4 +54,4 @@ bench-replay: install
 	$(BIN)/python bench/replay.py --events 100000 1000000 --json replay-rebuild.json
 
 bench-soak: install
-	$(BIN)/python bench/soak.py --seconds 600 --rate 500 --qps 100 --users 2000 --history-len 20 --trainer-dedup-window 50000 --json soak.json
+	$(BIN)/python bench/soak.py --seconds 600 --rate 500 --qps 100 --users 2000 --items 1000 --history-len 20 --trainer-dedup-window 50000 --feed-retention-s 120 --json soak.json

@@ -2,6 +2,7 @@
 
     python bench/soak.py [--seconds 300] [--rate 500] [--qps 100] [--json OUT]
                          [--history-len N] [--trainer-dedup-window N] [--users N]
+                         [--items N] [--feed-retention-s S]
 
 Starts the local stack, a worker, the trainer and an API replica (real processes), produces
 synthetic events at `--rate` through the SDK and asks the API for `--qps` recommendations/s
@@ -9,10 +10,11 @@ synthetic events at `--rate` through the SDK and asks the API for `--qps` recomm
 process's resident memory (Linux /proc) and Redis memory. Prints query latency p50/p99 (a
 baseline: /healthz in the same run, the HTTP floor), the error rate, the lag, and memory at
 the first, middle and last sample: flat memory is the aim (capped histories, bounded
-vocabulary). Every structure is capped, and small caps (`--history-len`, `--users`,
-`--trainer-dedup-window`) let a run of minutes reach them and show the plateau; Redis then
-grows only by the idempotency records, reported per event over the second half. The
-growth of each memory figure over the second half is also given as a slope (MB/min).
+vocabulary). Every structure is capped, and small caps (`--history-len`, `--users`, `--items`,
+`--trainer-dedup-window`, `--feed-retention-s`) let a run of minutes reach them and show the
+plateau (the trainer and the API grow with the items seen so far, up to the catalogue);
+Redis then grows only by the idempotency records, reported per event over the second half.
+The growth of each memory figure over the second half is also given as a slope (MB/min).
 
 Events carry the time they are sent, as live ingest would. The local test broker (Tansu's
 memory engine) scans a partition's record batches on every fetch, so its fetches slow down
@@ -43,18 +45,12 @@ from tqdm import tqdm
 
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
+from stream.heap import resident_mb
 from stream.processes import spawn, stop
 from stream.producer import EventProducer
 from stream.sample_events import sample_events
 from stream.stack import free_port, local_stack
 from stream.topics import ensure_topics
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _lag(port: int) -> float:
@@ -143,7 +139,7 @@ def soak(
     rate: float,
     qps: float,
     shape: tuple[int, int],
-    caps: dict[str, int],
+    caps: dict[str, float],
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(
@@ -174,7 +170,7 @@ def soak(
         )
 
         def sample() -> None:
-            row = {f"{n}_rss_mb": _rss_mb(p.pid) for n, p in processes.items()}
+            row = {f"{n}_rss_mb": resident_mb(p.pid) for n, p in processes.items()}
             row["lag"] = _lag(settings.worker_metrics_port)
             row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
             samples.append(row)
@@ -248,6 +244,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=20_000, help="distinct items in the stream")
     parser.add_argument("--history-len", type=int, default=Settings().history_len)
     parser.add_argument("--trainer-dedup-window", type=int, default=Settings().trainer_dedup_window)
+    parser.add_argument("--feed-retention-s", type=int, default=Settings().feed_retention_s)
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
@@ -256,6 +253,7 @@ def main() -> int:
             caps = {
                 "history_len": args.history_len,
                 "trainer_dedup_window": args.trainer_dedup_window,
+                "feed_retention_s": args.feed_retention_s,
             }
             shape = (args.users, args.items)
             result = soak(stack, args.seconds, args.rate, args.qps, shape, caps)

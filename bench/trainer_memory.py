@@ -13,35 +13,25 @@ tell growth of live objects from pages the allocator keeps;
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import sys
 import tempfile
 import tracemalloc
-from pathlib import Path
 
 from tqdm import tqdm
 
 from model.checkpoints import CheckpointStore
 from stream.config import Settings
 from stream.handlers import SourcePosition, effect_of
+from stream.heap import resident_mb, trim_heap
 from stream.learner import Outcome
 from stream.sample_events import sample_events
 from stream.trainer_process import fresh_learner
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _trimmed_rss_mb() -> float:
+def _trimmedresident_mb() -> float:
     """RSS after glibc hands freed heap pages back: what live objects hold, not the allocator."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    return _rss_mb()
+    trim_heap()
+    return resident_mb()
 
 
 def main() -> int:
@@ -70,10 +60,10 @@ def main() -> int:
         if n % 1_000 == 999:
             checkpoints.save(learner.trainer, learner.position, learner.state())
         if n % args.every == args.every - 1:
-            rss = _rss_mb()
+            rss = resident_mb()
             tqdm.write(
                 f"{n + 1:>9,} events  RSS {rss:7.1f} MB  after malloc_trim "
-                f"{_trimmed_rss_mb():7.1f} MB  Python blocks {sys.getallocatedblocks():>10,}"
+                f"{_trimmedresident_mb():7.1f} MB  Python blocks {sys.getallocatedblocks():>10,}"
             )
         if n == args.tracemalloc:
             tracemalloc.start(10)

@@ -1,5 +1,5 @@
 """Hands heap pages that Python and torch have freed back to the OS, so that a long-running
-process's RSS follows its live memory instead of the allocator's high-water mark."""
+process's RSS follows its live memory instead of the allocator's high-water mark; reads RSS."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError):
         return None
     return trim
+
+
+def resident_mb(pid: int | str = "self") -> float:
+    """Resident memory of a process (Linux /proc) in MiB; NaN where it is not reported."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def trim_heap() -> bool:

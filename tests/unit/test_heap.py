@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from stream.heap import _malloc_trim, start_heap_trimmer, trim_heap
+from stream.heap import _malloc_trim, resident_mb, start_heap_trimmer, trim_heap
 
 glibc = pytest.mark.skipif(_malloc_trim() is None, reason="the C library is not glibc")
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 @glibc
@@ -23,9 +14,9 @@ def test_trimming_returns_freed_heap_pages_to_the_os() -> None:
     chunks = [bytearray(b"x" * 100_000) for _ in range(1_500)]  # under the mmap threshold
     pin = bytearray(b"y" * 100_000)  # sits above them, so free() alone cannot shrink the heap
     del chunks
-    before = _rss_mb()
+    before = resident_mb()
     assert trim_heap()
-    assert before - _rss_mb() > 50
+    assert before - resident_mb() > 50
     assert pin[0] == ord("y")
 
 
