@@ -8,12 +8,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from stream.config import Settings
 from stream.events import json_schemas
 from stream.replay import ProduceSummary
-from stream.stack import StackError, stack_down, stack_status, stack_up
+from stream.stack import StackError, interrupt, stack_down, stack_status, stack_up
 
 
 def produce_file(settings: Settings, path: str, *, progress: bool = True) -> ProduceSummary:
@@ -297,16 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     # SIGTERM unwinds like Ctrl-C, so the demo and the stack stop what they started;
     # the worker, trainer and API install their own handlers over this one.
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         return int(args.run(settings, args))
     except StackError as error:

@@ -12,11 +12,13 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 
 import redis
 from kafka import KafkaAdminClient
@@ -257,18 +259,42 @@ def stack_down(settings: Settings) -> list[str]:
     return stopped
 
 
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """A signal handler that unwinds like Ctrl-C, so `finally` blocks stop what was started."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt where it would otherwise kill the
+    process outright (main thread, default handler); another handler is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def local_stack(settings: Settings) -> Iterator[Settings]:
-    """`settings` pointed at a running stack; stops it afterwards if this call started it."""
+    """`settings` pointed at a running stack; stops it afterwards if this call started it,
+    also when the process is stopped with SIGTERM."""
     started = read_state(settings) is None
-    state = stack_up(settings)
-    try:
-        yield settings.model_copy(
-            update={"kafka_bootstrap": state.kafka_bootstrap, "redis_url": state.redis_url}
-        )
-    finally:
-        if started:
-            stack_down(settings)
+    with _sigterm_unwinds():
+        state = stack_up(settings)
+        try:
+            yield settings.model_copy(
+                update={"kafka_bootstrap": state.kafka_bootstrap, "redis_url": state.redis_url}
+            )
+        finally:
+            if started:
+                stack_down(settings)
 
 
 def stack_status(settings: Settings) -> str:
