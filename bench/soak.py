@@ -244,7 +244,7 @@ def main() -> int:
     parser.add_argument("--items", type=int, default=20_000, help="distinct items in the stream")
     parser.add_argument("--history-len", type=int, default=Settings().history_len)
     parser.add_argument("--trainer-dedup-window", type=int, default=Settings().trainer_dedup_window)
-    parser.add_argument("--feed-retention-s", type=int, default=Settings().feed_retention_s)
+    parser.add_argument("--feed-retention-s", type=float, default=Settings().feed_retention_s)
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:

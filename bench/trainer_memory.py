@@ -28,12 +28,6 @@ from stream.sample_events import sample_events
 from stream.trainer_process import fresh_learner
 
 
-def _trimmedresident_mb() -> float:
-    """RSS after glibc hands freed heap pages back: what live objects hold, not the allocator."""
-    trim_heap()
-    return resident_mb()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,9 +55,10 @@ def main() -> int:
             checkpoints.save(learner.trainer, learner.position, learner.state())
         if n % args.every == args.every - 1:
             rss = resident_mb()
+            trim_heap()  # what is left is what live objects hold, not pages the allocator keeps
             tqdm.write(
                 f"{n + 1:>9,} events  RSS {rss:7.1f} MB  after malloc_trim "
-                f"{_trimmedresident_mb():7.1f} MB  Python blocks {sys.getallocatedblocks():>10,}"
+                f"{resident_mb():7.1f} MB  Python blocks {sys.getallocatedblocks():>10,}"
             )
         if n == args.tracemalloc:
             tracemalloc.start(10)
