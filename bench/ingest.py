@@ -27,13 +27,13 @@ from tqdm import tqdm
 from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys, delete_prefixed
 from stream.config import Settings
-from stream.events import ClickEvent, OrderEvent
-from stream.handlers import effect_of
-from stream.processes import spawn, stop
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.stack import local_stack
-from stream.topics import ensure_topics
+from stream.events.handlers import effect_of
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent, OrderEvent
+from stream.events.topics import ensure_topics
+from stream.local.processes import spawn, stop
+from stream.local.stack import local_stack
 
 
 def _isolated(settings: Settings, tag: str) -> Settings:

@@ -22,8 +22,8 @@ from store.interaction_store import DEDUP_BUCKET_MS, RedisInteractionStore, even
 from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState, UserVector, UserVectorUpdate
 from stream.config import Settings
-from stream.handlers import effect_of
-from stream.sample_events import sample_events
+from stream.events.handlers import effect_of
+from stream.events.samples import sample_events
 
 
 def _used(client: redis.Redis) -> int:

@@ -28,13 +28,13 @@ import redis.asyncio as aioredis
 from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys, delete_prefixed
 from stream.config import Settings
-from stream.event_files import read_events
-from stream.handlers import effect_of
-from stream.kafka_replay import replay_kafka
-from stream.rebuild import rebuild
-from stream.replay import replay_file
-from stream.sample_events import sample_events
-from stream.stack import local_stack
+from stream.events.files import read_events
+from stream.events.handlers import effect_of
+from stream.events.samples import sample_events
+from stream.local.stack import local_stack
+from stream.ops.rebuild import rebuild
+from stream.ops.replay_file import replay_file
+from stream.ops.replay_kafka import replay_kafka
 
 
 def _isolated(settings: Settings, tag: str, data_dir: Path) -> Settings:

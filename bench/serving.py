@@ -30,8 +30,8 @@ from store.faiss_index import FaissVectorIndex
 from store.redis_keys import RedisKeys, delete_prefixed
 from store.vector_state import RedisVectorState
 from stream.config import Settings
-from stream.processes import spawn, stop
-from stream.stack import free_port, local_stack
+from stream.local.processes import spawn, stop
+from stream.local.stack import free_port, local_stack
 
 DIM = 64
 USERS = 1_000

@@ -45,12 +45,11 @@ from tqdm import tqdm
 
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
-from stream.heap import resident_mb
-from stream.processes import spawn, stop
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.stack import free_port, local_stack
-from stream.topics import ensure_topics
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.topics import ensure_topics
+from stream.local.processes import resident_mb, spawn, stop
+from stream.local.stack import free_port, local_stack
 
 
 def _lag(port: int) -> float:

@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from model.checkpoints import CheckpointStore
 from stream.config import Settings
-from stream.handlers import SourcePosition, effect_of
-from stream.heap import resident_mb, trim_heap
-from stream.learner import Outcome
-from stream.sample_events import sample_events
-from stream.trainer_process import fresh_learner
+from stream.events.handlers import Outcome, SourcePosition, effect_of
+from stream.events.samples import sample_events
+from stream.local.processes import resident_mb
+from stream.startup import trim_heap
+from stream.training.loop import fresh_learner
 
 
 def main() -> int:

@@ -172,8 +172,7 @@ def standard_systems(
 ) -> list[OnlineRecommender]:
     """The model and every baseline, freshly initialised, seeded by `trainer_config.seed`."""
     trainer_config = trainer_config or TrainerConfig()
-    torch.manual_seed(trainer_config.seed)
-    model = TwoTowerRecommender(model_config or TwoTowerConfig())
+    model = TwoTowerRecommender(model_config or TwoTowerConfig(), seed=trainer_config.seed)
     return [
         TwoTowerOnlineRecommender(OnlineTrainer(model, trainer_config, device)),
         PopularityRecommender(),

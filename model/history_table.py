@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.interaction import INTERACTION_KINDS, Interaction
+from model.interaction import INTERACTION_KINDS, Interaction, kind_code
 
 
 class HistoryTable:
@@ -118,7 +118,7 @@ class HistoryTable:
         for array, value in (
             (self._item, code),
             (self._ts, interaction.ts_ms),
-            (self._kind, INTERACTION_KINDS.index(interaction.kind)),
+            (self._kind, kind_code(interaction.kind)),
             (self._quantity, interaction.quantity),
         ):
             array[row, :-1] = array[row, 1:]

@@ -1,4 +1,5 @@
-"""The plain record every layer shares: one user-item interaction."""
+"""The plain records every layer shares: one user-item interaction, the interactions one event
+contributes, and the one table of interaction kinds and their codes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ from typing import Literal
 
 InteractionKind = Literal["click", "order"]
 INTERACTION_KINDS: tuple[InteractionKind, ...] = ("click", "order")  # a kind's code: its index
+
+
+def kind_code(kind: InteractionKind) -> int:
+    """A kind's code in packed tables and checkpoints: its index in `INTERACTION_KINDS`.
+
+    >>> kind_code("click"), kind_code("order")
+    (0, 1)
+    """
+    return INTERACTION_KINDS.index(kind)
+
+
+def kind_of(value: object) -> InteractionKind:
+    """A stored kind read back: "order" is an order, anything else a click."""
+    return "order" if value == "order" else "click"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +37,17 @@ class Interaction:
     kind: InteractionKind
     ts_ms: int
     quantity: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EventEffect:
+    """The interactions one event contributes, keyed by its idempotency id."""
+
+    event_id: str
+    user_id: str
+    interactions: tuple[Interaction, ...]
+
+    @property
+    def ts_ms(self) -> int:
+        """The event's time (its interactions share it); 0 for an effect with none."""
+        return self.interactions[0].ts_ms if self.interactions else 0

@@ -6,14 +6,14 @@ import contextlib
 import math
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from model.interaction import INTERACTION_KINDS, Interaction
+from model.interaction import INTERACTION_KINDS, Interaction, kind_code
 from model.replay_buffer import ReplayBuffer
 from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender, newest_ms
 from model.vocabulary import UNKNOWN_ROW, Admission, IdVocabulary
@@ -34,11 +34,16 @@ class TrainerConfig:
     logq_correction: bool = True
     mask_owned_negatives: bool = True
     clip_norm: float = 1.0
-    threads: int = 1
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainerConfig:
+        """A saved config; keys of settings that no longer exist (`threads`) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,7 @@ class _PackedExample:
         quantities = tuple(i.quantity for i in history)
         return cls(
             tuple(i.item_id for i in history),
-            bytes(INTERACTION_KINDS.index(i.kind) for i in history),
+            bytes(kind_code(i.kind) for i in history),
             array("q", (i.ts_ms for i in history)),
             None if all(q == 1 for q in quantities) else quantities,
             example.target,
@@ -120,8 +125,6 @@ class OnlineTrainer:
     ) -> None:
         self.config = config
         self.device = device
-        if device.type == "cpu":
-            torch.set_num_threads(config.threads)
         self.model = model.to(device)
         self.model.train()
         self.steps = 0
@@ -156,6 +159,7 @@ class OnlineTrainer:
             "sparse_optimizer": self._sparse.state_dict(),
             "counts": self._counts,
             "sampler": self._generator.get_state(),
+            "init_rng": model.generator.get_state(),
             "steps": self.steps,
             "examples_seen": self.examples_seen,
         }
@@ -163,11 +167,15 @@ class OnlineTrainer:
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any], device: torch.device) -> OnlineTrainer:
         """Rebuild a trainer saved with `state_dict` on `device`; its replay buffer starts empty."""
-        trainer = cls(model_from_state(state), TrainerConfig(**state["trainer_config"]), device)
+        trainer = cls(
+            model_from_state(state), TrainerConfig.from_dict(state["trainer_config"]), device
+        )
         trainer._dense.load_state_dict(state["dense_optimizer"])
         trainer._sparse.load_state_dict(state["sparse_optimizer"])
         trainer._counts = state["counts"].to(device)
         trainer._generator.set_state(state["sampler"])
+        if "init_rng" in state:  # checkpoints before the model drew from its own generator
+            trainer.model.generator.set_state(state["init_rng"])
         trainer.steps = int(state["steps"])
         trainer.examples_seen = int(state["examples_seen"])
         return trainer

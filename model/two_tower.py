@@ -12,11 +12,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from model.interaction import Interaction
+from model.interaction import Interaction, kind_code
 from model.vocabulary import IdVocabulary
 
-PAD_KIND, CLICK_KIND, ORDER_KIND = 0, 1, 2
-_KIND_INDEX = {"click": CLICK_KIND, "order": ORDER_KIND}
+PAD_KIND = 0  # a history slot's kind embedding: 0 is padding, else 1 + the kind's code
 
 
 class ModelConfigError(ValueError):
@@ -98,8 +97,7 @@ def hash_feature(field: str, value: str, buckets: int) -> int:
 class TwoTowerRecommender(nn.Module):
     """Scores `user · item` between L2-normalised towers, so inner-product search ranks alike.
 
-    >>> torch.manual_seed(0) and None
-    >>> model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4))
+    >>> model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4), seed=0)
     >>> _ = model.vocabulary.observe(["i1", "i2"], ts_ms=0)
     >>> model.resize(model.vocabulary.capacity)
     >>> items = model.embed_items(["i1", "i2", "new"])
@@ -112,10 +110,22 @@ class TwoTowerRecommender(nn.Module):
 
     pool_weights: Tensor
 
-    def __init__(self, config: TwoTowerConfig, vocabulary: IdVocabulary | None = None) -> None:
+    def __init__(
+        self, config: TwoTowerConfig, vocabulary: IdVocabulary | None = None, *, seed: int = 0
+    ) -> None:
+        """Every random draw (initial weights, rows of new items) follows from `seed`; the
+        process-wide torch generator is neither read nor advanced."""
         super().__init__()
         self.config = config
         self.vocabulary = vocabulary if vocabulary is not None else IdVocabulary()
+        self.generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self._build_layers(config)
+        self._item_features: dict[str, list[int]] = {}
+        self.reset_rows(torch.arange(self.vocabulary.capacity))
+
+    def _build_layers(self, config: TwoTowerConfig) -> None:
         dim = config.dim
         self.item_embedding = nn.Embedding(self.vocabulary.capacity, dim, sparse=True)
         self.feature_embedding = nn.Embedding(
@@ -153,8 +163,6 @@ class TwoTowerRecommender(nn.Module):
             torch.where(gaps >= 0, decays**gaps, torch.zeros(())),
             persistent=False,
         )
-        self._item_features: dict[str, list[int]] = {}
-        self.reset_rows(torch.arange(self.vocabulary.capacity))
 
     @property
     def device(self) -> torch.device:
@@ -174,9 +182,10 @@ class TwoTowerRecommender(nn.Module):
         """Re-initialise item rows (new or recycled ids) to small random vectors."""
         index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
         with torch.no_grad():
-            self.item_embedding.weight[index] = torch.randn(
-                len(index), self.config.dim, device=self.device
-            ) * (1.0 / math.sqrt(self.config.dim))
+            rows_init = torch.randn(len(index), self.config.dim, generator=self.generator)
+            self.item_embedding.weight[index] = rows_init.to(self.device) * (
+                1.0 / math.sqrt(self.config.dim)
+            )
 
     def set_item_features(self, item_id: str, features: Mapping[str, str]) -> None:
         """Attach categorical features (e.g. category, brand) named in `feature_fields`."""
@@ -262,7 +271,7 @@ class TwoTowerRecommender(nn.Module):
                 continue
             start = length - len(recent)
             rows[b, start:] = torch.from_numpy(lookup(i.item_id for i in recent))
-            kinds[b, start:] = torch.tensor([_KIND_INDEX[i.kind] for i in recent])
+            kinds[b, start:] = torch.tensor([1 + kind_code(i.kind) for i in recent])
             ages[b, start:] = age_bucket(
                 torch.tensor([nows[b] - i.ts_ms for i in recent]), self.config.age_buckets
             )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from model.interaction import Interaction, InteractionKind
+from model.interaction import EventEffect, Interaction, kind_of
 from store.redis_keys import RedisKeys, as_text
 
 TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -115,20 +115,6 @@ def _entries(raw: Sequence[bytes | str]) -> list[HistoryEntry]:
 
 
 @dataclass(frozen=True, slots=True)
-class EventEffect:
-    """The interactions one event contributes, keyed by its idempotency id."""
-
-    event_id: str
-    user_id: str
-    interactions: tuple[Interaction, ...]
-
-    @property
-    def ts_ms(self) -> int:
-        """The event's time (its interactions share it); 0 for an effect with none."""
-        return self.interactions[0].ts_ms if self.interactions else 0
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One remembered interaction of a user."""
 
@@ -139,8 +125,7 @@ class HistoryEntry:
 
     def interaction(self, user_id: str) -> Interaction:
         """As a model `Interaction` (what the user tower reads)."""
-        kind: InteractionKind = "order" if self.kind == "order" else "click"
-        return Interaction(user_id, self.item_id, kind, self.ts_ms)
+        return Interaction(user_id, self.item_id, kind_of(self.kind), self.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stream.config import Settings
-from stream.events import json_schemas
-from stream.replay import ProduceSummary
-from stream.stack import StackError, interrupt, stack_down, stack_status, stack_up
+from stream.events.schema import json_schemas
+from stream.local.stack import StackError, stack_down, stack_status, stack_up
+from stream.ops.replay_file import ProduceSummary
+from stream.startup import interrupt
 
 
 def produce_file(settings: Settings, path: str, *, progress: bool = True) -> ProduceSummary:
     """Validate and send every event of a JSONL/CSV file (or stdin) at once, no position."""
-    from stream.replay import replay_file
+    from stream.ops.replay_file import replay_file
 
     return replay_file(settings, path, progress=progress)
 
@@ -35,14 +36,14 @@ def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.worker import run_worker
+    from stream.ingest.worker import run_worker
 
     run_worker(settings)
     return 0
 
 
 def _cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.trainer_process import run_trainer
+    from stream.training.loop import run_trainer
 
     run_trainer(settings)
     return 0
@@ -64,7 +65,7 @@ def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.from_kafka:
         return _replay_kafka(settings, args)
-    from stream.replay import Pace, replay_file
+    from stream.ops.replay_file import Pace, replay_file
 
     position = None
     if args.from_file != "-":
@@ -91,7 +92,7 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
     from model.interaction_log import parse_timestamp
-    from stream.kafka_replay import replay_kafka
+    from stream.ops.replay_kafka import replay_kafka
 
     try:
         if args.since is None:
@@ -118,7 +119,7 @@ def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from model.interaction_log import parse_timestamp
-    from stream.rebuild import rebuild
+    from stream.ops.rebuild import rebuild
 
     try:
         since = None if args.since is None else parse_timestamp(args.since)
@@ -134,7 +135,7 @@ def _cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_switch(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.rebuild import switch
+    from stream.ops.promote import switch
 
     name = getattr(args, "name", None)
     try:
@@ -176,7 +177,7 @@ def _cmd_schema(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.demo import DemoOptions, run_demo
+    from stream.evaluation.demo import DemoOptions, run_demo
 
     options = DemoOptions(
         synthetic=args.synthetic,
@@ -187,13 +188,13 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.evaluate import run_evaluation
+    from stream.evaluation.offline import run_evaluation
 
     return run_evaluation(args)
 
 
 def _cmd_data(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.evaluate import write_dataset
+    from stream.evaluation.offline import write_dataset
 
     return write_dataset(args)
 

@@ -1,1 +1,1 @@
-"""recstream's HTTP service (FastAPI): event ingest now, retrieval endpoints beside it."""
+"""recstream's HTTP replica (FastAPI): event ingest, recommendations, item admin."""

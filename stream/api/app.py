@@ -11,15 +11,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 
 from store.index_sync import ServedVersion
-from stream.api import ingest, items, recommend
+from stream.api import events, items, recommend
 from stream.api.auth import KeyRing, require
 from stream.api.errors import error_response, install_error_handlers
 from stream.api.metrics import install_metrics
-from stream.api.serving import Serving, open_following, serving_of
+from stream.api.replica import Serving, open_following, serving_of
 from stream.config import Settings
-from stream.producer import EventProducer
-from stream.pseudonyms import Pseudonyms
-from stream.topics import ensure_topics
+from stream.events.producer import EventProducer
+from stream.events.pseudonyms import Pseudonyms
+from stream.events.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def create_api(settings: Settings) -> FastAPI:
         lambda: float(app.state.serving.index.size),
         lambda: float(app.state.serving.index.stamp.model_version or -1),
     )
-    app.include_router(ingest.router, dependencies=[Depends(require("ingest"))])
+    app.include_router(events.router, dependencies=[Depends(require("ingest"))])
     app.include_router(recommend.router, dependencies=[Depends(require("read"))])
     app.include_router(items.router, dependencies=[Depends(require("admin"))])
 

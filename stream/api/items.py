@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from store.vector_state import ItemMeta
-from stream.api.serving import serving_of
+from stream.api.replica import serving_of
 
 router = APIRouter(prefix="/v1", tags=["items"])
 

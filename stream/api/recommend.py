@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from store.retrieval import Filters, Scored, UnknownItemError
-from stream.api.serving import Serving, serving_of
-from stream.pseudonyms import Pseudonyms
+from stream.api.replica import Serving, serving_of
+from stream.events.pseudonyms import Pseudonyms
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 

@@ -6,12 +6,12 @@ import uvicorn
 
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.heap import start_heap_trimmer
+from stream.startup import start_process
 
 
 def run_api(settings: Settings) -> None:
     """Serve the HTTP API on `settings.api_host:api_port` until SIGTERM/SIGINT."""
-    start_heap_trimmer(settings.heap_trim_s)
+    start_process(settings, configure_logging=False)  # uvicorn configures its logging
     uvicorn.run(
         create_api(settings),
         host=settings.api_host,

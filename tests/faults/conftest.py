@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.config import Settings
-from stream.stack import free_port, start_broker, start_redis, stop_pid
+from stream.local.processes import stop
+from stream.local.stack import free_port, start_broker, start_redis
 from tests.integration.conftest import ingest_counts, kafka_bootstrap, redis_url, settings
 
 __all__ = ["ingest_counts", "kafka_bootstrap", "redis_url", "settings"]
@@ -74,7 +75,7 @@ def private_broker(tmp_path: Path) -> Iterator[tuple[str, int]]:
     try:
         yield f"127.0.0.1:{port}", pid
     finally:
-        stop_pid(pid)
+        stop(pid)
 
 
 class PrivateRedis:
@@ -89,11 +90,11 @@ class PrivateRedis:
         self.pid = start_redis(self.port, state_dir)
 
     def restart_empty(self) -> None:
-        stop_pid(self.pid)
+        stop(self.pid)
         self.pid = start_redis(self.port, self.state_dir)
 
     def stop(self) -> None:
-        stop_pid(self.pid)
+        stop(self.pid)
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 
 from model.checkpoints import CheckpointStore
 from stream.config import Settings
-from stream.processes import settings_env, stop
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.local.processes import settings_env, stop
 from tests.faults.conftest import events_learned
 from tests.integration.conftest import Processes, wait_until
 

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
 from tests.faults.conftest import ApiPoller, ingest_counts
 from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
 

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.kafka_replay import replay_kafka
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.ops.replay_kafka import replay_kafka
 from tests.faults.conftest import ApiPoller, PrivateRedis, events_learned, ingest_counts
 from tests.integration.conftest import Processes, isolated_settings, wait_until
 

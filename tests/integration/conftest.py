@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from store.redis_keys import RedisKeys, as_text, delete_prefixed
 from stream.config import Settings
-from stream.processes import spawn, stop
-from stream.stack import free_port, redis_reachable, start_broker, stop_pid
+from stream.local.processes import spawn, stop
+from stream.local.stack import free_port, redis_reachable, start_broker
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +35,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        stop_pid(pid)
+        stop(pid)
 
 
 @pytest.fixture(scope="session")

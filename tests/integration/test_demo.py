@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import Settings
-from stream.demo import DemoOptions, run_demo
+from stream.evaluation.demo import DemoOptions, run_demo
 
 pytestmark = pytest.mark.integration
 

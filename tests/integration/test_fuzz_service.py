@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.topics import TopicNames
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.topics import TopicNames
 from tests.integration.conftest import Spawner, ingest_counts, read_topic, wait_until
 from tests.strategies import encode, event_like, json_values, odd_text, payloads, valid_clicks
 

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stream.api.app import create_api
-from stream.api.ingest import MAX_BODY_BYTES, MAX_EVENTS
+from stream.api.events import MAX_BODY_BYTES, MAX_EVENTS
 from stream.config import Settings
-from stream.topics import TopicNames
+from stream.events.topics import TopicNames
 from tests.integration.conftest import read_topic
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ from kafka import KafkaProducer
 from store.interaction_store import IngestStats, RedisInteractionStore
 from store.redis_keys import RedisKeys
 from stream.config import Settings
-from stream.events import ClickEvent, OrderEvent
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.topics import TopicNames, ensure_topics
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent, OrderEvent
+from stream.events.topics import TopicNames, ensure_topics
 from tests.integration.conftest import Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration

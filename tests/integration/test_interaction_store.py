@@ -8,8 +8,8 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from model.interaction import Interaction
-from store.interaction_store import EventEffect, RedisInteractionStore
+from model.interaction import EventEffect, Interaction
+from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys
 from stream.config import Settings
 

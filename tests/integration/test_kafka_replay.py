@@ -7,10 +7,10 @@ import time
 import pytest
 
 from stream.config import Settings
-from stream.kafka_replay import replay_kafka
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.topics import ensure_topics
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.topics import ensure_topics
+from stream.ops.replay_kafka import replay_kafka
 from tests.integration.conftest import Spawner, ingest_counts, wait_until
 
 pytestmark = pytest.mark.integration

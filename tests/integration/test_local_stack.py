@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from stream.config import Settings
-from stream.stack import read_state
+from stream.local.stack import read_state
 
 _HOLD_STACK = """
 import sys, time
 from stream.config import Settings
-from stream.stack import local_stack
+from stream.local.stack import local_stack
 with local_stack(Settings()):
     print("up", flush=True)
     time.sleep(120)

@@ -25,10 +25,10 @@ from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.events import ClickEvent, OrderEvent
-from stream.producer import EventProducer
-from stream.sample_events import sample_events
-from stream.stack import free_port
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent, OrderEvent
+from stream.local.stack import free_port
 from tests.integration.conftest import (
     Processes,
     forget,

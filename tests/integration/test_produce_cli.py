@@ -18,11 +18,11 @@ from store.redis_keys import RedisKeys
 from stream.api.app import create_api
 from stream.cli import produce_file
 from stream.config import Settings
-from stream.processes import settings_env
-from stream.replay import Pace, replay_file
-from stream.sample_events import sample_events
-from stream.stack import free_port
-from stream.topics import TopicNames
+from stream.events.samples import sample_events
+from stream.events.topics import TopicNames
+from stream.local.processes import settings_env
+from stream.local.stack import free_port
+from stream.ops.replay_file import Pace, replay_file
 from tests.integration.conftest import (
     Processes,
     Spawner,

@@ -16,11 +16,12 @@ from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.events import ClickEvent, OrderEvent
-from stream.producer import EventProducer
-from stream.rebuild import rebuild, switch
-from stream.sample_events import sample_events
-from stream.topics import ensure_topics
+from stream.events.producer import EventProducer
+from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent, OrderEvent
+from stream.events.topics import ensure_topics
+from stream.ops.promote import switch
+from stream.ops.rebuild import rebuild
 from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
-from model.interaction import Interaction, InteractionKind
+from model.interaction import EventEffect, Interaction, InteractionKind
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
-from store.interaction_store import EventEffect, RedisInteractionStore
+from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys
 from store.retrieval import Filters, Retriever, UnknownItemError
 from store.vector_state import ItemMeta, RedisVectorState

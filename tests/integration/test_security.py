@@ -13,7 +13,7 @@ from store.redis_keys import RedisKeys
 from stream.api.app import create_api
 from stream.api.auth import new_key
 from stream.config import Settings
-from stream.topics import TopicNames
+from stream.events.topics import TopicNames
 from tests.integration.conftest import Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration

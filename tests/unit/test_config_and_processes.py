@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from stream.config import Settings
-from stream.processes import settings_env
-from stream.stack import StackState
-from stream.topics import TopicNames
+from stream.events.topics import TopicNames
+from stream.local.processes import settings_env
+from stream.local.stack import StackState
 
 
 def test_settings_read_recstream_variables(monkeypatch: pytest.MonkeyPatch) -> None:

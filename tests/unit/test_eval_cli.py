@@ -10,7 +10,7 @@ import pytest
 
 from model.interaction_log import read_interactions
 from stream.cli import main
-from stream.datasets import ML100K_MEMBER, fetch_ml100k
+from stream.evaluation.datasets import ML100K_MEMBER, fetch_ml100k
 
 SYSTEMS = {"model", "popularity", "recent_popularity", "item_knn", "incremental_mf"}
 METRICS = {"hr", "ndcg", "mrr", "coverage", "events_per_s"}

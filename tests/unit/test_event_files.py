@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.event_files import read_events
-from stream.events import ClickEvent, OrderEvent
+from stream.events.files import read_events
+from stream.events.schema import ClickEvent, OrderEvent
 
 
 def test_jsonl_keeps_line_numbers_and_reports_invalid_lines(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.events import (
+from stream.events.schema import (
     ClickEvent,
     EventError,
     OrderEvent,

@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.handlers import DeadLetter, SourcePosition, handle_message
+from stream.events.handlers import DeadLetter, SourcePosition, handle_message
 from tests.strategies import encode, event_like, payloads
 
 SOURCE = SourcePosition("clicks", 0, 1)

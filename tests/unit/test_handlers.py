@@ -6,10 +6,9 @@ import base64
 import json
 from datetime import UTC, datetime
 
-from model.interaction import Interaction
-from store.interaction_store import EventEffect
-from stream.events import ClickEvent, OrderEvent, OrderLine
-from stream.handlers import DeadLetter, SourcePosition, effect_of, handle_message
+from model.interaction import EventEffect, Interaction
+from stream.events.handlers import DeadLetter, SourcePosition, effect_of, handle_message
+from stream.events.schema import ClickEvent, OrderEvent, OrderLine
 
 SOURCE = SourcePosition("recstream.clicks", 2, 41)
 TS = 1767225600000

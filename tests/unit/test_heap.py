@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.heap import _malloc_trim, resident_mb, start_heap_trimmer, trim_heap
+from stream.local.processes import resident_mb
+from stream.startup import _malloc_trim, start_heap_trimmer, trim_heap
 
 glibc = pytest.mark.skipif(_malloc_trim() is None, reason="the C library is not glibc")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from model.interaction import Interaction
+from model.interaction import EventEffect, Interaction
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
-from store.interaction_store import EventEffect
-from stream.handlers import DeadLetter, SourcePosition
-from stream.learner import Outcome, StreamLearner, in_time_order
+from stream.events.handlers import DeadLetter, Outcome, SourcePosition, in_event_order
+from stream.training.learner import StreamLearner
 
 
 def _learner(max_users: int = 100) -> StreamLearner:
@@ -78,7 +77,7 @@ def test_partitions_are_interleaved_by_event_time_keeping_ties_in_order() -> Non
         _click(1, 0, "b", "z", 20),
         _click(1, 1, "b", "w", 30),
     ]
-    ordered = in_time_order(batch)
+    ordered = list(in_event_order(batch))
     assert [(s.partition, s.offset) for s, _ in ordered] == [(0, 0), (1, 0), (0, 1), (1, 1)]
 
 

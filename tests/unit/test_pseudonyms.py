@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from stream.handlers import DeadLetter, SourcePosition, handle_message
-from stream.pseudonyms import Pseudonyms
+from stream.events.handlers import DeadLetter, SourcePosition, handle_message
+from stream.events.pseudonyms import Pseudonyms
 
 KEY = SecretStr("a-test-key-of-32-bytes-----------")
 SOURCE = SourcePosition("t", 0, 7)

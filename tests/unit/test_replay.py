@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream.config import Settings
-from stream.replay import Pace, replay_file
+from stream.ops.replay_file import Pace, replay_file
 
 TS = 1_767_225_600_000
 

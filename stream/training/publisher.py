@@ -13,8 +13,8 @@ import numpy.typing as npt
 from model.checkpoints import CheckpointStore
 from model.trainer import OnlineTrainer
 from store.vector_state import RedisVectorState
-from stream.learner import StreamLearner
-from stream.retrying import retrying
+from stream.training.learner import StreamLearner
+from stream.wiring import retrying
 
 
 @dataclass(frozen=True, slots=True)

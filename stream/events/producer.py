@@ -10,9 +10,9 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from stream.config import Settings
-from stream.events import ClickEvent, EventError, OrderEvent, validate_event
-from stream.pseudonyms import Pseudonyms
-from stream.topics import TopicNames
+from stream.events.pseudonyms import Pseudonyms
+from stream.events.schema import ClickEvent, EventError, OrderEvent, validate_event
+from stream.events.topics import TopicNames
 
 AnyEvent = ClickEvent | OrderEvent
 

@@ -12,8 +12,8 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel
 
 from stream.api.errors import error_response
-from stream.events import EventError
-from stream.producer import EventProducer
+from stream.events.producer import EventProducer
+from stream.events.schema import EventError
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000

@@ -15,9 +15,9 @@ from kafka.producer.future import FutureRecordMetadata
 from tqdm import tqdm
 
 from stream.config import Settings
-from stream.event_files import read_events
-from stream.producer import EventProducer
-from stream.topics import ensure_topics
+from stream.events.files import read_events
+from stream.events.producer import EventProducer
+from stream.events.topics import ensure_topics
 
 
 @dataclass

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from model.evaluation import SystemScore
 from model.interaction import Interaction
-from stream.events import ClickEvent, OrderEvent, OrderLine
-from stream.producer import EventProducer
+from stream.events.producer import EventProducer
+from stream.events.schema import ClickEvent, OrderEvent, OrderLine
 
 _REFLECT_TIMEOUT_S = 3.0
 

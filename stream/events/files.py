@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from stream.events import ClickEvent, EventError, OrderEvent, validate_event
+from stream.events.schema import ClickEvent, EventError, OrderEvent, validate_event
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,25 +6,22 @@ else in recstream depends on it: any Kafka reachable at `RECSTREAM_KAFKA_BOOTSTR
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 
 import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from stream.config import Settings
+from stream.local.processes import alive, spawn_detached, stop
+from stream.startup import sigterm_unwinds
 
 
 class StackError(RuntimeError):
@@ -107,23 +104,6 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _spawn(argv: list[str], log_path: Path) -> int:
-    """Start a detached process (own session, output appended to `log_path`); returns its PID."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-    return os.posix_spawn(
-        argv[0],
-        argv,
-        dict(os.environ),
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log_path), append, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-    )
-
-
 def start_broker(port: int, state_dir: Path, timeout_s: float = 30.0) -> int:
     """Start the test broker on 127.0.0.1:`port`; returns its PID once it answers."""
     url = f"tcp://127.0.0.1:{port}"
@@ -137,15 +117,15 @@ def start_broker(port: int, state_dir: Path, timeout_s: float = 30.0) -> int:
         "--storage-engine",
         "memory://tansu/",
     ]
-    pid = _spawn(argv, state_dir / "broker.log")
+    pid = spawn_detached(argv, state_dir / "broker.log")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             raise StackError(f"the broker exited at start; see {state_dir / 'broker.log'}")
         if _port_open(port) and kafka_reachable(f"127.0.0.1:{port}"):
             return pid
         time.sleep(0.1)
-    stop_pid(pid)
+    stop(pid, timeout_s=10.0)
     raise StackError(f"the broker did not answer on port {port} within {timeout_s:.0f}s")
 
 
@@ -170,40 +150,15 @@ def start_redis(port: int, state_dir: Path, timeout_s: float = 15.0) -> int:
         "--dir",
         str(state_dir),
     ]
-    pid = _spawn(argv, state_dir / "redis.log")
+    pid = spawn_detached(argv, state_dir / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if redis_reachable(url):
             return pid
         time.sleep(0.1)
-    stop_pid(pid)
+    stop(pid, timeout_s=10.0)
     raise StackError(f"redis-server did not answer on port {port}; see {state_dir / 'redis.log'}")
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (reaping it first if it is our exited child)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
-
-
-def stop_pid(pid: int, timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.05)
 
 
 def _state_file(settings: Settings) -> Path:
@@ -221,7 +176,7 @@ def read_state(settings: Settings) -> StackState | None:
 def stack_up(settings: Settings, kafka_port: int | None = None) -> StackState:
     """Reuse what is reachable and start what is missing; idempotent."""
     current = read_state(settings)
-    if current and current.broker_pid and _alive(current.broker_pid):
+    if current and current.broker_pid and alive(current.broker_pid):
         return current
     state_dir = _state_file(settings).parent
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -252,33 +207,11 @@ def stack_down(settings: Settings) -> list[str]:
     if state is None:
         return stopped
     for name, pid in (("broker", state.broker_pid), ("redis", state.redis_pid)):
-        if pid is not None and _alive(pid):
-            stop_pid(pid)
+        if pid is not None and alive(pid):
+            stop(pid, timeout_s=10.0)
             stopped.append(f"{name} (pid {pid})")
     _state_file(settings).unlink(missing_ok=True)
     return stopped
-
-
-def interrupt(signum: int, frame: FrameType | None) -> None:
-    """A signal handler that unwinds like Ctrl-C, so `finally` blocks stop what was started."""
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """Within the block, SIGTERM raises KeyboardInterrupt where it would otherwise kill the
-    process outright (main thread, default handler); another handler is left alone."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager
@@ -286,7 +219,7 @@ def local_stack(settings: Settings) -> Iterator[Settings]:
     """`settings` pointed at a running stack; stops it afterwards if this call started it,
     also when the process is stopped with SIGTERM."""
     started = read_state(settings) is None
-    with _sigterm_unwinds():
+    with sigterm_unwinds():
         state = stack_up(settings)
         try:
             yield settings.model_copy(

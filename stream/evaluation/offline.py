@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from model.device import choose_device
@@ -14,7 +15,7 @@ from model.evaluation import EvaluationConfig, prequential, standard_systems
 from model.interaction_log import InteractionLogError, read_interactions, write_interactions
 from model.synthetic import SyntheticConfig, synthetic_interactions
 from model.trainer import TrainerConfig
-from stream.datasets import DatasetError, fetch_ml100k
+from stream.evaluation.datasets import DatasetError, fetch_ml100k
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
@@ -30,9 +31,8 @@ def run_evaluation(args: argparse.Namespace) -> int:
         k=args.k, warmup=args.warmup, allow_repeats=args.allow_repeats, batch_size=args.batch_size
     )
     device = choose_device(args.device)
-    systems = standard_systems(
-        device, trainer_config=TrainerConfig(threads=args.threads, seed=args.seed)
-    )
+    torch.set_num_threads(args.threads)  # this command's process: set once, here
+    systems = standard_systems(device, trainer_config=TrainerConfig(seed=args.seed))
     print(f"{len(events):,} events, device {device}", file=sys.stderr)
     with tqdm(total=len(events), desc="eval", unit="ev", file=sys.stderr) as bar:
 

@@ -11,16 +11,20 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from fastapi import Request
 
-from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.retrieval import Retriever
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
-from stream.namespace_watch import NamespaceWatch
-from stream.stores import interaction_store, vector_state
 from stream.user_vectors import ModelUserEncoder
+from stream.wiring import (
+    NamespaceWatch,
+    interaction_store,
+    redis_client,
+    serving_models,
+    vector_state,
+)
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_S = 5.0  # the follower stops within one feed poll (1 s); never wait forever
@@ -53,16 +57,13 @@ def serving_of(request: Request) -> Serving:
 @contextlib.asynccontextmanager
 async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     """Connect to Redis, start building the index in the background, stop on exit."""
-    timeout = settings.redis_timeout_s
-    client = aioredis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
-    feed_client = aioredis.from_url(settings.redis_url)  # blocking feed reads outlast `timeout`
+    client = redis_client(settings, timeout_s=settings.redis_timeout_s)
+    feed_client = redis_client(settings)  # blocking feed reads outlast the timeout
     state = vector_state(settings, client)
     interactions = interaction_store(settings, client)
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
     catalog: dict[str, ItemMeta] = {}
-    models = ServingModels(CheckpointStore(settings.checkpoint_dir, settings.checkpoint_keep))
+    models = serving_models(settings)
 
     async def load_model(version: int) -> None:
         """Have the model of a version in memory before the index switches to it."""
@@ -90,7 +91,7 @@ async def open_following(
 ) -> AsyncIterator[None]:
     """Serve the serving namespace; when `recstream promote` or `rollback` switches it, load
     the new one's index beside the old, `install` it once ready, then close the old one."""
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_client(settings)
     watch = NamespaceWatch(settings, client)
     name = await watch.current()
     stacks = [contextlib.AsyncExitStack()]

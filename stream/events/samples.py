@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from model.synthetic import SyntheticConfig, SyntheticStream
-from stream.events import ClickEvent, OrderEvent, OrderLine
+from stream.events.schema import ClickEvent, OrderEvent, OrderLine
 
 
 def sample_events(

@@ -8,30 +8,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 
-import redis.asyncio as aioredis
-import torch
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import ConsumerRecord
 
 from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 from stream.config import Settings
-from stream.handlers import SourcePosition, handle_message
-from stream.heap import start_heap_trimmer
-from stream.learner import Outcome, StreamLearner, in_time_order
-from stream.namespace_watch import NamespaceWatch
-from stream.process_metrics import TrainerMetrics, serve
-from stream.pseudonyms import Pseudonyms
-from stream.publisher import ModelPublisher
-from stream.retrying import retrying
-from stream.stores import vector_state
-from stream.topics import TopicNames, ensure_topics
+from stream.events.handlers import (
+    Outcome,
+    SourcePosition,
+    decode_record,
+    in_event_order,
+    partition_key,
+)
+from stream.events.pseudonyms import Pseudonyms
+from stream.events.topics import TopicNames, ensure_topics
+from stream.startup import serve_metrics, start_process, stop_on_signals
+from stream.training.learner import StreamLearner
+from stream.training.metrics import TrainerMetrics
+from stream.training.publisher import ModelPublisher
+from stream.wiring import NamespaceWatch, checkpoint_store, redis_client, retrying, vector_state
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +56,8 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
 
 def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
     """An untrained model whose every random draw follows from `seed`."""
-    torch.manual_seed(seed)
-    model = TwoTowerRecommender(TwoTowerConfig(dim=settings.vector_dim))
-    config = TrainerConfig(threads=settings.torch_threads, seed=seed)
+    model = TwoTowerRecommender(TwoTowerConfig(dim=settings.vector_dim), seed=seed)
+    config = TrainerConfig(seed=seed)
     trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
     return StreamLearner(trainer, settings.trainer_dedup_window, settings.trainer_max_users)
 
@@ -75,26 +73,12 @@ async def _assign(
     ]
     consumer.assign(partitions)
     for tp in partitions:
-        offset = learner.position.get(f"{tp.topic}/{tp.partition}")
+        offset = learner.position.get(partition_key(tp.topic, tp.partition))
         if offset is None:
             await consumer.seek_to_beginning(tp)
         else:
             consumer.seek(tp, offset)
     return partitions
-
-
-def _decoded(
-    records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    max_bytes: int,
-    pseudonyms: Pseudonyms | None,
-) -> list[tuple[SourcePosition, Outcome]]:
-    batch: list[tuple[SourcePosition, Outcome]] = []
-    for tp, messages in records.items():
-        for message in messages:
-            source = SourcePosition(tp.topic, tp.partition, message.offset)
-            outcome = handle_message(message.value, message.key, source, max_bytes, pseudonyms)
-            batch.append((source, outcome))
-    return batch
 
 
 async def train(
@@ -103,10 +87,10 @@ async def train(
     """Learn and publish the namespace of `settings` until `stop` is set; a final version is
     published on the way out."""
     ensure_topics(settings)
-    checkpoints = CheckpointStore(settings.checkpoint_dir, keep=settings.checkpoint_keep)
+    checkpoints = checkpoint_store(settings)
     learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
     metrics = metrics or TrainerMetrics.create()
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_client(settings)
     state = vector_state(settings, client)
     publisher = ModelPublisher(state, checkpoints)
     if version:
@@ -134,12 +118,16 @@ async def train(
             records = await consumer.getmany(timeout_ms=50, max_records=settings.train_batch)
             if not gathered:
                 since = time.monotonic()
-            gathered += _decoded(records, settings.max_event_bytes, pseudonyms)
+            gathered += [
+                decode_record(record, settings.max_event_bytes, pseudonyms)
+                for records_of_partition in records.values()
+                for record in records_of_partition
+            ]
             waited_ms = (time.monotonic() - since) * 1000
             if gathered and (
                 len(gathered) >= settings.train_step_events or waited_ms >= settings.train_wait_ms
             ):
-                batch, gathered = in_time_order(gathered), []
+                batch, gathered = list(in_event_order(gathered)), []
                 learned = await asyncio.to_thread(learner.learn, batch)
                 pending += learned.events
                 metrics.events.inc(learned.events)
@@ -163,7 +151,7 @@ async def train(
                 ends = await consumer.end_offsets(partitions)
                 metrics.lag.set(
                     sum(
-                        max(0, end - learner.position.get(f"{tp.topic}/{tp.partition}", 0))
+                        max(0, end - learner.position.get(partition_key(tp.topic, tp.partition), 0))
                         for tp, end in ends.items()
                     )
                 )
@@ -213,20 +201,14 @@ async def _until_moved(
 
 def run_trainer(settings: Settings) -> None:
     """Run the trainer until SIGTERM/SIGINT, at `trainer_nice` CPU priority."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    os.nice(settings.trainer_nice)
-    start_heap_trimmer(settings.heap_trim_s)
+    start_process(settings, nice=settings.trainer_nice)
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         metrics = TrainerMetrics.create()
-        serve(metrics.registry, settings.trainer_metrics_port)
-        client = aioredis.from_url(settings.redis_url)
+        serve_metrics(metrics.registry, settings.trainer_metrics_port)
+        client = redis_client(settings)
         watch = NamespaceWatch(settings, client)
         try:
             while not stop.is_set():

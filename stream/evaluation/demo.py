@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis
-import redis.asyncio as aioredis
+import torch
 from tqdm import tqdm
 
 from model.device import choose_device
@@ -29,13 +28,13 @@ from model.trainer import TrainerConfig
 from model.two_tower import TwoTowerConfig
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
-from stream.datasets import fetch_ml100k
-from stream.live_eval import LiveEvaluation, LiveFigures, percentile
-from stream.processes import spawn, stop
-from stream.producer import EventProducer
-from stream.stack import free_port, local_stack
-from stream.stores import interaction_store, vector_state
-from stream.topics import ensure_topics
+from stream.evaluation.datasets import fetch_ml100k
+from stream.evaluation.live import LiveEvaluation, LiveFigures, percentile
+from stream.events.producer import EventProducer
+from stream.events.topics import ensure_topics
+from stream.local.processes import spawn, stop
+from stream.local.stack import free_port, local_stack
+from stream.wiring import blocking_redis_client, interaction_store, redis_client, vector_state
 
 K = 10
 
@@ -85,7 +84,7 @@ class _Service:
         self.settings = settings
         self.session = session
         self.base_url = f"http://127.0.0.1:{settings.api_port}"
-        self.client = aioredis.from_url(settings.redis_url)
+        self.client = redis_client(settings)
         self.store = interaction_store(settings, self.client)
         self.state = vector_state(settings, self.client)
 
@@ -181,10 +180,11 @@ async def _live(
 def _offline(settings: Settings, events: list[Interaction], warmup: float) -> dict[str, float]:
     """`recstream eval` of the model alone, on the same events and configuration."""
     device = choose_device(settings.trainer_device)
+    torch.set_num_threads(settings.torch_threads)
     model = standard_systems(
         device,
         TwoTowerConfig(dim=settings.vector_dim),
-        TrainerConfig(threads=settings.torch_threads),
+        TrainerConfig(),
     )[0]
     with tqdm(total=len(events), desc="offline", unit="ev", file=sys.stderr) as bar:
 
@@ -279,7 +279,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
         finally:
             for process in processes:
                 stop(process)
-            with redis.Redis.from_url(demo.redis_url) as client:
+            with blocking_redis_client(demo) as client:
                 delete_prefixed(client, demo.redis_prefix)
     offline = _offline(demo, events, options.warmup)
     figures = figures_json(live, offline, ingest, len(events))

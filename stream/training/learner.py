@@ -13,12 +13,9 @@ from typing import Any
 import torch
 
 from model.history_table import HistoryTable
-from model.interaction import Interaction, InteractionKind
+from model.interaction import EventEffect, Interaction, kind_of
 from model.trainer import OnlineTrainer, StepReport, TrainingExample
-from store.interaction_store import EventEffect
-from stream.handlers import DeadLetter, SourcePosition
-
-Outcome = EventEffect | DeadLetter
+from stream.events.handlers import DeadLetter, Outcome, SourcePosition
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +61,10 @@ class StreamLearner:
         events = duplicates = invalid = 0
         before = dict(self.position)
         for source, _ in batch:
-            key = f"{source.topic}/{source.partition}"
+            key = source.partition_key
             self.position[key] = max(self.position.get(key, 0), source.offset + 1)
         for source, outcome in batch:
-            if source.offset < before.get(f"{source.topic}/{source.partition}", 0):
+            if source.offset < before.get(source.partition_key, 0):
                 continue  # delivered again after a seek: already learned
             if isinstance(outcome, DeadLetter):
                 invalid += 1
@@ -118,23 +115,8 @@ class StreamLearner:
         self._histories.clear()
         for user, rows in state.get("histories", {}).items():  # checkpoints before the table
             self._histories.extend(
-                user, [Interaction(user, str(i), _kind(k), int(t), int(q)) for i, k, t, q in rows]
+                user, [Interaction(user, str(i), kind_of(k), int(t), int(q)) for i, k, t, q in rows]
             )
-
-
-def in_time_order(
-    batch: Sequence[tuple[SourcePosition, Outcome]],
-) -> list[tuple[SourcePosition, Outcome]]:
-    """Events of several partitions interleaved by event time, as offline training sees
-    them (a stable sort: a partition's events with equal times keep their order)."""
-
-    def event_ms(item: tuple[SourcePosition, Outcome]) -> int:
-        outcome = item[1]
-        if isinstance(outcome, DeadLetter) or not outcome.interactions:
-            return 0
-        return outcome.interactions[0].ts_ms
-
-    return sorted(batch, key=event_ms)
 
 
 def _id_hash(event_id: str) -> int:
@@ -153,7 +135,3 @@ def _compact(interaction: Interaction) -> Interaction:
         interaction.ts_ms,
         interaction.quantity,
     )
-
-
-def _kind(value: object) -> InteractionKind:
-    return "order" if value == "order" else "click"

@@ -10,18 +10,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from tqdm import tqdm
 
-from store.interaction_store import EventEffect
+from model.interaction import EventEffect
 from stream.config import Settings
-from stream.handlers import DeadLetter, SourcePosition, handle_message
-from stream.learner import Outcome
-from stream.pseudonyms import Pseudonyms
-from stream.stores import interaction_store
-from stream.topics import TopicNames
+from stream.events.handlers import DeadLetter, Decoded, decode_record, partition_key
+from stream.events.pseudonyms import Pseudonyms
+from stream.events.topics import TopicNames
+from stream.wiring import interaction_store, redis_client
 
 _IDLE_POLLS = 3  # empty polls of 0.5 s in a row: the end of every partition is reached
 
@@ -43,9 +41,6 @@ class KafkaReplaySummary:
             f"{self.messages} messages: {self.applied} applied now, {self.duplicates} already "
             f"applied, {self.invalid} invalid (the live workers dead-letter those)"
         )
-
-
-Decoded = list[tuple[SourcePosition, Outcome]]
 
 
 class RangeReader:
@@ -110,20 +105,8 @@ class RangeReader:
             if self.until_ms is not None and message.timestamp >= self.until_ms:
                 consumer.pause(tp)
                 break
-            source = SourcePosition(tp.topic, tp.partition, message.offset)
-            self.position[f"{tp.topic}/{tp.partition}"] = message.offset + 1
-            out.append(
-                (
-                    source,
-                    handle_message(
-                        message.value,
-                        message.key,
-                        source,
-                        self.settings.max_event_bytes,
-                        self.pseudonyms,
-                    ),
-                )
-            )
+            self.position[partition_key(tp.topic, tp.partition)] = message.offset + 1
+            out.append(decode_record(message, self.settings.max_event_bytes, self.pseudonyms))
         return out
 
     def _starts(self, consumer: KafkaConsumer) -> dict[TopicPartition, int]:
@@ -141,13 +124,15 @@ class RangeReader:
         found = consumer.offsets_for_times(dict.fromkeys(partitions, self.since_ms))
         quiet = [tp for tp, at in found.items() if at is None]
         ends = consumer.end_offsets(quiet) if quiet else {}
-        self.position = {f"{tp.topic}/{tp.partition}": end for tp, end in ends.items()}
-        self.position |= {f"{tp.topic}/{tp.partition}": at.offset for tp, at in found.items() if at}
+        self.position = {partition_key(tp.topic, tp.partition): end for tp, end in ends.items()}
+        self.position |= {
+            partition_key(tp.topic, tp.partition): at.offset for tp, at in found.items() if at
+        }
         return {tp: at.offset for tp, at in found.items() if at is not None}
 
 
 async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[bool]:
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         store = interaction_store(settings, client)
         return [flag for batch in batches for flag in await store.apply_many(batch)]

@@ -1,0 +1,1 @@
+"""The demo, live and offline evaluation, and the public datasets they read."""

@@ -1,0 +1,176 @@
+"""Pure ingest handlers: a Kafka record -> its position and the effect to apply, or a
+dead-letter record with the reason; and the one event-time order of decoded records.
+
+Shared by the worker, the trainer, replay and rebuild, so each treats every message the same way
+whichever Kafka client read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from model.interaction import EventEffect, Interaction
+from stream.events.pseudonyms import Pseudonyms
+from stream.events.schema import ClickEvent, EventError, OrderEvent, decode_event
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where a message came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def partition_key(self) -> str:
+        """The key of this position's partition in offset maps (checkpoints, replay)."""
+        return partition_key(self.topic, self.partition)
+
+
+def partition_key(topic: str, partition: int) -> str:
+    """`topic/partition`: how offset maps (a checkpoint's position, replay's) name a partition.
+
+    >>> partition_key("recstream.clicks", 3)
+    'recstream.clicks/3'
+    """
+    return f"{topic}/{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be applied, with the reason and its origin."""
+
+    reason: str
+    source: SourcePosition
+    key: bytes | None
+    payload: bytes
+
+    def to_json(self) -> bytes:
+        """Dead-letter value: original bytes (base64, and as text if UTF-8), reason, origin."""
+        try:
+            text: str | None = self.payload.decode()
+        except UnicodeDecodeError:
+            text = None
+        record = {
+            "reason": self.reason,
+            "topic": self.source.topic,
+            "partition": self.source.partition,
+            "offset": self.source.offset,
+            "key": self.key.decode(errors="replace") if self.key is not None else None,
+            "payload_b64": base64.b64encode(self.payload).decode(),
+            "payload": text,
+            "dead_lettered_at_ms": int(time.time() * 1000),
+        }
+        return json.dumps(record, separators=(",", ":")).encode()
+
+
+def effect_of(event: ClickEvent | OrderEvent) -> EventEffect:
+    """The interactions an event contributes to user and item state."""
+    ts = event.ts_ms
+    if isinstance(event, ClickEvent):
+        interactions: tuple[Interaction, ...] = (
+            Interaction(event.user_id, event.item_id, "click", ts),
+        )
+    else:
+        interactions = tuple(
+            Interaction(event.user_id, line.item_id, "order", ts, line.quantity)
+            for line in event.items
+        )
+    return EventEffect(event.event_id, event.user_id, interactions)
+
+
+def handle_message(
+    payload: bytes | None,
+    key: bytes | None,
+    source: SourcePosition,
+    max_bytes: int,
+    pseudonyms: Pseudonyms | None = None,
+) -> EventEffect | DeadLetter:
+    """Decode and validate one message; never raises for bad input. With `pseudonyms`, the
+    effect and the dead letter hold the user's pseudonym, never the raw id."""
+    if payload is None:
+        return DeadLetter("message has no value", source, key, b"")
+    try:
+        event = decode_event(payload, max_bytes)
+    except EventError as error:
+        if pseudonyms is not None:
+            payload, key = pseudonyms.redact(payload, key)
+        return DeadLetter(error.reason, source, key, payload)
+    if pseudonyms is not None:
+        event = event.model_copy(update={"user_id": pseudonyms.user(event.user_id)})
+    return effect_of(event)
+
+
+Outcome = EventEffect | DeadLetter
+Decoded = list[tuple[SourcePosition, Outcome]]
+
+
+class KafkaRecord(Protocol):
+    """What every Kafka client's record has (Faust's message, aiokafka's and kafka-python's
+    `ConsumerRecord`); key and value are bytes, or None, or a bytes-like view of them."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> object: ...
+
+    @property
+    def value(self) -> object: ...
+
+
+def _as_bytes(raw: object) -> bytes | None:
+    if raw is None or isinstance(raw, bytes):
+        return raw
+    if isinstance(raw, bytearray | memoryview):
+        return bytes(raw)
+    return str(raw).encode()
+
+
+def record_bytes(record: KafkaRecord) -> tuple[bytes | None, bytes | None]:
+    """A record's key and value as bytes (None where absent)."""
+    return _as_bytes(record.key), _as_bytes(record.value)
+
+
+def decode_record(
+    record: KafkaRecord, max_bytes: int, pseudonyms: Pseudonyms | None = None
+) -> tuple[SourcePosition, Outcome]:
+    """A Kafka record's position and its effect or dead letter; never raises for bad input."""
+    source = SourcePosition(record.topic, record.partition, record.offset)
+    key, value = record_bytes(record)
+    return source, handle_message(value, key, source, max_bytes, pseudonyms)
+
+
+def _event_order(item: tuple[SourcePosition, Outcome]) -> tuple[int, str]:
+    outcome = item[1]
+    if isinstance(outcome, DeadLetter) or not outcome.interactions:
+        return (0, "")
+    return (outcome.interactions[0].ts_ms, outcome.event_id)
+
+
+def in_event_order(
+    decoded: Iterable[tuple[SourcePosition, Outcome]],
+) -> Iterator[tuple[SourcePosition, Outcome]]:
+    """Records of several partitions merged by (event time, event id), each partition's own
+    order kept, as offline training sees them: the same records give the same sequence
+    however the reads interleaved. Dead letters and empty effects sort first."""
+    partitions: dict[str, Decoded] = {}
+    for item in decoded:
+        partitions.setdefault(item[0].partition_key, []).append(item)
+    return heapq.merge(*(partitions[p] for p in sorted(partitions)), key=_event_order)

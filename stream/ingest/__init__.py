@@ -1,0 +1,1 @@
+"""The ingest worker (Faust): apply each event to Redis exactly once and re-embed its user."""

@@ -1,0 +1,1 @@
+"""Everything on one machine: the local broker and Redis, child processes."""

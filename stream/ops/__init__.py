@@ -1,0 +1,1 @@
+"""Operator commands against a running deployment: replay, rebuild, promote, rollback."""

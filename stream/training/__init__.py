@@ -1,0 +1,1 @@
+"""The trainer: learn the stream exactly once and publish model versions."""

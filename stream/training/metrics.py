@@ -1,0 +1,50 @@
+"""Prometheus metrics of the trainer, served on its own port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PUBLISH_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainerMetrics:
+    """What the trainer counts."""
+
+    registry: CollectorRegistry
+    events: Counter
+    duplicates: Counter
+    loss: Gauge
+    model_version: Gauge
+    publish: Histogram
+    lag: Gauge
+    save_failures: Counter
+
+    @classmethod
+    def create(cls) -> TrainerMetrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry,
+            Counter("recstream_trainer_events", "events learned", registry=registry),
+            Counter("recstream_trainer_duplicates", "duplicate events skipped", registry=registry),
+            Gauge("recstream_trainer_loss", "loss of the last training step", registry=registry),
+            Gauge("recstream_model_version", "last published model version", registry=registry),
+            Histogram(
+                "recstream_publish_seconds",
+                "checkpoint + item vectors + feed entry of one model version",
+                buckets=PUBLISH_BUCKETS,
+                registry=registry,
+            ),
+            Gauge(
+                "recstream_trainer_lag",
+                "messages the trainer has not learned yet",
+                registry=registry,
+            ),
+            Counter(
+                "recstream_checkpoint_failures",
+                "model versions that could not be written (full disk); retried",
+                registry=registry,
+            ),
+        )

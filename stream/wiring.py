@@ -1,0 +1,136 @@
+"""A namespace's state opened from `Settings`, in one place: Redis clients (with their timeouts
+and the retry policy of calls made while Redis is away), the interaction and vector stores,
+the checkpoint store and served-model cache, and which namespace serves now."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from model.checkpoints import CheckpointStore
+from model.serving_models import ServingModels
+from store.interaction_store import RedisInteractionStore
+from store.namespaces import NamespaceRegistry
+from store.redis_keys import RedisKeys, delete_prefixed
+from store.vector_state import RedisVectorState
+from stream.config import Settings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+FOLLOW_EVERY_S = 0.5  # how often a process looks at the serving pointer
+T = TypeVar("T")
+
+
+def redis_client(settings: Settings, timeout_s: float | None = None) -> aioredis.Redis:
+    """An asyncio Redis client; with `timeout_s`, no call waits longer (the API's fallbacks)."""
+    if timeout_s is None:
+        return aioredis.from_url(settings.redis_url)
+    return aioredis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+
+
+def blocking_redis_client(settings: Settings) -> redis.Redis:
+    """A blocking Redis client, for SCANs over many keys from synchronous code."""
+    return redis.Redis.from_url(settings.redis_url)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], max_backoff_s: float = 5.0) -> T:
+    """Retry an infrastructure call (Redis down, timeouts) until it succeeds; other errors raise.
+    Workers and the trainer wait for Redis this way: they do not crash."""
+    backoff = 0.05
+    while True:
+        try:
+            return await call()
+        except RETRYABLE as error:
+            log.warning("Redis unavailable (%s); retrying in %.2fs", error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
+
+
+def interaction_store(settings: Settings, client: aioredis.Redis) -> RedisInteractionStore:
+    """Where ingest effects go: histories, counters, idempotency records."""
+    return RedisInteractionStore(
+        client,
+        RedisKeys(settings.keys_prefix),
+        history_len=settings.history_len,
+        dedup_ttl_s=settings.dedup_ttl_s,
+        trending_half_life_s=settings.trending_half_life_s,
+        user_ttl_s=settings.user_ttl_s,
+    )
+
+
+def vector_state(settings: Settings, client: aioredis.Redis) -> RedisVectorState:
+    """Where vectors, item metadata, the model version and the item feed live."""
+    return RedisVectorState(
+        client,
+        RedisKeys(settings.keys_prefix),
+        settings.vector_dim,
+        feed_retention_s=settings.feed_retention_s,
+        user_ttl_s=settings.user_ttl_s,
+    )
+
+
+def checkpoint_store(settings: Settings) -> CheckpointStore:
+    """The namespace's model versions on disk (the last `checkpoint_keep` of them)."""
+    return CheckpointStore(settings.checkpoint_dir, keep=settings.checkpoint_keep)
+
+
+def serving_models(settings: Settings) -> ServingModels:
+    """Loaded model versions of the namespace, to embed users with the version served."""
+    return ServingModels(checkpoint_store(settings))
+
+
+def namespace_registry(settings: Settings, client: aioredis.Redis) -> NamespaceRegistry:
+    """The namespaces, their build records and the serving pointer."""
+    return NamespaceRegistry(client, settings.redis_prefix)
+
+
+def delete_namespace_keys(settings: Settings) -> int:
+    """Delete every Redis key of the namespace `settings` point at; returns how many."""
+    client = blocking_redis_client(settings)
+    try:
+        return delete_prefixed(client, settings.keys_prefix)
+    finally:
+        client.close()
+
+
+class NamespaceWatch:
+    """How workers, the trainer and API replicas follow `recstream promote` / `rollback`: the
+    namespace a process should read and write now is the one pinned in its settings, or else
+    the serving one, looked up at most every `every_s` (one GET)."""
+
+    def __init__(
+        self, settings: Settings, client: aioredis.Redis, every_s: float = FOLLOW_EVERY_S
+    ) -> None:
+        self.settings = settings
+        self.registry = namespace_registry(settings, client)
+        self.every_s = every_s
+        self._name = settings.namespace
+        self._at = float("-inf")
+
+    async def current(self) -> str:
+        if self.settings.namespace:
+            return self.settings.namespace
+        if time.monotonic() - self._at >= self.every_s:
+            try:
+                self._name = await self.registry.serving()
+                self._at = time.monotonic()
+            except RedisError as error:
+                log.warning(
+                    "cannot read the serving namespace, staying on %r: %s", self._name, error
+                )
+        return self._name
+
+    def settings_of(self, name: str) -> Settings:
+        return self.settings.in_namespace(name)
