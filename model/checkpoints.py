@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from model.errors import ModelError
 from model.trainer import OnlineTrainer, model_from_state
 from model.two_tower import TwoTowerRecommender
 
@@ -20,7 +21,7 @@ _SERVING_KEYS = ("model_config", "model", "item_vocabulary", "item_features")
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ModelError, RuntimeError):
     """A checkpoint that does not exist, or cannot be read safely."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from model.errors import ModelError
 
-class DeviceError(RuntimeError):
+
+class DeviceError(ModelError, RuntimeError):
     """A device was asked for that this machine does not have."""
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from model.errors import ModelError
 from model.interaction import Interaction, InteractionKind
 
 REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
@@ -27,7 +28,7 @@ _KINDS: dict[str, InteractionKind] = {
 _MS_THRESHOLD = 100_000_000_000  # epoch seconds stay below this until the year 5138
 
 
-class InteractionLogError(ValueError):
+class InteractionLogError(ModelError, ValueError):
     """A log line that cannot become an interaction; the message names the line."""
 
 

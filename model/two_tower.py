@@ -12,13 +12,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from model.errors import ModelError
 from model.interaction import Interaction, kind_code
 from model.vocabulary import IdVocabulary
 
 PAD_KIND = 0  # a history slot's kind embedding: 0 is padding, else 1 + the kind's code
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ModelError, ValueError):
     """A model configuration that cannot be built."""
 
 

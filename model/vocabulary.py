@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from model.errors import ModelError
+
 UNKNOWN_ROW = 0
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ModelError, ValueError):
     """A vocabulary was built or restored with inconsistent settings or state."""
 
 

@@ -3,66 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
 import numpy as np
 import numpy.typing as npt
 
-from store.vector_index import Neighbours, VectorIndexError, as_matrix
+from store.vector_index import (
+    IndexStamp,
+    Neighbours,
+    ReadWriteLock,
+    VectorIndexError,
+    as_matrix,
+    write_atomic,
+)
 
 DEFAULT_FACTORY = "IDMap2,Flat"
 _COMPACT_SHARE = 0.2
 _QUICK_SCAN = 2_000_000
-
-
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-        self._waiting_writers = 0
-
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._writing and not self._waiting_writers)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def writing(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            self._cond.wait_for(lambda: not self._writing and not self._readers)
-            self._waiting_writers -= 1
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
-
-
-@dataclass(frozen=True, slots=True)
-class IndexStamp:
-    """How many writes an index has had, and the model version its vectors come from."""
-
-    writes: int
-    model_version: int | None
 
 
 class FaissVectorIndex:
@@ -251,8 +210,8 @@ class FaissVectorIndex:
                 "labels": self._label_of,
                 "untrained": {i: v.tolist() for i, v in self._untrained.items()},
             }
-        _write_atomic(directory / "index.faiss", blob.tobytes())
-        _write_atomic(directory / "index.json", json.dumps(meta).encode())
+        write_atomic(directory / "index.faiss", blob.tobytes())
+        write_atomic(directory / "index.json", json.dumps(meta).encode())
 
     def restore(self, directory: Path) -> None:
         """Replace this index with a snapshot written by `snapshot`."""
@@ -355,9 +314,3 @@ class FaissVectorIndex:
             Neighbours([ids[c] for c in row], [float(scores[r, c]) for c in row])
             for r, row in enumerate(best)
         ]
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from store.faiss_index import FaissVectorIndex
+from store.vector_index import VectorIndex
 from store.vector_state import FeedEntry, ItemMeta, RedisVectorState
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class IndexFollower:
     def __init__(
         self,
         state: RedisVectorState,
-        index: FaissVectorIndex,
+        index: VectorIndex,
         catalog: dict[str, ItemMeta],
         before_version: VersionHook | None = None,
     ) -> None:

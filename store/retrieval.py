@@ -13,15 +13,15 @@ import numpy as np
 import numpy.typing as npt
 from redis.exceptions import RedisError
 
-from store.faiss_index import FaissVectorIndex
+from store.errors import StoreError
 from store.interaction_store import HistoryEntry, RedisInteractionStore
-from store.vector_index import VectorIndexError
+from store.vector_index import VectorIndex, VectorIndexError
 from store.vector_state import ItemMeta, RedisVectorState, UserVector
 
 log = logging.getLogger(__name__)
 
 
-class UnknownItemError(KeyError):
+class UnknownItemError(StoreError, KeyError):
     """An item id with no vector in the index."""
 
 
@@ -95,7 +95,7 @@ class Retriever:
 
     def __init__(
         self,
-        index: FaissVectorIndex,
+        index: VectorIndex,
         catalog: Mapping[str, ItemMeta],
         state: RedisVectorState,
         interactions: RedisInteractionStore,

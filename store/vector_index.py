@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -10,8 +13,10 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from store.errors import StoreError
 
-class VectorIndexError(ValueError):
+
+class VectorIndexError(StoreError, ValueError):
     """Bad vectors, ids or snapshots given to an index."""
 
 
@@ -23,22 +28,86 @@ class Neighbours:
     scores: list[float]
 
 
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._waiting_writers)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStamp:
+    """How many writes an index has had, and the model version its vectors come from."""
+
+    writes: int
+    model_version: int | None
+
+
 class VectorIndex(Protocol):
-    """Inner-product top-k over item vectors; concurrent searches, exclusive writes."""
-
-    dim: int
-
-    @property
-    def size(self) -> int: ...
+    """Inner-product top-k over item vectors by string id; concurrent searches, exclusive
+    writes. What `Retriever`, `IndexFollower` and an API replica take."""
 
     @property
-    def version(self) -> int: ...
+    def dim(self) -> int: ...
 
-    def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> None: ...
+    @property
+    def size(self) -> int:
+        """Items currently searchable."""
+
+    @property
+    def version(self) -> int:
+        """Grows with every write; lets callers tell two states of the index apart."""
+
+    @property
+    def stamp(self) -> IndexStamp:
+        """Write count and model version, read together."""
+
+    @property
+    def searches_quickly(self) -> bool:
+        """Whether one search is so quick that handing it to a thread costs more."""
+
+    def ids(self) -> list[str]: ...
+
+    def contains(self, item_id: str) -> bool: ...
+
+    def upsert(
+        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
+    ) -> None: ...
 
     def remove(self, ids: Sequence[str]) -> int: ...
 
     def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]: ...
+
+    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
     def snapshot(self, directory: Path) -> None: ...
 
@@ -55,3 +124,10 @@ def as_matrix(vectors: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
     if not np.isfinite(matrix).all():
         raise VectorIndexError("vectors must be finite (no NaN or inf)")
     return matrix
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` in one step (a reader sees the old file or the new one)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)

@@ -12,6 +12,7 @@ from kafka.errors import KafkaError
 from pydantic import BaseModel
 
 from stream.api.errors import error_response
+from stream.errors import StreamError
 from stream.events.producer import EventProducer
 from stream.events.schema import EventError
 
@@ -38,7 +39,7 @@ class IngestResult(BaseModel):
     errors: list[Rejection]
 
 
-class BodyTooLargeError(Exception):
+class BodyTooLargeError(StreamError):
     """The request body is over the limit."""
 
 

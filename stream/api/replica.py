@@ -15,6 +15,7 @@ from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.retrieval import Retriever
+from store.vector_index import VectorIndex
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
 from stream.user_vectors import ModelUserEncoder
@@ -38,7 +39,7 @@ class Serving:
 
     client: aioredis.Redis
     state: RedisVectorState
-    index: FaissVectorIndex
+    index: VectorIndex
     follower: IndexFollower
     retriever: Retriever
     models: ServingModels

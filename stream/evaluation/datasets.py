@@ -11,12 +11,13 @@ from pathlib import Path
 
 from model.interaction import Interaction
 from model.interaction_log import write_interactions
+from stream.errors import StreamError
 
 ML100K_WHEEL = "recbole==1.2.1"
 ML100K_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.inter"
 
 
-class DatasetError(RuntimeError):
+class DatasetError(StreamError, RuntimeError):
     """A data set could not be fetched or read."""
 
 

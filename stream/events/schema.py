@@ -19,6 +19,8 @@ from pydantic import (
     field_validator,
 )
 
+from stream.errors import StreamError
+
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
 MAX_CONTEXT_BYTES = 2048
 # Event times outside [2000-01-01, 2100-01-01) are almost surely unit mistakes (seconds vs ms).
@@ -28,7 +30,7 @@ _MAX_TS_MS = 4_102_444_800_000
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class EventError(ValueError):
+class EventError(StreamError, ValueError):
     """An event was rejected; `reason` says what to fix."""
 
     def __init__(self, reason: str) -> None:

@@ -20,11 +20,12 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from stream.config import Settings
+from stream.errors import StreamError
 from stream.local.processes import alive, spawn_detached, stop
 from stream.startup import sigterm_unwinds
 
 
-class StackError(RuntimeError):
+class StackError(StreamError, RuntimeError):
     """The local stack could not be started or stopped; the message says what to do."""
 
 
