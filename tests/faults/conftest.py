@@ -19,9 +19,6 @@ from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.local.processes import stop
 from stream.local.stack import free_port, start_broker, start_redis
-from tests.integration.conftest import ingest_counts, kafka_bootstrap, redis_url, settings
-
-__all__ = ["ingest_counts", "kafka_bootstrap", "redis_url", "settings"]
 
 
 class ApiPoller:

@@ -16,8 +16,8 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.local.processes import settings_env, stop
+from tests.conftest import Processes, wait_until
 from tests.faults.conftest import events_learned
-from tests.integration.conftest import Processes, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from stream.api.app import create_api
 from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
-from tests.faults.conftest import ApiPoller, ingest_counts
-from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
+from tests.conftest import Processes, forget, ingest_counts, isolated_settings, wait_until
+from tests.faults.conftest import ApiPoller
 
 pytestmark = pytest.mark.integration
 

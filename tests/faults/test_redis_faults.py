@@ -17,8 +17,8 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.ops.replay_kafka import replay_kafka
-from tests.faults.conftest import ApiPoller, PrivateRedis, events_learned, ingest_counts
-from tests.integration.conftest import Processes, isolated_settings, wait_until
+from tests.conftest import Processes, ingest_counts, isolated_settings, wait_until
+from tests.faults.conftest import ApiPoller, PrivateRedis, events_learned
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.topics import TopicNames
-from tests.integration.conftest import Spawner, ingest_counts, read_topic, wait_until
+from tests.conftest import Spawner, ingest_counts, read_topic, wait_until
 from tests.strategies import encode, event_like, json_values, odd_text, payloads, valid_clicks
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from stream.api.app import create_api
 from stream.api.events import MAX_BODY_BYTES, MAX_EVENTS
 from stream.config import Settings
 from stream.events.topics import TopicNames
-from tests.integration.conftest import read_topic
+from tests.conftest import read_topic
 
 pytestmark = pytest.mark.integration
 

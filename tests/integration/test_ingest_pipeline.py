@@ -21,7 +21,7 @@ from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import TopicNames, ensure_topics
-from tests.integration.conftest import Spawner, read_topic, wait_until
+from tests.conftest import Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 

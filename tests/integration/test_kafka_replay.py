@@ -11,7 +11,7 @@ from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.topics import ensure_topics
 from stream.ops.replay_kafka import replay_kafka
-from tests.integration.conftest import Spawner, ingest_counts, wait_until
+from tests.conftest import Spawner, ingest_counts, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.local.stack import free_port
-from tests.integration.conftest import (
+from tests.conftest import (
     Processes,
     forget,
     isolated_settings,

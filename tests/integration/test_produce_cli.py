@@ -23,7 +23,7 @@ from stream.events.topics import TopicNames
 from stream.local.processes import settings_env
 from stream.local.stack import free_port
 from stream.ops.replay_file import Pace, replay_file
-from tests.integration.conftest import (
+from tests.conftest import (
     Processes,
     Spawner,
     ingest_counts,

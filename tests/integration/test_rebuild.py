@@ -22,7 +22,7 @@ from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.ops.promote import switch
 from stream.ops.rebuild import rebuild
-from tests.integration.conftest import Processes, forget, isolated_settings, wait_until
+from tests.conftest import Processes, forget, isolated_settings, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from stream.api.app import create_api
 from stream.api.auth import new_key
 from stream.config import Settings
 from stream.events.topics import TopicNames
-from tests.integration.conftest import Spawner, read_topic, wait_until
+from tests.conftest import Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""Fixtures over the real broker and real Redis: isolated topics, key prefix and consumer group."""
+"""Fixtures and helpers every suite shares: the real broker and real Redis (isolated topics, key
+prefix and consumer group per test), recstream child processes, polling, metrics scrapes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import torch
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,6 +23,12 @@ from store.redis_keys import RedisKeys, as_text, delete_prefixed
 from stream.config import Settings
 from stream.local.processes import spawn, stop
 from stream.local.stack import free_port, redis_reachable, start_broker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The test process starts like a recstream process: one torch thread (RECSTREAM_TORCH_THREADS'
+    default), set once here, so CPU results and timings do not depend on the machine's cores."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
