@@ -11,17 +11,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from store.vector_index import (
-    IndexStamp,
-    Neighbours,
-    ReadWriteLock,
-    VectorIndexError,
-    as_matrix,
-    write_atomic,
-)
+from store.vector_index import IndexStamp, Neighbours, StampedIndex, VectorIndexError, write_atomic
 
 
-class ExactVectorIndex:
+class ExactVectorIndex(StampedIndex):
     """Rows of one float32 matrix, an id per row; a removed row is filled by the last one.
 
     >>> index = ExactVectorIndex(dim=2)
@@ -33,26 +26,14 @@ class ExactVectorIndex:
     searches_quickly = False  # a scan of the whole matrix: worth a thread of its own
 
     def __init__(self, dim: int) -> None:
-        if dim < 1:
-            raise VectorIndexError(f"dim must be >= 1, got {dim}")
-        self.dim = dim
-        self._lock = ReadWriteLock()
+        super().__init__(dim)
         self._matrix = np.empty((0, dim), dtype=np.float32)
         self._ids: list[str] = []
         self._row_of: dict[str, int] = {}
-        self._stamp = IndexStamp(0, None)
 
     @property
     def size(self) -> int:
         return len(self._ids)
-
-    @property
-    def version(self) -> int:
-        return self._stamp.writes
-
-    @property
-    def stamp(self) -> IndexStamp:
-        return self._stamp
 
     def ids(self) -> list[str]:
         with self._lock.reading():
@@ -61,63 +42,44 @@ class ExactVectorIndex:
     def contains(self, item_id: str) -> bool:
         return item_id in self._row_of
 
-    def upsert(
-        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
-    ) -> None:
-        """Insert or replace the vectors of `ids` (the last one wins for repeated ids)."""
-        matrix = (
-            np.empty((0, self.dim), dtype=np.float32)
-            if len(ids) == 0
-            else as_matrix(vectors, self.dim)
-        )
-        if len(ids) != len(matrix):
-            raise VectorIndexError(f"{len(ids)} ids for {len(matrix)} vectors")
-        latest = {item_id: row for row, item_id in enumerate(ids)}
-        with self._lock.writing():
-            new = [i for i in latest if i not in self._row_of]
-            for item_id, row in latest.items():
-                if item_id in self._row_of:
-                    self._matrix[self._row_of[item_id]] = matrix[row]
-            if new:
-                start = len(self._ids)
-                self._matrix = np.concatenate([self._matrix, matrix[[latest[i] for i in new]]])
-                self._ids += new
-                self._row_of.update({item_id: start + n for n, item_id in enumerate(new)})
-            self._stamped(model_version)
+    def _upsert(self, latest: dict[str, int], matrix: npt.NDArray[np.float32]) -> None:
+        new = [i for i in latest if i not in self._row_of]
+        for item_id, row in latest.items():
+            if item_id in self._row_of:
+                self._matrix[self._row_of[item_id]] = matrix[row]
+        if new:
+            start = len(self._ids)
+            self._matrix = np.concatenate([self._matrix, matrix[[latest[i] for i in new]]])
+            self._ids += new
+            self._row_of.update({item_id: start + n for n, item_id in enumerate(new)})
 
-    def remove(self, ids: Sequence[str]) -> int:
-        """Remove `ids`; unknown ids are ignored. Returns how many were present."""
-        with self._lock.writing():
-            removed = 0
-            for item_id in dict.fromkeys(ids):
-                row = self._row_of.pop(item_id, None)
-                if row is None:
-                    continue
-                removed += 1
-                last = len(self._ids) - 1
-                if row != last:
-                    self._matrix[row] = self._matrix[last]
-                    self._ids[row] = self._ids[last]
-                    self._row_of[self._ids[row]] = row
-                self._ids.pop()
-                self._matrix = self._matrix[:last]
-            self._stamped(None)
+    def _remove(self, ids: list[str]) -> int:
+        """A removed row is filled by the last one."""
+        removed = 0
+        for item_id in ids:
+            row = self._row_of.pop(item_id, None)
+            if row is None:
+                continue
+            removed += 1
+            last = len(self._ids) - 1
+            if row != last:
+                self._matrix[row] = self._matrix[last]
+                self._ids[row] = self._ids[last]
+                self._row_of[self._ids[row]] = row
+            self._ids.pop()
+            self._matrix = self._matrix[:last]
         return removed
 
-    def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]:
-        """Top-`k` ids and scores for each query row, best first (ties: lower row first)."""
-        if k < 1:
-            raise VectorIndexError(f"k must be >= 1, got {k}")
-        matrix = as_matrix(queries, self.dim)
-        with self._lock.reading():
-            if not self._ids:
-                return [Neighbours([], []) for _ in range(len(matrix))]
-            scores = matrix @ self._matrix.T
-            best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            return [
-                Neighbours([self._ids[c] for c in row], [float(scores[r, c]) for c in row])
-                for r, row in enumerate(best)
-            ]
+    def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
+        """Ties: the lower row first."""
+        if not self._ids:
+            return [Neighbours([], []) for _ in range(len(matrix))]
+        scores = matrix @ self._matrix.T
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [
+            Neighbours([self._ids[c] for c in row], [float(scores[r, c]) for c in row])
+            for r, row in enumerate(best)
+        ]
 
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
@@ -160,8 +122,3 @@ class ExactVectorIndex:
             self._ids = [str(i) for i in meta["ids"]]
             self._row_of = {item_id: row for row, item_id in enumerate(self._ids)}
             self._stamp = IndexStamp(int(meta["version"]), meta.get("model_version"))
-
-    def _stamped(self, model_version: int | None) -> None:
-        current = self._stamp
-        tag = current.model_version if model_version is None else model_version
-        self._stamp = IndexStamp(current.writes + 1, tag)

@@ -10,21 +10,14 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from store.vector_index import (
-    IndexStamp,
-    Neighbours,
-    ReadWriteLock,
-    VectorIndexError,
-    as_matrix,
-    write_atomic,
-)
+from store.vector_index import IndexStamp, Neighbours, StampedIndex, VectorIndexError, write_atomic
 
 DEFAULT_FACTORY = "IDMap2,Flat"
 _COMPACT_SHARE = 0.2
 _QUICK_SCAN = 2_000_000
 
 
-class FaissVectorIndex:
+class FaissVectorIndex(StampedIndex):
     """An inner-product FAISS index built from a factory string (`IDMap2,Flat`, `IDMap2,HNSW32`,
     `IDMap2,IVF256,Flat`...).
 
@@ -56,18 +49,15 @@ class FaissVectorIndex:
         `gpu`: keep a Flat index on every visible GPU (None: when faiss-gpu sees one). Graph
         and IVF indexes stay on the CPU.
         """
+        super().__init__(dim)
         gpus = faiss.get_num_gpus()
         if gpu and gpus == 0:
             raise VectorIndexError("gpu=True but FAISS sees no GPU (install the gpu extra)")
         exhaustive = "HNSW" not in factory and "IVF" not in factory
         self.gpu = bool(gpus > 0 if gpu is None else gpu) and exhaustive
         self.ef_search, self.ef_construction = ef_search, ef_construction
-        if dim < 1:
-            raise VectorIndexError(f"dim must be >= 1, got {dim}")
-        self.dim = dim
         self.factory = factory
         self.search_threads = search_threads
-        self._lock = ReadWriteLock()
         self._reset()
 
     def _reset(self) -> None:
@@ -86,29 +76,11 @@ class FaissVectorIndex:
         self._untrained: dict[str, npt.NDArray[np.float32]] = {}
         self._tombstones = 0
         self._next_label = 0
-        self._stamp = IndexStamp(0, None)
 
     @property
     def size(self) -> int:
         """Items currently searchable."""
         return len(self._label_of) + len(self._untrained)
-
-    @property
-    def version(self) -> int:
-        """Grows with every write; lets callers tell two states of the index apart."""
-        return self._stamp.writes
-
-    @property
-    def stamp(self) -> IndexStamp:
-        """Write count and model version, read together: equal stamps before and after a
-        series of searches mean they all saw one state of one model version."""
-        return self._stamp
-
-    def _stamped(self, model_version: int | None) -> None:
-        """Count a write (caller holds the write lock); a new model version, if given."""
-        current = self._stamp
-        tag = current.model_version if model_version is None else model_version
-        self._stamp = IndexStamp(current.writes + 1, tag)
 
     @property
     def searches_quickly(self) -> bool:
@@ -125,60 +97,36 @@ class FaissVectorIndex:
         """Whether `item_id` is searchable."""
         return item_id in self._label_of or item_id in self._untrained
 
-    def upsert(
-        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
-    ) -> None:
-        """Insert or replace the vectors of `ids` (the last one wins for repeated ids); with
-        `model_version`, the index is from then on stamped as holding that version."""
-        matrix = (
-            np.empty((0, self.dim), dtype=np.float32)
-            if len(ids) == 0
-            else as_matrix(vectors, self.dim)
-        )
-        if len(ids) != len(matrix):
-            raise VectorIndexError(f"{len(ids)} ids for {len(matrix)} vectors")
-        latest = {item_id: row for row, item_id in enumerate(ids)}
-        with self._lock.writing():
-            if latest:
-                self._drop(list(latest))
-                if not self._index.is_trained:
-                    self._untrained.update({i: matrix[r].copy() for i, r in latest.items()})
-                    self._train_when_ready()
-                else:
-                    self._add(list(latest), matrix[list(latest.values())])
-            self._stamped(model_version)
+    def _upsert(self, latest: dict[str, int], matrix: npt.NDArray[np.float32]) -> None:
+        self._drop(list(latest))
+        if not self._index.is_trained:
+            self._untrained.update({i: matrix[r].copy() for i, r in latest.items()})
+            self._train_when_ready()
+        else:
+            self._add(list(latest), matrix[list(latest.values())])
 
-    def remove(self, ids: Sequence[str]) -> int:
-        """Remove `ids`; unknown ids are ignored. Returns how many were present."""
-        with self._lock.writing():
-            removed = self._drop(list(ids))
-            self._stamped(None)
-        return removed
+    def _remove(self, ids: list[str]) -> int:
+        return self._drop(ids)
 
-    def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]:
-        """Top-`k` ids and scores for each query row, best first."""
-        if k < 1:
-            raise VectorIndexError(f"k must be >= 1, got {k}")
-        matrix = as_matrix(queries, self.dim)
+    def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
         if self.search_threads is not None:
             faiss.omp_set_num_threads(self.search_threads)  # per calling thread in OpenMP
-        with self._lock.reading():
-            if self._untrained:
-                return self._exact(matrix, k)
-            if self._index.ntotal == 0:
-                return [Neighbours([], []) for _ in range(len(matrix))]
-            fetch = min(k + self._tombstones, self._index.ntotal)
-            scores, labels = self._index.search(matrix, fetch)
-            id_of = self._id_of
-            out = []
-            for row_scores, row_labels in zip(scores, labels, strict=True):
-                hits = [
-                    (id_of[int(lb)], float(s))
-                    for s, lb in zip(row_scores, row_labels, strict=True)
-                    if int(lb) in id_of
-                ]
-                out.append(Neighbours([h[0] for h in hits[:k]], [h[1] for h in hits[:k]]))
-            return out
+        if self._untrained:
+            return self._exact(matrix, k)
+        if self._index.ntotal == 0:
+            return [Neighbours([], []) for _ in range(len(matrix))]
+        fetch = min(k + self._tombstones, self._index.ntotal)
+        scores, labels = self._index.search(matrix, fetch)
+        id_of = self._id_of
+        out = []
+        for row_scores, row_labels in zip(scores, labels, strict=True):
+            hits = [
+                (id_of[int(lb)], float(s))
+                for s, lb in zip(row_scores, row_labels, strict=True)
+                if int(lb) in id_of
+            ]
+            out.append(Neighbours([h[0] for h in hits[:k]], [h[1] for h in hits[:k]]))
+        return out
 
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """Stored vectors of `ids` [n, dim]; raises for an unknown id."""

@@ -71,6 +71,11 @@ class IndexStamp:
     writes: int
     model_version: int | None
 
+    def after_write(self, model_version: int | None) -> IndexStamp:
+        """The stamp after one more write; a new model version, if given, replaces the old."""
+        tag = self.model_version if model_version is None else model_version
+        return IndexStamp(self.writes + 1, tag)
+
 
 class VectorIndex(Protocol):
     """Inner-product top-k over item vectors by string id; concurrent searches, exclusive
@@ -131,3 +136,81 @@ def write_atomic(path: Path, data: bytes) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
+
+
+def upsert_rows(
+    ids: Sequence[str], vectors: npt.ArrayLike, dim: int
+) -> tuple[npt.NDArray[np.float32], dict[str, int]]:
+    """An upsert's vectors as a [n, dim] float32 matrix, and the row that wins for each distinct
+    id (the last one); raises `VectorIndexError` for bad vectors or a count mismatch."""
+    matrix = np.empty((0, dim), dtype=np.float32) if len(ids) == 0 else as_matrix(vectors, dim)
+    if len(ids) != len(matrix):
+        raise VectorIndexError(f"{len(ids)} ids for {len(matrix)} vectors")
+    return matrix, {item_id: row for row, item_id in enumerate(ids)}
+
+
+def search_matrix(queries: npt.ArrayLike, k: int, dim: int) -> npt.NDArray[np.float32]:
+    """A search's queries as a [n, dim] float32 matrix; raises for bad queries or `k` < 1."""
+    if k < 1:
+        raise VectorIndexError(f"k must be >= 1, got {k}")
+    return as_matrix(queries, dim)
+
+
+class StampedIndex:
+    """What every `VectorIndex` implementation shares: its width, many readers or one writer,
+    validated input, and a stamp that every write moves. Subclasses implement `_upsert`,
+    `_remove` and `_search`, which run under the lock."""
+
+    def __init__(self, dim: int) -> None:
+        if dim < 1:
+            raise VectorIndexError(f"dim must be >= 1, got {dim}")
+        self.dim = dim
+        self._lock = ReadWriteLock()
+        self._stamp = IndexStamp(0, None)
+
+    @property
+    def version(self) -> int:
+        """Grows with every write; lets callers tell two states of the index apart."""
+        return self._stamp.writes
+
+    @property
+    def stamp(self) -> IndexStamp:
+        """Write count and model version, read together: equal stamps before and after a
+        series of searches mean they all saw one state of one model version."""
+        return self._stamp
+
+    def upsert(
+        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
+    ) -> None:
+        """Insert or replace the vectors of `ids` (the last one wins for repeated ids); with
+        `model_version`, the index is from then on stamped as holding that version."""
+        matrix, latest = upsert_rows(ids, vectors, self.dim)
+        with self._lock.writing():
+            if latest:
+                self._upsert(latest, matrix)
+            self._stamp = self._stamp.after_write(model_version)
+
+    def remove(self, ids: Sequence[str]) -> int:
+        """Remove `ids`; unknown ids are ignored. Returns how many were present."""
+        with self._lock.writing():
+            removed = self._remove(list(dict.fromkeys(ids)))
+            self._stamp = self._stamp.after_write(None)
+        return removed
+
+    def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]:
+        """Top-`k` ids and scores for each query row, best first."""
+        matrix = search_matrix(queries, k, self.dim)
+        with self._lock.reading():
+            return self._search(matrix, k)
+
+    def _upsert(self, latest: dict[str, int], matrix: npt.NDArray[np.float32]) -> None:
+        """Store row `latest[id]` of `matrix` for each id (write lock held)."""
+        raise NotImplementedError
+
+    def _remove(self, ids: list[str]) -> int:
+        """Drop distinct `ids`, returning how many were present (write lock held)."""
+        raise NotImplementedError
+
+    def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
+        """Top-`k` of each row of a validated query matrix (read lock held)."""
+        raise NotImplementedError

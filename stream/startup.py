@@ -24,6 +24,8 @@ from stream.config import Settings
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Histogram buckets (seconds) of the worker's freshness and the trainer's publish time.
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 def start_process(settings: Settings, *, configure_logging: bool = True, nice: int = 0) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
@@ -89,6 +90,24 @@ def checkpoint_store(settings: Settings) -> CheckpointStore:
 def serving_models(settings: Settings) -> ServingModels:
     """Loaded model versions of the namespace, to embed users with the version served."""
     return ServingModels(checkpoint_store(settings))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceState:
+    """What a worker or an API replica reads and writes in one namespace."""
+
+    interactions: RedisInteractionStore
+    vectors: RedisVectorState
+    models: ServingModels
+
+
+def namespace_state(settings: Settings, client: aioredis.Redis) -> NamespaceState:
+    """The interaction store, vector state and served models of the namespace of `settings`."""
+    return NamespaceState(
+        interaction_store(settings, client),
+        vector_state(settings, client),
+        serving_models(settings),
+    )
 
 
 def namespace_registry(settings: Settings, client: aioredis.Redis) -> NamespaceRegistry:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from store.retrieval import Filters, Scored, UnknownItemError
@@ -62,23 +63,27 @@ def _out(items: list[Scored]) -> list[ScoredOut]:
     return [ScoredOut(item_id=s.item_id, score=s.score, reason=s.reason) for s in items]
 
 
-def _filters(category: str | None, in_stock: bool | None, exclude: str, seen: bool) -> Filters:
+async def item_filters(
+    category: Category = None, in_stock: InStock = None, exclude: Exclude = ""
+) -> Filters:
+    """The filter query parameters both ranking endpoints take (async: no thread hop)."""
     ids = frozenset(i.strip() for i in exclude.split(",") if i.strip())
-    return Filters(category=category, in_stock=in_stock, exclude=ids, exclude_seen=seen)
+    return Filters(category=category, in_stock=in_stock, exclude=ids, exclude_seen=False)
+
+
+ItemFilters = Annotated[Filters, Depends(item_filters)]
 
 
 @router.get("/users/{user_id}/recommendations")
 async def recommendations(
     request: Request,
     user_id: str,
+    filters: ItemFilters,
     k: K = 10,
-    category: Category = None,
-    in_stock: InStock = None,
-    exclude: Exclude = "",
     exclude_seen: bool = True,
 ) -> RecommendationsOut:
     """Top-k for a user: personalised, else similar to recent items, else popular."""
-    filters = _filters(category, in_stock, exclude, exclude_seen)
+    filters = replace(filters, exclude_seen=exclude_seen)
     pseudonyms: Pseudonyms | None = request.app.state.pseudonyms
     stored_as = user_id if pseudonyms is None else pseudonyms.user(user_id)
     answer = await _ready(request).retriever.recommend(stored_as, k, filters)
@@ -110,13 +115,10 @@ async def model(request: Request) -> ModelOut:
 async def similar(
     request: Request,
     item_id: str,
+    filters: ItemFilters,
     k: K = 10,
-    category: Category = None,
-    in_stock: InStock = None,
-    exclude: Exclude = "",
 ) -> SimilarOut:
     """Items nearest to `item_id`; 404 when the item has no vector."""
-    filters = _filters(category, in_stock, exclude, seen=False)
     try:
         items = await _ready(request).retriever.similar_items(item_id, k, filters)
     except UnknownItemError:

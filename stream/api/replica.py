@@ -19,13 +19,7 @@ from store.vector_index import VectorIndex
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
 from stream.user_vectors import ModelUserEncoder
-from stream.wiring import (
-    NamespaceWatch,
-    interaction_store,
-    redis_client,
-    serving_models,
-    vector_state,
-)
+from stream.wiring import NamespaceWatch, namespace_state, redis_client, vector_state
 
 log = logging.getLogger(__name__)
 _SHUTDOWN_S = 5.0  # the follower stops within one feed poll (1 s); never wait forever
@@ -60,11 +54,10 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     """Connect to Redis, start building the index in the background, stop on exit."""
     client = redis_client(settings, timeout_s=settings.redis_timeout_s)
     feed_client = redis_client(settings)  # blocking feed reads outlast the timeout
-    state = vector_state(settings, client)
-    interactions = interaction_store(settings, client)
+    opened = namespace_state(settings, client)
+    state, interactions, models = opened.vectors, opened.interactions, opened.models
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
     catalog: dict[str, ItemMeta] = {}
-    models = serving_models(settings)
 
     async def load_model(version: int) -> None:
         """Have the model of a version in memory before the index switches to it."""

@@ -17,13 +17,7 @@ from stream.ingest.metrics import WorkerMetrics
 from stream.ingest.processor import IngestProcessor, ProcessedOffsets
 from stream.ingest.transport import LowLatencyApp
 from stream.user_vectors import UserVectorWriter
-from stream.wiring import (
-    NamespaceWatch,
-    interaction_store,
-    redis_client,
-    serving_models,
-    vector_state,
-)
+from stream.wiring import NamespaceWatch, namespace_state, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +26,16 @@ def _sinks(
     settings: Settings, client: aioredis.Redis
 ) -> tuple[RedisInteractionStore, UserVectorWriter]:
     """Where a namespace's ingest effects and user vectors go."""
-    store = interaction_store(settings, client)
-    state = vector_state(settings, client)
-    return store, UserVectorWriter(store, state, serving_models(settings), settings.embed_batch)
+    state = namespace_state(settings, client)
+    writer = UserVectorWriter(state.interactions, state.vectors, state.models, settings.embed_batch)
+    return state.interactions, writer
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def create_ingest_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
+def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
     """The Faust app with the ingest agent, configured from `settings`."""
     session_timeout = settings.session_timeout_s
     datadir = settings.data_dir / "worker" / settings.app_id

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-FRESHNESS_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+from stream.startup import LATENCY_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class WorkerMetrics:
             Histogram(
                 "recstream_freshness_seconds",
                 "event produced -> the user's vector for recommendations written",
-                buckets=FRESHNESS_BUCKETS,
+                buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),
             Counter("recstream_user_vectors", "user vectors written", registry=registry),

@@ -6,7 +6,7 @@ import faust
 
 from stream.config import Settings
 from stream.events.topics import ensure_topics
-from stream.ingest.app import create_ingest_app
+from stream.ingest.app import create_worker_app
 from stream.ingest.metrics import WorkerMetrics
 from stream.startup import serve_metrics, start_process
 
@@ -17,6 +17,6 @@ def run_worker(settings: Settings) -> None:
     ensure_topics(settings)
     metrics = WorkerMetrics.create()
     serve_metrics(metrics.registry, settings.worker_metrics_port)
-    app = create_ingest_app(settings, metrics)
+    app = create_worker_app(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     worker.execute_from_commandline()

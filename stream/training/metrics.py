@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-PUBLISH_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+from stream.startup import LATENCY_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class TrainerMetrics:
             Histogram(
                 "recstream_publish_seconds",
                 "checkpoint + item vectors + feed entry of one model version",
-                buckets=PUBLISH_BUCKETS,
+                buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),
             Gauge(
