@@ -14,7 +14,6 @@ from itertools import islice
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from model.serving_models import ServingModels
 from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys
@@ -31,6 +30,7 @@ from stream.wiring import (
     interaction_store,
     namespace_registry,
     redis_client,
+    serving_models,
     vector_state,
 )
 
@@ -177,7 +177,7 @@ async def _publish(
     published = await ModelPublisher(state, checkpoints).publish(
         learner, int(time.time() * 1000), loss
     )
-    writer = UserVectorWriter(store, state, ServingModels(checkpoints), shadow.embed_batch)
+    writer = UserVectorWriter(store, state, serving_models(shadow), shadow.embed_batch)
     users = sorted(learner.users)
     for start in range(0, len(users), 4096):
         await writer.refresh(users[start : start + 4096])
