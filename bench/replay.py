@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import torch
 
 from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -115,7 +116,9 @@ def main() -> int:
     parser.add_argument("--json", dest="json_out", default=None, help="write the figures here")
     args = parser.parse_args()
     rows = []
-    with local_stack(Settings()) as base, tempfile.TemporaryDirectory() as work:
+    settings = Settings()
+    torch.set_num_threads(settings.torch_threads)  # as `recstream rebuild` sets it
+    with local_stack(settings) as base, tempfile.TemporaryDirectory() as work:
         for events in args.events:
             rows.append(measure(base, events, Path(work)))
             print(json.dumps(rows[-1]), file=sys.stderr)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import tracemalloc
 
+import torch
 from tqdm import tqdm
 
 from model.checkpoints import CheckpointStore
@@ -41,6 +42,7 @@ def main() -> int:
     parser.add_argument("--tracemalloc", type=int, default=None, help="trace from event N on")
     args = parser.parse_args()
     settings = Settings(trainer_dedup_window=args.dedup_window, trainer_max_users=args.max_users)
+    torch.set_num_threads(settings.torch_threads)  # as the trainer process sets it at start
     learner = fresh_learner(settings, 0)
     checkpoints = CheckpointStore(tempfile.mkdtemp(), keep=3)
     events = sample_events(args.events, users=args.users, items=args.items, seed=7)

@@ -118,9 +118,12 @@ def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    import torch
+
     from model.interaction_log import parse_timestamp
     from stream.ops.rebuild import rebuild
 
+    torch.set_num_threads(settings.torch_threads)  # rebuild trains in this process
     try:
         since = None if args.since is None else parse_timestamp(args.since)
         summary = rebuild(
