@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from functools import cache
 from types import FrameType
 
-import torch
 from prometheus_client import CollectorRegistry, start_http_server
 
 from stream.config import Settings
@@ -31,6 +30,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 
 def start_process(settings: Settings, *, configure_logging: bool = True, nice: int = 0) -> None:
     """Set up this process as `settings` say: log level (unless a server configures its own
     logging), torch threads (set once, here, never inside a library), niceness, heap trim."""
+    import torch  # here, not at module level: commands that only import `interrupt` stay quick
+
     if configure_logging:
         logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     torch.set_num_threads(settings.torch_threads)
