@@ -29,8 +29,7 @@ def _examples(start: int, n: int = 24) -> list[TrainingExample]:
 
 def _trainer() -> OnlineTrainer:
     """Without replay, so that a resumed trainer must continue exactly (replay is not saved)."""
-    torch.manual_seed(0)
-    model = TwoTowerRecommender(TwoTowerConfig(dim=8, max_history=4, layers=1))
+    model = TwoTowerRecommender(TwoTowerConfig(dim=8, max_history=4, layers=1), seed=0)
     return OnlineTrainer(model, TrainerConfig(sampled_negatives=8, replay_ratio=0.0), CPU)
 
 
@@ -56,6 +55,27 @@ def test_a_checkpoint_round_trip_restores_model_vocabulary_and_position(tmp_path
     trainer.learn_many(_examples(24))
     loaded.trainer.learn_many(_examples(24))
     assert torch.allclose(_embeddings(loaded.trainer), _embeddings(trainer), atol=1e-5)
+
+
+def test_a_resumed_trainer_gives_new_items_the_rows_the_uninterrupted_one_gives(
+    tmp_path: Path,
+) -> None:
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    store = CheckpointStore(tmp_path)
+    store.save(trainer, {})
+    resumed = store.load(device=CPU).trainer
+    fresh = [
+        TrainingExample((), Interaction("u", f"new{n}", "click", 10_000 + n)) for n in range(5)
+    ]
+    for each in (trainer, resumed):
+        each._admit(fresh)
+    rows = trainer.model.vocabulary.lookup([e.target.item_id for e in fresh])
+    assert resumed.model.vocabulary.lookup([e.target.item_id for e in fresh]).tolist() == (
+        rows.tolist()
+    )
+    weights = trainer.model.item_embedding.weight
+    assert torch.equal(resumed.model.item_embedding.weight[rows], weights[rows])
 
 
 def test_only_the_last_n_versions_are_kept(tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ from model.two_tower import TwoTowerConfig, TwoTowerRecommender, newest_ms
 
 
 def _store(tmp_path: Path) -> tuple[CheckpointStore, OnlineTrainer, list[int]]:
-    torch.manual_seed(0)
-    model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4))
+    model = TwoTowerRecommender(TwoTowerConfig(dim=8, heads=2, max_history=4), seed=0)
     trainer = OnlineTrainer(model, TrainerConfig(sampled_negatives=8), torch.device("cpu"))
     store = CheckpointStore(tmp_path, keep=5)
     versions = []

@@ -9,8 +9,7 @@ from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 
 def _model(**overrides: object) -> TwoTowerRecommender:
-    torch.manual_seed(0)
-    model = TwoTowerRecommender(TwoTowerConfig(dim=16, max_history=6, **overrides))  # type: ignore[arg-type]
+    model = TwoTowerRecommender(TwoTowerConfig(dim=16, max_history=6, **overrides), seed=0)  # type: ignore[arg-type]
     admission = model.vocabulary.observe([f"i{n}" for n in range(10)], ts_ms=0)
     model.resize(admission.capacity)
     return model.eval()
