@@ -1,4 +1,5 @@
-"""Baselines scored beside the model: popularity, recent popularity, item-kNN, incremental MF."""
+"""Baselines scored beside the model: popularity, recent popularity, item-kNN, incremental MF,
+and the user's own most frequent items (the next-basket floor)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from model.recommender import Catalogue, RecommendRequest
+from model.recommender import Catalogue, RecommendRequest, SystemKind
 from model.trainer import TrainingExample
 
 
@@ -25,6 +26,8 @@ def _grown(array: npt.NDArray[Any], rows: int) -> npt.NDArray[Any]:
 
 class PopularityRecommender:
     """Most-interacted items; with `half_life_ms`, interactions fade exponentially with age."""
+
+    kind: SystemKind = "baseline"
 
     def __init__(self, half_life_ms: float | None = None, name: str = "popularity") -> None:
         self.name = name
@@ -65,6 +68,7 @@ class ItemKNNRecommender:
     """
 
     name = "item_knn"
+    kind: SystemKind = "baseline"
 
     def __init__(
         self, recent: int = 20, window: int = 10, decay: float = 0.9, merge_every: int = 200_000
@@ -128,6 +132,7 @@ class IncrementalMFRecommender:
     """Matrix factorisation updated by SGD on each event against sampled negatives."""
 
     name = "incremental_mf"
+    kind: SystemKind = "baseline"
 
     def __init__(
         self,
@@ -185,4 +190,44 @@ class IncrementalMFRecommender:
             ]
         )
         scores = users @ self._item_vectors[:size].T + self._item_bias[:size]
+        return self.catalogue.top_k(scores.astype(np.float32), requests, k)
+
+
+class PersonalFrequencyRecommender:
+    """The user's own items, most often first and then most recent, filled with popularity:
+    the floor any repeat-purchase (next-basket) recommender must clear. Where the request
+    excludes the user's items (no repeats), it is popularity."""
+
+    name = "personal_frequency"
+    kind: SystemKind = "baseline"
+
+    def __init__(self) -> None:
+        self.catalogue = Catalogue()
+        self._popularity = np.zeros(1024, dtype=np.float64)
+        self._own: dict[str, dict[int, tuple[int, int]]] = {}  # user -> column -> (count, ts)
+
+    def learn_many(self, batch: Sequence[TrainingExample]) -> None:
+        for example in batch:
+            target = example.target
+            column = self.catalogue.add(target.item_id)
+            self._popularity = _grown(self._popularity, column + 1)
+            self._popularity[column] += 1
+            own = self._own.setdefault(target.user_id, {})
+            count, _ = own.get(column, (0, 0))
+            own[column] = (count + 1, target.ts_ms)
+
+    def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+        size = len(self.catalogue)
+        popularity = self._popularity[:size]
+        base = popularity / (popularity.max() + 1.0) if size else popularity  # in [0, 1)
+        scores = np.tile(base, (len(requests), 1))
+        for row, request in enumerate(requests):
+            own = self._own.get(request.user_id, {})
+            if not own:
+                continue
+            columns = np.fromiter(own, dtype=np.int64, count=len(own))
+            counts = np.array([c for c, _ in own.values()], dtype=np.float64)
+            times = np.array([t for _, t in own.values()], dtype=np.float64)
+            recency = (times - times.min() + 1) / (times.max() - times.min() + 2)  # in (0, 1)
+            scores[row, columns] = 1.0 + counts + recency
         return self.catalogue.top_k(scores.astype(np.float32), requests, k)

@@ -10,7 +10,12 @@ from typing import Any
 
 import torch
 
-from model.baselines import IncrementalMFRecommender, ItemKNNRecommender, PopularityRecommender
+from model.baselines import (
+    IncrementalMFRecommender,
+    ItemKNNRecommender,
+    PersonalFrequencyRecommender,
+    PopularityRecommender,
+)
 from model.interaction import Interaction
 from model.recommender import OnlineRecommender, RecommendRequest, TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
@@ -19,35 +24,52 @@ from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 RECENT_HALF_LIFE_MS = 3 * 86_400_000
 
 
+NEW_USER_EVENTS = 5  # a user's first events make the "new_users" segment
+COLD_ITEM_MS = 86_400_000  # an item's first day in the stream makes the "cold_items" segment
+SEGMENTS = ("new_users", "cold_items", "repeat_items", "first_time_items")
+
+
 @dataclass
 class SystemScore:
-    """Running totals for one system: hits and ranks over scored events, and time spent."""
+    """Running totals for one system: hits and ranks over scored events, per segment too,
+    and time spent."""
 
     name: str
+    kind: str = "recommender"
     hits: int = 0
     ndcg: float = 0.0
     reciprocal_rank: float = 0.0
     recommended: set[str] = field(default_factory=set)
     recommend_s: float = 0.0
     learn_s: float = 0.0
+    segment_hits: dict[str, int] = field(default_factory=dict)
 
-    def score(self, ranked: Sequence[str], target: str) -> None:
+    def score(self, ranked: Sequence[str], target: str, segments: Sequence[str] = ()) -> None:
         self.recommended.update(ranked)
         if target in ranked:
             rank = ranked.index(target) + 1
             self.hits += 1
             self.ndcg += 1.0 / math.log2(rank + 1)
             self.reciprocal_rank += 1.0 / rank
+            for segment in segments:
+                self.segment_hits[segment] = self.segment_hits.get(segment, 0) + 1
 
-    def summary(self, scored: int, events: int, catalogue: int) -> dict[str, float]:
+    def summary(
+        self, scored: int, events: int, catalogue: int, segments: dict[str, int] | None = None
+    ) -> dict[str, Any]:
         per = max(scored, 1)
         return {
+            "kind": self.kind,
             "hr": self.hits / per,
             "ndcg": self.ndcg / per,
             "mrr": self.reciprocal_rank / per,
             "coverage": len(self.recommended) / max(catalogue, 1),
             "events_per_s": events / max(self.recommend_s + self.learn_s, 1e-9),
             "train_events_per_s": events / max(self.learn_s, 1e-9),
+            "segments": {
+                name: {"scored": n, "hr": self.segment_hits.get(name, 0) / max(n, 1)}
+                for name, n in (segments or {}).items()
+            },
         }
 
 
@@ -58,7 +80,7 @@ class EvaluationResult:
     k: int
     events_scored: int
     events_total: int
-    results: dict[str, dict[str, float]]
+    results: dict[str, dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +104,16 @@ class EvaluationResult:
                 f"{r['coverage']:>10.3f}{r['events_per_s']:>11,.0f}"
             )
         lines.append(f"{self.events_scored:,} of {self.events_total:,} events scored")
+        counts = next(iter(self.results.values()), {}).get("segments", {})
+        if counts:
+            head = f"{f'HR@{k} by segment':<18}" + "".join(f"{s:>18}" for s in counts)
+            lines += ["", head, "-" * len(head)]
+            for name, r in self.results.items():
+                cells = "".join(f"{r['segments'][s]['hr']:>18.4f}" for s in counts)
+                lines.append(f"{name:<18}{cells}")
+            lines.append(
+                f"{'events scored':<18}" + "".join(f"{n['scored']:>18,}" for n in counts.values())
+            )
         return "\n".join(lines)
 
 
@@ -118,38 +150,56 @@ def prequential(
     """
     ordered = sorted(events, key=lambda e: e.ts_ms)
     warmup_end = int(len(ordered) * config.warmup)
-    scores = {s.name: SystemScore(s.name) for s in systems}
+    scores = {s.name: SystemScore(s.name, s.kind) for s in systems}
     if len(scores) != len(systems):
         raise ValueError("system names must be unique")
     histories: dict[str, list[Interaction]] = {}
     seen: dict[str, set[str]] = {}
+    user_events: dict[str, int] = {}
+    item_first_ms: dict[str, int] = {}
+    segment_counts = dict.fromkeys(SEGMENTS, 0)
     scored = 0
     for start in range(0, len(ordered), config.batch_size):
         batch = ordered[start : start + config.batch_size]
         requests: list[RecommendRequest] = []
         targets: list[str] = []
+        segments: list[tuple[str, ...]] = []
         examples: list[TrainingExample] = []
         for position, event in enumerate(batch, start):
             history = histories.setdefault(event.user_id, [])
             touched = seen.setdefault(event.user_id, set())
             past = tuple(history[-config.history_len :])
             repeat = event.item_id in touched
+            first_ms = item_first_ms.setdefault(event.item_id, event.ts_ms)
             if position >= warmup_end and (config.allow_repeats or not repeat):
                 exclude = frozenset() if config.allow_repeats else frozenset(touched)
                 requests.append(RecommendRequest(event.user_id, past, event.ts_ms, exclude))
                 targets.append(event.item_id)
+                labels = (
+                    *(
+                        ("new_users",)
+                        if user_events.get(event.user_id, 0) < NEW_USER_EVENTS
+                        else ()
+                    ),
+                    *(("cold_items",) if event.ts_ms - first_ms < COLD_ITEM_MS else ()),
+                    "repeat_items" if repeat else "first_time_items",
+                )
+                segments.append(labels)
+                for label in labels:
+                    segment_counts[label] += 1
             examples.append(TrainingExample(past, event))
             history.append(event)
             del history[: -config.history_len]
             touched.add(event.item_id)
+            user_events[event.user_id] = user_events.get(event.user_id, 0) + 1
         for system in systems:
             score = scores[system.name]
             if requests:
                 began = time.perf_counter()
                 ranked = system.recommend_many(requests, config.k)
                 score.recommend_s += time.perf_counter() - began
-                for recs, target in zip(ranked, targets, strict=True):
-                    score.score(recs[: config.k], target)
+                for recs, target, labels in zip(ranked, targets, segments, strict=True):
+                    score.score(recs[: config.k], target, labels)
             began = time.perf_counter()
             system.learn_many(examples)
             score.learn_s += time.perf_counter() - began
@@ -161,8 +211,20 @@ def prequential(
         k=config.k,
         events_scored=scored,
         events_total=len(ordered),
-        results={n: s.summary(scored, len(ordered), catalogue) for n, s in scores.items()},
+        results={
+            n: s.summary(scored, len(ordered), catalogue, segment_counts) for n, s in scores.items()
+        },
     )
+
+
+def _segments(user_events: int, item_age_ms: int, repeat: bool) -> tuple[str, ...]:
+    """The segments one scored event counts in."""
+    labels = ["repeat_items" if repeat else "first_time_items"]
+    if user_events < NEW_USER_EVENTS:
+        labels.append("new_users")
+    if item_age_ms < COLD_ITEM_MS:
+        labels.append("cold_items")
+    return tuple(labels)
 
 
 def standard_systems(
@@ -179,4 +241,5 @@ def standard_systems(
         PopularityRecommender(half_life_ms=RECENT_HALF_LIFE_MS, name="recent_popularity"),
         ItemKNNRecommender(),
         IncrementalMFRecommender(seed=trainer_config.seed),
+        PersonalFrequencyRecommender(),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,10 +25,16 @@ class RecommendRequest:
     exclude: frozenset[str] = frozenset()
 
 
+SystemKind = Literal["recommender", "ablation", "baseline", "peer"]
+
+
 class OnlineRecommender(Protocol):
-    """Anything that recommends, then learns from what happened (test-then-train)."""
+    """Anything that recommends, then learns from what happened (test-then-train). `kind` says
+    what it is in an evaluation: the recommender as served, an ablation of it, a baseline, or
+    a peer trained another way."""
 
     name: str
+    kind: SystemKind
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]: ...
 
@@ -84,6 +90,7 @@ class TwoTowerOnlineRecommender:
     """The deep model as an `OnlineRecommender`: inner product against every admitted item."""
 
     name = "model"
+    kind: SystemKind = "recommender"
 
     def __init__(self, trainer: OnlineTrainer) -> None:
         self.trainer = trainer

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from model.baselines import IncrementalMFRecommender, ItemKNNRecommender, PopularityRecommender
+from model.baselines import (
+    IncrementalMFRecommender,
+    ItemKNNRecommender,
+    PersonalFrequencyRecommender,
+    PopularityRecommender,
+)
 from model.interaction import Interaction
 from model.recommender import RecommendRequest
 from model.trainer import TrainingExample
@@ -69,3 +74,20 @@ def test_item_knn_scores_the_same_before_and_after_merging_pending_pairs() -> No
     assert eager._merged._nnz() > 0
     assert lazy._merged._nnz() == 0
     assert eager.recommend_many([request], 5) == lazy.recommend_many([request], 5)
+
+
+def test_personal_frequency_ranks_own_items_by_count_then_recency_then_popularity() -> None:
+    system = PersonalFrequencyRecommender()
+    bought = ["milk", "bread", "milk", "eggs", "bread", "milk", "jam"]
+    system.learn_many(
+        [TrainingExample((), Interaction("u", i, "order", t)) for t, i in enumerate(bought)]
+    )
+    system.learn_many(
+        [TrainingExample((), Interaction(f"v{n}", "cola", "order", 100 + n)) for n in range(5)]
+    )
+    request = RecommendRequest("u", (), 200)
+    # milk 3, bread 2, then eggs and jam once each (jam later), then the popular cola
+    assert system.recommend_many([request], 5) == [["milk", "bread", "jam", "eggs", "cola"]]
+    no_repeats = RecommendRequest("u", (), 200, frozenset(bought))
+    assert system.recommend_many([no_repeats], 1) == [["cola"]]
+    assert system.recommend_many([RecommendRequest("new", (), 200)], 1) == [["cola"]]

@@ -10,7 +10,7 @@ import pytest
 from model.baselines import PopularityRecommender
 from model.evaluation import EvaluationConfig, prequential
 from model.interaction import Interaction
-from model.recommender import RecommendRequest
+from model.recommender import RecommendRequest, SystemKind
 from model.trainer import TrainingExample
 
 
@@ -26,6 +26,7 @@ class Memoriser:
     """Recommends exactly the items it has learned: it can only hit what it already saw."""
 
     name = "memoriser"
+    kind: SystemKind = "baseline"
 
     def __init__(self) -> None:
         self.learned: list[str] = []
@@ -41,6 +42,7 @@ class LastItem:
     """Recommends the user's most recent item: shows what history a request carries."""
 
     name = "last_item"
+    kind: SystemKind = "baseline"
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
         return [[r.history[-1].item_id] if r.history else [] for r in requests]
@@ -111,3 +113,22 @@ def test_events_are_sorted_by_time_and_stable_on_ties() -> None:
     config = EvaluationConfig(k=1, warmup=0.0, batch_size=1)
     result = prequential([late, tie_first, tie_second], [PopularityRecommender()], config)
     assert result.results["popularity"]["hr"] == pytest.approx(1 / 3)
+
+
+def test_hits_are_split_by_segment() -> None:
+    # u1 has 6 events (the 6th is past its first five), "a" is an hour old at the end
+    events = [Interaction("u1", "a", "click", n * 600_000) for n in range(6)]
+    events.append(Interaction("u2", "b", "click", 2 * 86_400_000))
+    config = EvaluationConfig(k=1, warmup=0.0, batch_size=1, allow_repeats=True)
+    result = prequential(events, [LastItem()], config)
+    segments = result.results["last_item"]["segments"]
+    assert {n: s["scored"] for n, s in segments.items()} == {
+        "new_users": 6,  # u1's first five and u2's first
+        "cold_items": 7,  # every event is within a day of its item's first one
+        "repeat_items": 5,
+        "first_time_items": 2,
+    }
+    assert segments["repeat_items"]["hr"] == 1.0  # the last item is the one repeated
+    assert segments["first_time_items"]["hr"] == 0.0
+    assert segments["new_users"]["hr"] == pytest.approx(4 / 6)
+    assert result.results["last_item"]["kind"] == "baseline"

@@ -9,8 +9,16 @@ import pytest
 
 from stream.cli import main
 
-SYSTEMS = {"model", "popularity", "recent_popularity", "item_knn", "incremental_mf"}
-METRICS = {"hr", "ndcg", "mrr", "coverage", "events_per_s"}
+SYSTEMS = {
+    "model": "recommender",
+    "popularity": "baseline",
+    "recent_popularity": "baseline",
+    "item_knn": "baseline",
+    "incremental_mf": "baseline",
+    "personal_frequency": "baseline",
+}
+METRICS = {"kind", "hr", "ndcg", "mrr", "coverage", "events_per_s", "segments"}
+SEGMENTS = {"new_users", "cold_items", "repeat_items", "first_time_items"}
 
 
 def test_eval_on_a_synthetic_log_writes_every_system_to_json(
@@ -38,13 +46,20 @@ def test_eval_on_a_synthetic_log_writes_every_system_to_json(
     result = json.loads(out.read_text())
     assert result["k"] == 5
     assert 0 < result["events_scored"] < result["events_total"]
-    assert set(result["results"]) == SYSTEMS
+    assert {name: r["kind"] for name, r in result["results"].items()} == SYSTEMS
     for scores in result["results"].values():
         assert set(scores) >= METRICS
         assert 0 <= scores["hr"] <= 1
+        assert set(scores["segments"]) == SEGMENTS
+        split = scores["segments"]
+        assert (
+            split["repeat_items"]["scored"] + split["first_time_items"]["scored"]
+            == (result["events_scored"])
+        )
     table = capsys.readouterr().out
     assert "HR@5" in table
     assert all(name in table for name in SYSTEMS)
+    assert "HR@5 by segment" in table
 
 
 def test_eval_rejects_a_bad_file_with_the_line(
