@@ -192,7 +192,7 @@ def prequential(
             del history[: -config.history_len]
             touched.add(event.item_id)
             user_events[event.user_id] = user_events.get(event.user_id, 0) + 1
-        for system in systems:
+        for system in systems:  # every system recommends before any learns the batch
             score = scores[system.name]
             if requests:
                 began = time.perf_counter()
@@ -200,6 +200,8 @@ def prequential(
                 score.recommend_s += time.perf_counter() - began
                 for recs, target, labels in zip(ranked, targets, segments, strict=True):
                     score.score(recs[: config.k], target, labels)
+        for system in systems:
+            score = scores[system.name]
             began = time.perf_counter()
             system.learn_many(examples)
             score.learn_s += time.perf_counter() - began

@@ -1,0 +1,63 @@
+"""Candidate sources: co-visitation neighbours are right and bounded; popularity trends."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.interaction import Interaction
+from model.sources import CoVisitation, ItemPopularity, SourceConfigError, top_by_score
+
+DAY_MS = 86_400_000
+
+
+def _walk(source: CoVisitation, user: str, items: list[str], start_ms: int = 0) -> None:
+    history: list[Interaction] = []
+    for step, item in enumerate(items):
+        event = Interaction(user, item, "click", start_ms + step)
+        source.learn(history, event)
+        history.append(event)
+
+
+def test_covisitation_links_items_seen_together_nearer_ones_more() -> None:
+    source = CoVisitation(window=3, cap=10)
+    for n in range(5):
+        _walk(source, f"u{n}", ["a", "b", "c"])
+    _walk(source, "x", ["a", "z"])
+    scores = source.scores(["a"])
+    assert top_by_score(scores, 3) == ["b", "c", "z"]  # b next to a in five walks
+    assert source.scores(["never-seen"]) == {}
+
+
+def test_a_row_keeps_at_most_twice_its_cap_and_its_heaviest_neighbours() -> None:
+    source = CoVisitation(window=1, cap=3)
+    for n in range(50):
+        _walk(source, f"u{n}", ["hub", f"spoke{n}"])
+    for _ in range(10):
+        _walk(source, "fan", ["hub", "favourite"])
+    assert len(source.rows["hub"]) < 2 * 3
+    assert "favourite" in source.rows["hub"]
+    assert source.entries() <= 2 * 3 * len(source.rows)
+
+
+def test_older_links_fade_with_the_half_life() -> None:
+    source = CoVisitation(window=1, cap=10, half_life_ms=DAY_MS)
+    _walk(source, "u1", ["a", "old"], start_ms=0)
+    _walk(source, "u2", ["a", "new"], start_ms=3 * DAY_MS)
+    scores = source.scores(["a"])
+    assert scores["new"] == pytest.approx(8 * scores["old"], rel=1e-6)
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(SourceConfigError):
+        CoVisitation(cap=0)
+
+
+def test_popularity_counts_all_time_and_trending() -> None:
+    popularity = ItemPopularity(half_life_ms=DAY_MS)
+    for _ in range(5):
+        popularity.add("classic", 0)
+    for _ in range(2):
+        popularity.add("hit", 10 * DAY_MS)
+    assert popularity.top(2) == ["classic", "hit"]
+    assert popularity.top(2, trending=True) == ["hit", "classic"]
+    assert popularity.first_ms[popularity.column["hit"]] == 10 * DAY_MS
