@@ -17,6 +17,7 @@ from model.baselines import (
     PopularityRecommender,
 )
 from model.interaction import Interaction
+from model.ranked import RankedRecommender
 from model.recommender import OnlineRecommender, RecommendRequest, TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
@@ -229,16 +230,31 @@ def _segments(user_events: int, item_age_ms: int, repeat: bool) -> tuple[str, ..
     return tuple(labels)
 
 
+def tower_system(
+    device: torch.device,
+    model_config: TwoTowerConfig | None = None,
+    trainer_config: TrainerConfig | None = None,
+) -> TwoTowerOnlineRecommender:
+    """The two-tower model alone, freshly initialised, seeded by `trainer_config.seed`."""
+    trainer_config = trainer_config or TrainerConfig()
+    model = TwoTowerRecommender(model_config or TwoTowerConfig(), seed=trainer_config.seed)
+    return TwoTowerOnlineRecommender(OnlineTrainer(model, trainer_config, device))
+
+
 def standard_systems(
     device: torch.device,
     model_config: TwoTowerConfig | None = None,
     trainer_config: TrainerConfig | None = None,
 ) -> list[OnlineRecommender]:
-    """The model and every baseline, freshly initialised, seeded by `trainer_config.seed`."""
+    """The recommender as served, its ablations (views of its state that learn nothing
+    themselves) and every baseline, seeded by `trainer_config.seed`."""
     trainer_config = trainer_config or TrainerConfig()
-    model = TwoTowerRecommender(model_config or TwoTowerConfig(), seed=trainer_config.seed)
+    recommender = RankedRecommender(
+        tower_system(device, model_config, trainer_config), seed=trainer_config.seed
+    )
     return [
-        TwoTowerOnlineRecommender(OnlineTrainer(model, trainer_config, device)),
+        recommender,
+        *recommender.views(),
         PopularityRecommender(),
         PopularityRecommender(half_life_ms=RECENT_HALF_LIFE_MS, name="recent_popularity"),
         ItemKNNRecommender(),

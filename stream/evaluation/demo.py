@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from model.device import choose_device
-from model.evaluation import EvaluationConfig, prequential, standard_systems
+from model.evaluation import EvaluationConfig, prequential, tower_system
 from model.interaction import Interaction
 from model.interaction_log import read_interactions
 from model.synthetic import SyntheticConfig, synthetic_interactions
@@ -181,11 +181,11 @@ def _offline(settings: Settings, events: list[Interaction], warmup: float) -> di
     """`recstream eval` of the model alone, on the same events and configuration."""
     device = choose_device(settings.trainer_device)
     torch.set_num_threads(settings.torch_threads)
-    model = standard_systems(
+    model = tower_system(
         device,
         TwoTowerConfig(dim=settings.vector_dim),
         TrainerConfig(),
-    )[0]
+    )
     with tqdm(total=len(events), desc="offline", unit="ev", file=sys.stderr) as bar:
 
         def progress(done: int, _: dict[str, float]) -> None:

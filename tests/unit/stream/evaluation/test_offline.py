@@ -10,7 +10,9 @@ import pytest
 from stream.cli import main
 
 SYSTEMS = {
-    "model": "recommender",
+    "recommender": "recommender",
+    "tower_only": "ablation",
+    "no_tower": "ablation",
     "popularity": "baseline",
     "recent_popularity": "baseline",
     "item_knn": "baseline",
