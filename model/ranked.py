@@ -41,6 +41,7 @@ FEATURES = (
     "from_popular",
 )
 DAY_MS = 86_400_000
+_TOWER, _COVISIT, _OWN, _POPULAR = 1, 2, 4, 8  # which sources proposed a candidate
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +136,10 @@ class RankedRecommender:
         tower = self._tower_scores(requests) if self.tower is not None else None
         for row, (request, example) in enumerate(zip(requests, batch, strict=True)):
             item = example.target.item_id
-            if tower is not None:
-                found = self._candidates(request, tower, row, frozenset())
-                if item in found.ids:
-                    self.ranker.learn(found.features, found.ids.index(item))
-            plain = self._candidates(request, None, row, frozenset())
+            found = self._candidates(request, tower, row, frozenset())
+            if tower is not None and item in found.ids:
+                self.ranker.learn(found.features, found.ids.index(item))
+            plain = self._without_tower(found) if tower is not None else found
             if item in plain.ids:
                 self.no_tower_ranker.learn(plain.features, plain.ids.index(item))
         if self.tower is not None:
@@ -175,73 +175,76 @@ class RankedRecommender:
         row: int,
         exclude: frozenset[str],
     ) -> _Candidates:
+        """Every source's proposals for one request (none in `exclude`), one feature row each."""
         config = self.config
-        recent = [i.item_id for i in request.history[-config.recent :]]
-        covisit = self.covisit.scores(recent)
-        own_count = Counter(i.item_id for i in request.history)
-        own_last: dict[str, int] = {i.item_id: i.ts_ms for i in request.history}
-        order: dict[str, int] = {i.item_id: n for n, i in enumerate(reversed(request.history))}
-        sources: dict[str, set[str]] = {}
+        history = request.history
+        covisit = self.covisit.scores([i.item_id for i in history[-config.recent :]])
+        own_count = Counter(i.item_id for i in history)
+        order = {i.item_id: n for n, i in enumerate(reversed(history))}
+        own_last = {i.item_id: i.ts_ms for i in history}
+        sources: dict[str, int] = {}  # item -> bit set of the sources that proposed it
 
-        def propose(items: Sequence[str], source: str, limit: int) -> None:
+        def propose(items: Sequence[str], source: int, limit: int) -> None:
             taken = 0
             for item in items:
                 if taken >= limit:
                     break
-                if item in exclude:
-                    continue
-                sources.setdefault(item, set()).add(source)
-                taken += 1
+                if item not in exclude:
+                    sources[item] = sources.get(item, 0) | source
+                    taken += 1
 
         if tower is not None:
-            propose(tower.best[row], "tower", config.tower)
+            propose(tower.best[row], _TOWER, config.tower)
         covisit_best = top_by_score(covisit, config.covisit + len(exclude))
-        propose(covisit_best, "covisit", config.covisit)
-        by_own = sorted(own_count, key=lambda i: (-own_count[i], order[i]))
-        propose(by_own, "own", config.own)
-        propose(self.popularity.top(config.popular + len(exclude)), "popular", config.popular)
-        propose(
-            self.popularity.top(config.trending + len(exclude), trending=True),
-            "popular",
-            config.trending,
-        )
+        propose(covisit_best, _COVISIT, config.covisit)
+        propose(sorted(own_count, key=lambda i: (-own_count[i], order[i])), _OWN, config.own)
+        popularity = self.popularity
+        propose(popularity.top(config.popular + len(exclude)), _POPULAR, config.popular)
+        trending = popularity.top(config.trending + len(exclude), trending=True)
+        propose(trending, _POPULAR, config.trending)
         ids = list(sources)
         features = np.zeros((len(ids), len(FEATURES)))
         if not ids:
             return _Candidates(ids, features)
-        covisit_rank = {item: n for n, item in enumerate(covisit_best)}
-        counts = self.popularity.counts
-        trending = self.popularity.trending
-        top_count = max(float(counts.max()), 1.0) if len(self.popularity.ids) else 1.0
-        size = len(self.popularity.ids)
-        top_trend = max(float(trending[:size].max()), 1e-12) if size else 1.0
+        bits = np.fromiter(sources.values(), dtype=np.int64, count=len(ids))
+        for column, bit in ((11, _TOWER), (12, _COVISIT), (13, _OWN), (14, _POPULAR)):
+            features[:, column] = (bits & bit) > 0
+        if tower is not None:
+            columns = np.array([tower.column.get(i, -1) for i in ids])
+            known = columns >= 0
+            features[known, 0] = tower.scores[row, columns[known]]
+            features[known, 1] = 1.0
+        features[:, 2] = np.log1p(100.0 * np.array([covisit.get(i, 0.0) for i in ids]))
+        for rank, item in enumerate(covisit_best):
+            if item in sources:
+                features[ids.index(item), 3] = 1.0 / (1.0 + rank)
         now = request.now_ms
-        column_of = self.popularity.column
-        for n, item in enumerate(ids):
-            f = features[n]
-            if tower is not None and item in tower.column:
-                f[0] = float(tower.scores[row, tower.column[item]])
-                f[1] = 1.0
-            f[2] = math.log1p(100.0 * covisit.get(item, 0.0))
-            f[3] = 1.0 / (1.0 + covisit_rank[item]) if item in covisit_rank else 0.0
-            if item in own_count:
-                age = max(now - own_last[item], 0)
-                f[4] = math.log1p(own_count[item])
-                f[5] = math.exp(-age / DAY_MS)
-                f[6] = math.exp(-age / (30 * DAY_MS))
-                f[7] = 1.0 / (1.0 + order[item])
-            column = column_of.get(item)
-            if column is not None:
-                f[8] = math.log1p(counts[column]) / math.log1p(top_count)
-                f[9] = float(trending[column]) / top_trend
-                first = self.popularity.first_ms[column]
-                f[10] = math.log1p(max(now - first, 0) / 3_600_000) / 10.0
-            proposed = sources[item]
-            f[11] = "tower" in proposed
-            f[12] = "covisit" in proposed
-            f[13] = "own" in proposed
-            f[14] = "popular" in proposed
+        for item in own_count.keys() & sources.keys():
+            f = features[ids.index(item)]
+            age = max(now - own_last[item], 0)
+            f[4] = math.log1p(own_count[item])
+            f[5] = math.exp(-age / DAY_MS)
+            f[6] = math.exp(-age / (30 * DAY_MS))
+            f[7] = 1.0 / (1.0 + order[item])
+        size = len(popularity.ids)
+        if size:
+            columns = np.array([popularity.column.get(i, -1) for i in ids])
+            known = columns >= 0
+            counts, trend = popularity.counts[:size], popularity.trending[:size]
+            picked = columns[known]
+            features[known, 8] = np.log1p(counts[picked]) / math.log1p(max(counts.max(), 1.0))
+            features[known, 9] = trend[picked] / max(float(trend.max()), 1e-12)
+            age_h = np.maximum(now - popularity.first_ms_array()[picked], 0) / 3_600_000
+            features[known, 10] = np.log1p(age_h) / 10.0
         return _Candidates(ids, features)
+
+    @staticmethod
+    def _without_tower(found: _Candidates) -> _Candidates:
+        """The candidates and features the sources other than the tower give."""
+        keep: npt.NDArray[np.bool_] = np.asarray((found.features[:, 12:15] > 0).any(axis=1))
+        features = found.features[keep].copy()
+        features[:, [0, 1, 11]] = 0.0
+        return _Candidates([found.ids[n] for n in np.flatnonzero(keep)], features)
 
 
 class _View:

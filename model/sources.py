@@ -52,6 +52,7 @@ class ItemPopularity:
         self.counts = np.zeros(1024, dtype=np.float64)
         self.trending = np.zeros(1024, dtype=np.float64)
         self._clock = DecayClock(half_life_ms)
+        self._first = np.zeros(0, dtype=np.int64)
 
     def add(self, item_id: str, ts_ms: int) -> int:
         """Count one interaction; returns the item's column."""
@@ -69,6 +70,12 @@ class ItemPopularity:
         self.counts[column] += 1
         self.trending[column] += self._clock.weight(ts_ms)
         return column
+
+    def first_ms_array(self) -> npt.NDArray[np.int64]:
+        """When each item (by column) was first seen."""
+        if len(self._first) != len(self.first_ms):
+            self._first = np.array(self.first_ms, dtype=np.int64)
+        return self._first
 
     def top(self, n: int, trending: bool = False) -> list[str]:
         """The `n` most popular item ids (all-time, or trending now)."""
