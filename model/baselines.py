@@ -3,7 +3,6 @@ and the user's own most frequent items (the next-basket floor)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy.typing as npt
 import torch
 
 from model.recommender import Catalogue, RecommendRequest, SystemKind
+from model.sources import ItemPopularity
 from model.trainer import TrainingExample
 
 
@@ -31,32 +31,16 @@ class PopularityRecommender:
 
     def __init__(self, half_life_ms: float | None = None, name: str = "popularity") -> None:
         self.name = name
-        self.catalogue = Catalogue()
-        self._scores = np.zeros(1024, dtype=np.float64)
-        self._rate = math.log(2) / half_life_ms if half_life_ms else 0.0
-        self._origin_ms: int | None = None
+        self.popularity = ItemPopularity(half_life_ms)
+        self._trending = bool(half_life_ms)
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
         for example in batch:
-            column = self.catalogue.add(example.target.item_id)
-            self._scores = _grown(self._scores, column + 1)
-            self._scores[column] += self._weight(example.target.ts_ms)
-
-    def _weight(self, ts_ms: int) -> float:
-        """exp(rate * (t - origin)): a growing weight is a decay of everything older."""
-        if not self._rate:
-            return 1.0
-        if self._origin_ms is None:
-            self._origin_ms = ts_ms
-        exponent = self._rate * (ts_ms - self._origin_ms)
-        if exponent > 50:
-            self._scores *= math.exp(-exponent)
-            self._origin_ms, exponent = ts_ms, 0.0
-        return math.exp(exponent)
+            self.popularity.add(example.target.item_id, example.target.ts_ms)
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
-        scores = self._scores[: len(self.catalogue)].astype(np.float32)
-        return self.catalogue.top_k(np.tile(scores, (len(requests), 1)), requests, k)
+        scores = self.popularity.scores(self._trending).astype(np.float32)
+        return self.popularity.catalogue.top_k(np.tile(scores, (len(requests), 1)), requests, k)
 
 
 class ItemKNNRecommender:

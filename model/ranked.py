@@ -226,11 +226,10 @@ class RankedRecommender:
             f[5] = math.exp(-age / DAY_MS)
             f[6] = math.exp(-age / (30 * DAY_MS))
             f[7] = 1.0 / (1.0 + order[item])
-        size = len(popularity.ids)
-        if size:
-            columns = np.array([popularity.column.get(i, -1) for i in ids])
+        if len(popularity):
+            columns = np.array([popularity.catalogue.column.get(i, -1) for i in ids])
             known = columns >= 0
-            counts, trend = popularity.counts[:size], popularity.trending[:size]
+            counts, trend = popularity.scores(), popularity.scores(trending=True)
             picked = columns[known]
             features[known, 8] = np.log1p(counts[picked]) / math.log1p(max(counts.max(), 1.0))
             features[known, 9] = trend[picked] / max(float(trend.max()), 1e-12)

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from model.errors import ModelError
 from model.interaction import Interaction
+from model.recommender import Catalogue
 
 
 class SourceConfigError(ModelError, ValueError):
@@ -43,32 +44,35 @@ class DecayClock:
 
 
 class ItemPopularity:
-    """How often each item was interacted with: all-time and decayed (trending), by item id."""
+    """How often each item was interacted with: all-time and, with `half_life_ms`, decayed
+    (trending). Items are columns of `catalogue`, in order of first sighting."""
 
-    def __init__(self, half_life_ms: float = 3 * 86_400_000) -> None:
-        self.column: dict[str, int] = {}
-        self.ids: list[str] = []
+    def __init__(self, half_life_ms: float | None = 3 * 86_400_000) -> None:
+        self.catalogue = Catalogue()
         self.first_ms: list[int] = []
         self.counts = np.zeros(1024, dtype=np.float64)
         self.trending = np.zeros(1024, dtype=np.float64)
-        self._clock = DecayClock(half_life_ms)
+        self._clock = DecayClock(half_life_ms) if half_life_ms else None
         self._first = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.catalogue)
 
     def add(self, item_id: str, ts_ms: int) -> int:
         """Count one interaction; returns the item's column."""
-        column = self.column.get(item_id)
-        if column is None:
-            column = self.column[item_id] = len(self.ids)
-            self.ids.append(item_id)
+        known = len(self.catalogue)
+        column = self.catalogue.add(item_id)
+        if column == known:
             self.first_ms.append(ts_ms)
             if column >= len(self.counts):
                 self.counts = np.concatenate([self.counts, np.zeros_like(self.counts)])
                 self.trending = np.concatenate([self.trending, np.zeros_like(self.trending)])
-        factor = self._clock.rescale(ts_ms)
-        if factor is not None:
-            self.trending *= factor
         self.counts[column] += 1
-        self.trending[column] += self._clock.weight(ts_ms)
+        if self._clock is not None:
+            factor = self._clock.rescale(ts_ms)
+            if factor is not None:
+                self.trending *= factor
+            self.trending[column] += self._clock.weight(ts_ms)
         return column
 
     def first_ms_array(self) -> npt.NDArray[np.int64]:
@@ -77,15 +81,18 @@ class ItemPopularity:
             self._first = np.array(self.first_ms, dtype=np.int64)
         return self._first
 
+    def scores(self, trending: bool = False) -> npt.NDArray[np.float64]:
+        """A score per column: the count, or the decayed count."""
+        return (self.trending if trending else self.counts)[: len(self.catalogue)]
+
     def top(self, n: int, trending: bool = False) -> list[str]:
         """The `n` most popular item ids (all-time, or trending now)."""
-        size = len(self.ids)
-        if size == 0:
+        scores = self.scores(trending)
+        n = min(n, len(scores))
+        if n == 0:
             return []
-        scores = (self.trending if trending else self.counts)[:size]
-        n = min(n, size)
         best = np.argpartition(-scores, n - 1)[:n]
-        return [self.ids[c] for c in best[np.argsort(-scores[best], kind="stable")]]
+        return [self.catalogue.ids[c] for c in best[np.argsort(-scores[best], kind="stable")]]
 
 
 class CoVisitation:

@@ -60,4 +60,4 @@ def test_popularity_counts_all_time_and_trending() -> None:
         popularity.add("hit", 10 * DAY_MS)
     assert popularity.top(2) == ["classic", "hit"]
     assert popularity.top(2, trending=True) == ["hit", "classic"]
-    assert popularity.first_ms[popularity.column["hit"]] == 10 * DAY_MS
+    assert popularity.first_ms[popularity.catalogue.column["hit"]] == 10 * DAY_MS
