@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online bench-replay bench-soak
+.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online bench-replay bench-soak bench-ranker
 
 install: $(VENV)/.installed
 
@@ -55,3 +55,6 @@ bench-replay: install
 
 bench-soak: install
 	$(BIN)/python bench/soak.py --seconds 600 --rate 500 --qps 100 --users 2000 --items 1000 --history-len 20 --trainer-dedup-window 50000 --feed-retention-s 120 --json soak.json
+
+bench-ranker: install
+	$(BIN)/python bench/ranker.py
