@@ -28,6 +28,7 @@ RECENT_HALF_LIFE_MS = 3 * 86_400_000
 NEW_USER_EVENTS = 5  # a user's first events make the "new_users" segment
 COLD_ITEM_MS = 86_400_000  # an item's first day in the stream makes the "cold_items" segment
 SEGMENTS = ("new_users", "cold_items", "repeat_items", "first_time_items")
+BLOCKS = 5  # the stream's fifths, each reported on its own ("block_1" ... "block_5")
 
 
 @dataclass
@@ -70,7 +71,13 @@ class SystemScore:
             "segments": {
                 name: {"scored": n, "hr": self.segment_hits.get(name, 0) / max(n, 1)}
                 for name, n in (segments or {}).items()
+                if not name.startswith("block_")
             },
+            "blocks": [
+                {"block": name, "scored": n, "hr": self.segment_hits.get(name, 0) / max(n, 1)}
+                for name, n in sorted((segments or {}).items())
+                if name.startswith("block_") and n
+            ],
         }
 
 
@@ -112,9 +119,14 @@ class EvaluationResult:
             for name, r in self.results.items():
                 cells = "".join(f"{r['segments'][s]['hr']:>18.4f}" for s in counts)
                 lines.append(f"{name:<18}{cells}")
-            lines.append(
-                f"{'events scored':<18}" + "".join(f"{n['scored']:>18,}" for n in counts.values())
-            )
+            scored = "".join(f"{n['scored']:>18,}" for n in counts.values())
+            lines.append(f"{'events scored':<18}{scored}")
+        blocks = next(iter(self.results.values()), {}).get("blocks", [])
+        if blocks:
+            head = f"{f'HR@{k} by fifth':<18}" + "".join(f"{b['block']:>11}" for b in blocks)
+            lines += ["", head, "-" * len(head)]
+            for name, r in self.results.items():
+                lines.append(f"{name:<18}" + "".join(f"{b['hr']:>11.4f}" for b in r["blocks"]))
         return "\n".join(lines)
 
 
@@ -177,17 +189,12 @@ def prequential(
                 requests.append(RecommendRequest(event.user_id, past, event.ts_ms, exclude))
                 targets.append(event.item_id)
                 labels = (
-                    *(
-                        ("new_users",)
-                        if user_events.get(event.user_id, 0) < NEW_USER_EVENTS
-                        else ()
-                    ),
-                    *(("cold_items",) if event.ts_ms - first_ms < COLD_ITEM_MS else ()),
-                    "repeat_items" if repeat else "first_time_items",
+                    *_segments(user_events.get(event.user_id, 0), event.ts_ms - first_ms, repeat),
+                    f"block_{position * BLOCKS // len(ordered) + 1}",
                 )
                 segments.append(labels)
                 for label in labels:
-                    segment_counts[label] += 1
+                    segment_counts[label] = segment_counts.get(label, 0) + 1
             examples.append(TrainingExample(past, event))
             history.append(event)
             del history[: -config.history_len]

@@ -288,6 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N events")
+    evaluate.add_argument(
+        "--peer-epochs",
+        type=int,
+        default=0,
+        help="also score retrained_model: the model retrained from scratch for this many "
+        "epochs on every event before each fifth of the stream (0: not at all)",
+    )
     evaluate.set_defaults(run=_cmd_eval)
     data = sub.add_parser(
         "data",

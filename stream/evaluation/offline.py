@@ -11,8 +11,9 @@ import torch
 from tqdm import tqdm
 
 from model.device import choose_device
-from model.evaluation import EvaluationConfig, prequential, standard_systems
+from model.evaluation import BLOCKS, EvaluationConfig, prequential, standard_systems
 from model.interaction_log import InteractionLogError, read_interactions, write_interactions
+from model.peer import RetrainedPeer
 from model.synthetic import SyntheticConfig, synthetic_interactions
 from model.trainer import TrainerConfig
 from stream.evaluation.datasets import DatasetError, fetch_instacart, fetch_ml100k
@@ -34,7 +35,19 @@ def run_evaluation(args: argparse.Namespace) -> int:
     )
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)  # this command's process: set once, here
-    systems = standard_systems(device, trainer_config=TrainerConfig(seed=args.seed))
+    trainer_config = TrainerConfig(seed=args.seed)
+    systems = standard_systems(device, trainer_config=trainer_config)
+    if args.peer_epochs:
+        boundaries = [len(events) * b // BLOCKS for b in range(1, BLOCKS)]
+        systems.append(
+            RetrainedPeer(
+                boundaries,
+                device,
+                trainer_config=trainer_config,
+                epochs=args.peer_epochs,
+                progress=lambda line: print(line, file=sys.stderr),
+            )
+        )
     print(f"{len(events):,} events, device {device}", file=sys.stderr)
     with tqdm(total=len(events), desc="eval", unit="ev", file=sys.stderr) as bar:
 

@@ -18,6 +18,7 @@ SYSTEMS = {
     "item_knn": "baseline",
     "incremental_mf": "baseline",
     "personal_frequency": "baseline",
+    "retrained_model": "peer",
 }
 METRICS = {"kind", "hr", "ndcg", "mrr", "coverage", "events_per_s", "segments"}
 SEGMENTS = {"new_users", "cold_items", "repeat_items", "first_time_items"}
@@ -44,7 +45,8 @@ def test_eval_on_a_synthetic_log_writes_every_system_to_json(
         )
         == 0
     )
-    assert main(["eval", "--events", str(log), "--k", "5", "--json", str(out)]) == 0
+    argv = ["eval", "--events", str(log), "--k", "5", "--json", str(out), "--peer-epochs", "1"]
+    assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["k"] == 5
     assert 0 < result["events_scored"] < result["events_total"]
@@ -53,6 +55,7 @@ def test_eval_on_a_synthetic_log_writes_every_system_to_json(
         assert set(scores) >= METRICS
         assert 0 <= scores["hr"] <= 1
         assert set(scores["segments"]) == SEGMENTS
+        assert [b["block"] for b in scores["blocks"]] == [f"block_{n}" for n in range(2, 6)]
         split = scores["segments"]
         assert (
             split["repeat_items"]["scored"] + split["first_time_items"]["scored"]
@@ -62,6 +65,7 @@ def test_eval_on_a_synthetic_log_writes_every_system_to_json(
     assert "HR@5" in table
     assert all(name in table for name in SYSTEMS)
     assert "HR@5 by segment" in table
+    assert "HR@5 by fifth" in table
 
 
 def test_eval_rejects_a_bad_file_with_the_line(
