@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,12 +28,15 @@ class UnknownItemError(StoreError, KeyError):
 
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """Business rules applied to every candidate; purchased items are always excluded."""
+    """Business rules applied to every candidate. Without `repeats`, the user's purchased
+    items (and, with `exclude_seen`, every item they touched) are excluded; with it, the
+    user's own items are recommended again, most often and most recently bought first."""
 
     category: str | None = None
     in_stock: bool | None = None
     exclude: frozenset[str] = frozenset()
     exclude_seen: bool = True
+    repeats: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,19 @@ _POPULAR_KEPT = 200  # popular items kept per counter, served while Redis is awa
 _POPULAR_REFRESH_S = 5.0
 _POPULAR_COUNTERS = ("trending", "orders", "clicks")  # in order of preference
 _ATTEMPTS = 5  # a publish landing mid-request restarts it; after this many, popular only
+_MODELLED = ("personalized", "similar_to_recent")  # reasons whose scores come from the model
+
+
+def _take_repeats(
+    history: Sequence[HistoryEntry], picks: _Picks, allowed: Callable[[str], bool], most: int
+) -> None:
+    """Up to `most` of the user's own items (history newest first), most often first, then
+    most recent: the repeat-purchase source (reason `repeat`, score = times touched)."""
+    counts = Counter(h.item_id for h in history)
+    newest = {item: n for n, item in reversed(list(enumerate(h.item_id for h in history)))}
+    for item in sorted(counts, key=lambda i: (-counts[i], newest[i]))[:most]:
+        if allowed(item):
+            picks.take(item, float(counts[item]), "repeat")
 
 
 @dataclass
@@ -154,13 +171,17 @@ class Retriever:
                 await self._top_items(counter, _POPULAR_KEPT)
         history, purchased = await self.interactions.user_context(user_id, limit=200)
         stored = await self.state.user_vector(user_id)
-        blocked = set(filters.exclude) | purchased
-        if filters.exclude_seen:
-            blocked |= {h.item_id for h in history}
+        blocked = set(filters.exclude)
+        if not filters.repeats:
+            blocked |= purchased
+            if filters.exclude_seen:
+                blocked |= {h.item_id for h in history}
         allowed = self._allows(filters)
         for _ in range(_ATTEMPTS):
             stamp = self.index.stamp
             picks = _Picks(k, set(blocked))
+            if filters.repeats:
+                _take_repeats(history, picks, allowed, (k + 1) // 2)
             user = await self._user_vector(stamp.model_version, user_id, stored, history)
             if user is not None:
                 await self._search(user[0], picks, allowed, "personalized")
@@ -170,7 +191,7 @@ class Retriever:
         else:
             picks = _Picks(k, set(blocked))
             user = None
-        modelled = bool(picks.items)
+        modelled = any(s.reason in _MODELLED for s in picks.items)
         if not picks.full:
             await self._popular(picks, allowed)
         source = picks.items[0].reason if picks.items else "none"

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         90 * 24 * 3600, ge=1, description="how long a user's Redis state outlives their last event"
     )
     history_len: int = Field(200, ge=1, description="interactions kept per user history")
+    repeats: bool = Field(
+        False,
+        description="recommend users their own past items again (groceries: yes; films: no); "
+        "a request's `repeats` overrides it",
+    )
     max_event_bytes: int = Field(64 * 1024, ge=256, description="largest accepted event payload")
     batch_size: int = Field(500, ge=1, description="events an agent applies per Redis round trip")
     batch_wait_ms: int = Field(5, ge=0, description="longest an agent waits to fill a batch")

@@ -55,6 +55,7 @@ def create_api(settings: Settings) -> FastAPI:
         settings.api_key_burst,
     )
     app.state.pseudonyms = Pseudonyms.of(settings.pseudonym_key)
+    app.state.repeats = settings.repeats
     if not app.state.keys.enabled:
         log.warning("no API keys configured: every endpoint is open (see recstream keys new)")
     install_error_handlers(app)

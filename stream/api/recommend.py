@@ -81,9 +81,14 @@ async def recommendations(
     filters: ItemFilters,
     k: K = 10,
     exclude_seen: bool = True,
+    repeats: Annotated[
+        bool | None, Query(description="recommend the user's own items again (default: setting)")
+    ] = None,
 ) -> RecommendationsOut:
-    """Top-k for a user: personalised, else similar to recent items, else popular."""
-    filters = replace(filters, exclude_seen=exclude_seen)
+    """Top-k for a user: their own items first when repeats are on, then personalised, else
+    similar to recent items, else popular."""
+    allowed = request.app.state.repeats if repeats is None else repeats
+    filters = replace(filters, exclude_seen=exclude_seen, repeats=allowed)
     pseudonyms: Pseudonyms | None = request.app.state.pseudonyms
     stored_as = user_id if pseudonyms is None else pseudonyms.user(user_id)
     answer = await _ready(request).retriever.recommend(stored_as, k, filters)

@@ -314,3 +314,29 @@ def test_a_cancelled_follower_stops_within_one_feed_poll(settings: Settings) -> 
             assert task.cancelled()
 
     run(settings, scenario)
+
+
+def test_with_repeats_the_users_own_items_come_first_most_often_then_most_recent(
+    settings: Settings,
+) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(6)
+        items = [f"i{n}" for n in range(30)]
+        await world.state.put_item_vectors(items, _unit(rng, 30), model_version=1)
+        await world.follower.rebuild()
+        await _clicks(world, "shopper", ["i1", "i2", "i1", "i3", "i1", "i2"], kind="order")
+        await _clicks(world, "shopper", ["i4"], start_ms=100)
+        await world.state.put_user_vector("shopper", _unit(rng, 1)[0], 1, 0)
+        again = await world.retriever.recommend("shopper", 6, Filters(repeats=True))
+        own = [(s.item_id, s.reason, s.score) for s in again.items[:3]]
+        assert own == [("i1", "repeat", 3.0), ("i2", "repeat", 2.0), ("i4", "repeat", 1.0)]
+        assert again.source == "repeat"
+        assert [s.reason for s in again.items[3:]] == ["personalized"] * 3
+        assert again.model_version == 1
+        plain = await world.retriever.recommend("shopper", 6, Filters())
+        assert not {"i1", "i2", "i3"} & {s.item_id for s in plain.items}
+        assert {s.reason for s in plain.items} == {"personalized"}
+        unmodelled = await world.retriever.recommend("new-shopper", 3, Filters(repeats=True))
+        assert unmodelled.model_version is None
+
+    run(settings, scenario)

@@ -10,10 +10,12 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
+from model.interaction import EventEffect, Interaction
 from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
+from stream.wiring import interaction_store
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -109,3 +111,24 @@ def test_metrics_and_openapi_are_served(api: TestClient) -> None:
     assert "recstream_index_items 100.0" in metrics
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar"} <= set(paths)
+
+
+def test_repeats_follow_the_setting_unless_a_request_says_otherwise(settings: Settings) -> None:
+    narrow = settings.model_copy(update={"vector_dim": DIM, "repeats": True})
+    _write(narrow, [f"i{n}" for n in range(20)], seed=1, user="u1")
+    with TestClient(create_api(narrow)) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, 20, "the index to load")
+        asyncio.run(_apply_order(narrow, "u1", "i7"))
+        by_default = client.get("/v1/users/u1/recommendations", params={"k": 4}).json()
+        assert by_default["items"][0] == {"item_id": "i7", "score": 1.0, "reason": "repeat"}
+        off = client.get("/v1/users/u1/recommendations", params={"k": 4, "repeats": "false"})
+        assert "i7" not in {i["item_id"] for i in off.json()["items"]}
+
+
+async def _apply_order(settings: Settings, user: str, item: str) -> None:
+    """The order's effect in Redis, as a worker applies it (no worker runs in this test)."""
+    client = aioredis.from_url(settings.redis_url)
+    store = interaction_store(settings, client)
+    effect = EventEffect("o1", user, (Interaction(user, item, "order", 1_767_225_600_000),))
+    await store.apply_many([effect])
+    await client.aclose()
