@@ -148,17 +148,19 @@ class CoVisitation:
             self.mass[key] *= factor
 
     def scores(self, recent: Sequence[str], decay: float = 0.9) -> dict[str, float]:
-        """Neighbours of the user's `recent` items (newest last), each row normalised by its
-        mass and weighted by how recent its item is: a score per candidate item."""
+        """Neighbours of the user's `recent` items (newest last), weighted by how recent each
+        item is, each link normalised by both ends' mass (cosine, as item-kNN does, so that
+        popular neighbours do not win by popularity alone): a score per candidate item."""
         out: dict[str, float] = {}
+        mass = self.mass
         for age, item in enumerate(reversed(recent)):
             row = self.rows.get(item)
             if not row:
                 continue
-            scale = decay**age / self.mass[item]
+            scale = decay**age / math.sqrt(mass[item])
             for other, weight in row.items():
                 out[other] = out.get(other, 0.0) + weight * scale
-        return out
+        return {other: score / math.sqrt(mass[other]) for other, score in out.items()}
 
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
