@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 RECENT_HALF_LIFE_MS = 3 * 86_400_000
+ITEM_FEATURE_FIELDS = frozenset({"category", "brand"})  # metadata the tower hashes
 
 
 NEW_USER_EVENTS = 5  # a user's first events make the "new_users" segment
@@ -252,13 +253,22 @@ def standard_systems(
     device: torch.device,
     model_config: TwoTowerConfig | None = None,
     trainer_config: TrainerConfig | None = None,
+    items: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[OnlineRecommender]:
     """The recommender as served, its ablations (views of its state that learn nothing
-    themselves) and every baseline, seeded by `trainer_config.seed`."""
+    themselves) and every baseline, seeded by `trainer_config.seed`. With `items` (item id ->
+    metadata), the tower hashes their category and brand and the recommender proposes cold
+    items of the user's categories."""
     trainer_config = trainer_config or TrainerConfig()
+    model_config = model_config or TwoTowerConfig()
+    fields = sorted({f for meta in (items or {}).values() for f in meta} & ITEM_FEATURE_FIELDS)
+    if fields:
+        model_config = replace(model_config, feature_fields=tuple(fields))
     recommender = RankedRecommender(
         tower_system(device, model_config, trainer_config), seed=trainer_config.seed
     )
+    if items:
+        recommender.set_items(items)
     return [
         recommender,
         *recommender.views(),

@@ -129,3 +129,34 @@ def write_interactions(interactions: Iterable[Interaction], path: str | Path) ->
             writer.writerow([i.user_id, i.item_id, i.ts_ms, i.kind])
             count += 1
     return count
+
+
+ItemMetadata = dict[str, dict[str, str]]
+
+
+def read_items(path: str | Path) -> ItemMetadata:
+    """Item metadata from a CSV with an `item_id` column and any others (category, brand,
+    price, ...): item id -> {column: value}, empty values left out."""
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if "item_id" not in (reader.fieldnames or []):
+            raise InteractionLogError(f"line 1: {path} has no item_id column")
+        return {
+            row["item_id"].strip(): {k: v for k, v in row.items() if k != "item_id" and v}
+            for row in reader
+            if row.get("item_id")
+        }
+
+
+def write_items(items: Iterable[tuple[str, Mapping[str, str]]], path: str | Path) -> int:
+    """Write item metadata as `read_items` takes it; the columns are the first item's keys."""
+    count = 0
+    with Path(path).open("w", encoding="utf-8", newline="") as handle:
+        writer: csv.DictWriter[str] | None = None
+        for item_id, features in items:
+            if writer is None:
+                writer = csv.DictWriter(handle, ["item_id", *features])
+                writer.writeheader()
+            writer.writerow({"item_id": item_id, **features})
+            count += 1
+    return count

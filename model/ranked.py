@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +39,16 @@ FEATURES = (
     "from_covisit",
     "from_own",
     "from_popular",
+    "category_affinity",
+    "brand_affinity",
+    "cold",
+    "from_cold",
 )
+F = {name: column for column, name in enumerate(FEATURES)}
 DAY_MS = 86_400_000
-_TOWER, _COVISIT, _OWN, _POPULAR = 1, 2, 4, 8  # which sources proposed a candidate
+_TOWER, _COVISIT, _OWN, _POPULAR, _COLD = 1, 2, 4, 8, 16  # the sources that proposed an item
+_TOWER_FEATURES = [F["tower"], F["tower_known"], F["from_tower"]]
+_OTHER_SOURCES = [F["from_covisit"], F["from_own"], F["from_popular"], F["from_cold"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,8 @@ class CandidateConfig:
     own: int = 50
     popular: int = 20
     trending: int = 20
+    cold: int = 20
+    cold_max_interactions: int = 5
     recent: int = 10
     ranker_hidden: int = 16
     ranker_learning_rate: float = 0.05
@@ -91,6 +100,9 @@ class RankedRecommender:
         self.config = config or CandidateConfig()
         self.covisit = CoVisitation()
         self.popularity = ItemPopularity()
+        self.category_of: dict[str, str] = {}
+        self.brand_of: dict[str, str] = {}
+        self.by_category: dict[str, list[str]] = {}
         self.ranker = OnlineRanker(
             len(FEATURES),
             self.config.ranker_hidden,
@@ -103,6 +115,19 @@ class RankedRecommender:
             self.config.ranker_learning_rate,
             seed=seed,
         )
+
+    def set_items(self, metadata: Mapping[str, Mapping[str, str]]) -> None:
+        """Item metadata (category, brand, ...): features of the tower's item side, the
+        cold-start source (items of the user's recent categories with few interactions yet),
+        and the category and brand affinity features."""
+        for item_id, features in metadata.items():
+            if "category" in features:
+                self.category_of[item_id] = features["category"]
+                self.by_category.setdefault(features["category"], []).append(item_id)
+            if "brand" in features:
+                self.brand_of[item_id] = features["brand"]
+            if self.tower is not None and self.tower.model.config.feature_fields:
+                self.tower.model.set_item_features(item_id, features)
 
     def views(self) -> list[_View]:
         """The ablations, sharing this recommender's state: the tower alone, and the ranker
@@ -202,47 +227,88 @@ class RankedRecommender:
         propose(popularity.top(config.popular + len(exclude)), _POPULAR, config.popular)
         trending = popularity.top(config.trending + len(exclude), trending=True)
         propose(trending, _POPULAR, config.trending)
+        recent = [i.item_id for i in history[-config.recent :]]
+        categories = Counter(self.category_of[i] for i in recent if i in self.category_of)
+        brands = Counter(self.brand_of[i] for i in recent if i in self.brand_of)
+        if categories:
+            propose(self._cold(categories), _COLD, config.cold)
         ids = list(sources)
         features = np.zeros((len(ids), len(FEATURES)))
         if not ids:
             return _Candidates(ids, features)
         bits = np.fromiter(sources.values(), dtype=np.int64, count=len(ids))
-        for column, bit in ((11, _TOWER), (12, _COVISIT), (13, _OWN), (14, _POPULAR)):
-            features[:, column] = (bits & bit) > 0
+        for name, bit in (
+            ("from_tower", _TOWER),
+            ("from_covisit", _COVISIT),
+            ("from_own", _OWN),
+            ("from_popular", _POPULAR),
+            ("from_cold", _COLD),
+        ):
+            features[:, F[name]] = (bits & bit) > 0
+        if recent:
+            for n, item in enumerate(ids):
+                category, brand = self.category_of.get(item), self.brand_of.get(item)
+                if category is not None:
+                    features[n, F["category_affinity"]] = categories[category] / len(recent)
+                if brand is not None:
+                    features[n, F["brand_affinity"]] = brands[brand] / len(recent)
         if tower is not None:
             columns = np.array([tower.column.get(i, -1) for i in ids])
             known = columns >= 0
-            features[known, 0] = tower.scores[row, columns[known]]
-            features[known, 1] = 1.0
-        features[:, 2] = np.log1p(100.0 * np.array([covisit.get(i, 0.0) for i in ids]))
+            features[known, F["tower"]] = tower.scores[row, columns[known]]
+            features[known, F["tower_known"]] = 1.0
+        covisit_of = np.array([covisit.get(i, 0.0) for i in ids])
+        features[:, F["covisit"]] = np.log1p(100.0 * covisit_of)
+        position = {item: n for n, item in enumerate(ids)}
         for rank, item in enumerate(covisit_best):
-            if item in sources:
-                features[ids.index(item), 3] = 1.0 / (1.0 + rank)
+            if item in position:
+                features[position[item], F["covisit_rank"]] = 1.0 / (1.0 + rank)
         now = request.now_ms
-        for item in own_count.keys() & sources.keys():
-            f = features[ids.index(item)]
+        for item in own_count.keys() & position.keys():
+            f = features[position[item]]
             age = max(now - own_last[item], 0)
-            f[4] = math.log1p(own_count[item])
-            f[5] = math.exp(-age / DAY_MS)
-            f[6] = math.exp(-age / (30 * DAY_MS))
-            f[7] = 1.0 / (1.0 + order[item])
+            f[F["own_count"]] = math.log1p(own_count[item])
+            f[F["own_recent_day"]] = math.exp(-age / DAY_MS)
+            f[F["own_recent_month"]] = math.exp(-age / (30 * DAY_MS))
+            f[F["own_last"]] = 1.0 / (1.0 + order[item])
         if len(popularity):
             columns = np.array([popularity.catalogue.column.get(i, -1) for i in ids])
             known = columns >= 0
             counts, trend = popularity.scores(), popularity.scores(trending=True)
             picked = columns[known]
-            features[known, 8] = np.log1p(counts[picked]) / math.log1p(max(counts.max(), 1.0))
-            features[known, 9] = trend[picked] / max(float(trend.max()), 1e-12)
+            top = math.log1p(max(counts.max(), 1.0))
+            features[known, F["popularity"]] = np.log1p(counts[picked]) / top
+            features[known, F["trending"]] = trend[picked] / max(float(trend.max()), 1e-12)
             age_h = np.maximum(now - popularity.first_ms_array()[picked], 0) / 3_600_000
-            features[known, 10] = np.log1p(age_h) / 10.0
+            features[known, F["item_age"]] = np.log1p(age_h) / 10.0
+            seen = np.zeros(len(ids))
+            seen[known] = counts[picked]
+            features[:, F["cold"]] = seen < config.cold_max_interactions
+        else:
+            features[:, F["cold"]] = 1.0
         return _Candidates(ids, features)
+
+    def _cold(self, categories: Counter[str], scan: int = 500) -> list[str]:
+        """Items of the user's two most frequent recent categories that few users have
+        touched yet, the most touched of them first (a newcomer's first buyers first)."""
+        popularity, limit = self.popularity, self.config.cold_max_interactions
+        found: list[tuple[float, str]] = []
+        for category, _ in categories.most_common(2):
+            for item in self.by_category.get(category, [])[:scan]:
+                column = popularity.catalogue.column.get(item)
+                count = 0.0 if column is None else float(popularity.counts[column])
+                if count < limit:
+                    found.append((count, item))
+        return [item for _, item in sorted(found, key=lambda pair: -pair[0])]
 
     @staticmethod
     def _without_tower(found: _Candidates) -> _Candidates:
         """The candidates and features the sources other than the tower give."""
-        keep: npt.NDArray[np.bool_] = np.asarray((found.features[:, 12:15] > 0).any(axis=1))
+        keep: npt.NDArray[np.bool_] = np.asarray(
+            (found.features[:, _OTHER_SOURCES] > 0).any(axis=1)
+        )
         features = found.features[keep].copy()
-        features[:, [0, 1, 11]] = 0.0
+        features[:, _TOWER_FEATURES] = 0.0
         return _Candidates([found.ids[n] for n in np.flatnonzero(keep)], features)
 
 

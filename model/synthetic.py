@@ -142,6 +142,14 @@ class SyntheticStream:
                 ]
 
 
+def synthetic_items(config: SyntheticConfig) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every item of the stream with its metadata (category = its topic, brand): users follow
+    topics, so metadata carries signal."""
+    stream = SyntheticStream(config)
+    for item in stream.items:
+        yield item.item_id, stream.item_features(item)
+
+
 def synthetic_interactions(config: SyntheticConfig, events: int) -> Iterator[Interaction]:
     """The stream flattened to `events` events' interactions (an order yields one per item)."""
     for event in SyntheticStream(config).events(events):

@@ -200,9 +200,11 @@ class TwoTowerRecommender(nn.Module):
         """Hashed feature buckets [N, F] for `item_ids`, or None when the model has none."""
         if not self.config.feature_fields:
             return None
-        blank = [0] * len(self.config.feature_fields)
+        width = len(self.config.feature_fields)
+        blank = [0] * width
         table = [self._item_features.get(i, blank) for i in item_ids]
-        return torch.tensor(table, dtype=torch.long, device=self.device)
+        # [N, F] even for no ids: a flat empty tensor would not broadcast against [0, dim]
+        return torch.tensor(table, dtype=torch.long, device=self.device).reshape(-1, width)
 
     def item_features_state(self) -> dict[str, list[int]]:
         """The attached features as plain lists (checkpoint-safe)."""

@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="prequential (test-then-train) evaluation of the model and baselines"
     )
     evaluate.add_argument("--events", required=True, help="CSV/TSV/JSONL interaction log")
+    evaluate.add_argument(
+        "--items", default=None, help="CSV of item metadata: item_id, category, brand, ..."
+    )
     evaluate.add_argument("--k", type=int, default=10)
     evaluate.add_argument("--warmup", type=float, default=0.2, help="share learned, not scored")
     evaluate.add_argument("--allow-repeats", action="store_true", help="score re-interactions")

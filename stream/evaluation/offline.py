@@ -12,9 +12,15 @@ from tqdm import tqdm
 
 from model.device import choose_device
 from model.evaluation import BLOCKS, EvaluationConfig, prequential, standard_systems
-from model.interaction_log import InteractionLogError, read_interactions, write_interactions
+from model.interaction_log import (
+    InteractionLogError,
+    read_interactions,
+    read_items,
+    write_interactions,
+    write_items,
+)
 from model.peer import RetrainedPeer
-from model.synthetic import SyntheticConfig, synthetic_interactions
+from model.synthetic import SyntheticConfig, synthetic_interactions, synthetic_items
 from model.trainer import TrainerConfig
 from stream.evaluation.datasets import DatasetError, fetch_instacart, fetch_ml100k
 
@@ -36,7 +42,12 @@ def run_evaluation(args: argparse.Namespace) -> int:
     device = choose_device(args.device)
     torch.set_num_threads(args.threads)  # this command's process: set once, here
     trainer_config = TrainerConfig(seed=args.seed)
-    systems = standard_systems(device, trainer_config=trainer_config)
+    try:
+        items = read_items(args.items) if args.items else None
+    except (InteractionLogError, OSError) as error:
+        print(f"recstream eval: {args.items}: {error}", file=sys.stderr)
+        return 2
+    systems = standard_systems(device, trainer_config=trainer_config, items=items)
     if args.peer_epochs:
         boundaries = [len(events) * b // BLOCKS for b in range(1, BLOCKS)]
         systems.append(
@@ -78,5 +89,8 @@ def write_dataset(args: argparse.Namespace) -> int:
         synthetic_interactions(config, args.events), desc="synthetic", unit="row", file=sys.stderr
     )
     rows = write_interactions(stream, out)
+    items = out.with_name(out.stem + ".items.csv")
+    described = write_items(synthetic_items(config), items)
     print(f"{out} ({rows:,} rows)")
+    print(f"{items} ({described:,} items: category, brand; pass it to eval with --items)")
     return 0

@@ -12,7 +12,7 @@ from model.evaluation import EvaluationConfig, prequential
 from model.interaction import Interaction
 from model.ranked import CandidateConfig, RankedRecommender
 from model.recommender import RecommendRequest, TwoTowerOnlineRecommender
-from model.trainer import OnlineTrainer, TrainerConfig
+from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 HOUR_MS = 3_600_000
@@ -78,3 +78,23 @@ def test_ablations_share_the_state_and_learn_nothing_themselves() -> None:
     tower_only.learn_many([])
     assert torch.equal(model.item_embedding.weight, before)
     assert full.recommend_many([request], 3) != [[]]
+
+
+def test_a_new_item_with_metadata_reaches_users_of_its_category_only() -> None:
+    system = RankedRecommender(None)
+    metadata = {f"{c}{n}": {"category": c, "brand": "b"} for c in "AB" for n in range(5)}
+    metadata["fresh-A"] = {"category": "A", "brand": "b"}
+    system.set_items(metadata)
+    batch = [
+        TrainingExample((), Interaction(f"u{c}{n}", f"{c}{n % 5}", "click", n * HOUR_MS))
+        for c in "AB"
+        for n in range(40)
+    ]
+    system.learn_many(batch)
+    history_a = (Interaction("a", "A1", "click", 1), Interaction("a", "A2", "click", 2))
+    history_b = (Interaction("b", "B1", "click", 1),)
+    a, b = system.recommend_many(
+        [RecommendRequest("a", history_a, 10**6), RecommendRequest("b", history_b, 10**6)], 500
+    )
+    assert "fresh-A" in a  # no interactions at all: proposed by the cold-start source
+    assert "fresh-A" not in b

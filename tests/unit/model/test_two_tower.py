@@ -68,3 +68,14 @@ def test_unknown_items_with_features_get_distinct_vectors() -> None:
     a, b, plain = model.embed_items(["new-a", "new-b", "new-c"])
     assert not torch.allclose(a, b)
     assert not torch.allclose(a, plain)
+
+
+def test_a_model_with_item_features_embeds_no_items_and_unadmitted_ones() -> None:
+    model = TwoTowerRecommender(
+        TwoTowerConfig(dim=8, heads=2, max_history=4, feature_fields=("category",)), seed=0
+    )
+    assert model.embed_items([]).shape == (0, 8)
+    model.set_item_features("new", {"category": "shoes"})
+    model.set_item_features("other", {"category": "shoes"})
+    vectors = model.embed_items(["new", "other"])  # neither admitted: row 0 plus the category
+    assert torch.allclose(vectors[0], vectors[1])

@@ -45,7 +45,10 @@ def test_eval_on_a_synthetic_log_writes_every_system_to_json(
         )
         == 0
     )
+    items = tmp_path / "log.items.csv"
+    assert items.read_text().splitlines()[0] == "item_id,category,brand"
     argv = ["eval", "--events", str(log), "--k", "5", "--json", str(out), "--peer-epochs", "1"]
+    argv += ["--items", str(items)]
     assert main(argv) == 0
     result = json.loads(out.read_text())
     assert result["k"] == 5
