@@ -21,7 +21,6 @@ from model.ranker import OnlineRanker
 from model.recommender import RecommendRequest, SystemKind, TwoTowerOnlineRecommender
 from model.sources import CoVisitation, ItemPopularity, top_by_score
 from model.trainer import TrainingExample
-from model.two_tower import newest_ms
 
 FEATURES = (
     "tower",
@@ -103,18 +102,9 @@ class RankedRecommender:
         self.category_of: dict[str, str] = {}
         self.brand_of: dict[str, str] = {}
         self.by_category: dict[str, list[str]] = {}
-        self.ranker = OnlineRanker(
-            len(FEATURES),
-            self.config.ranker_hidden,
-            self.config.ranker_learning_rate,
-            seed=seed,
-        )
-        self.no_tower_ranker = OnlineRanker(
-            len(FEATURES),
-            self.config.ranker_hidden,
-            self.config.ranker_learning_rate,
-            seed=seed,
-        )
+        hidden, rate = self.config.ranker_hidden, self.config.ranker_learning_rate
+        self.ranker = OnlineRanker(len(FEATURES), hidden, rate, seed=seed)
+        self.no_tower_ranker = OnlineRanker(len(FEATURES), hidden, rate, seed=seed)
 
     def set_items(self, metadata: Mapping[str, Mapping[str, str]]) -> None:
         """Item metadata (category, brand, ...): features of the tower's item side, the
@@ -175,23 +165,18 @@ class RankedRecommender:
 
     def _tower_scores(self, requests: Sequence[RecommendRequest]) -> _TowerScores | None:
         """Per request: the tower's best items and every admitted item's score."""
-        if self.tower is None:
+        scored = None if self.tower is None else self.tower.scores(requests)
+        if scored is None:
             return None
-        model = self.tower.model
-        ids, vectors = model.catalogue()
-        if not ids:
-            return None
-        users = model.embed_users(
-            [r.history for r in requests], [newest_ms(r.history, r.now_ms) for r in requests]
-        )
-        scores = (users @ vectors.T).float().cpu().numpy()
+        catalogue, scores = scored
+        ids = catalogue.ids
         n = min(self.config.tower + 50, len(ids))
         best = np.argpartition(-scores, n - 1, axis=1)[:, :n]
         ranked = [
             [ids[c] for c in best[r][np.argsort(-scores[r, best[r]], kind="stable")]]
             for r in range(len(requests))
         ]
-        return _TowerScores(ranked, scores, {item: c for c, item in enumerate(ids)})
+        return _TowerScores(ranked, scores, catalogue.column)
 
     def _candidates(
         self,

@@ -102,14 +102,25 @@ class TwoTowerOnlineRecommender:
         self._catalogue = None
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+        scored = self.scores(requests)
+        if scored is None:
+            return [[] for _ in requests]
+        catalogue, scores = scored
+        return catalogue.top_k(scores, requests, k)
+
+    def scores(
+        self, requests: Sequence[RecommendRequest]
+    ) -> tuple[Catalogue, npt.NDArray[np.float32]] | None:
+        """Every admitted item's score for each request [B, N], None before any is admitted;
+        the catalogue's vectors are computed once per learned batch."""
         if self._catalogue is None:
             ids, vectors = self.model.catalogue()
             self._catalogue = (Catalogue(ids), vectors)
         catalogue, vectors = self._catalogue
         if not catalogue.ids:
-            return [[] for _ in requests]
+            return None
         users = self.model.embed_users(
             [r.history for r in requests],
             [newest_ms(r.history, r.now_ms) for r in requests],
         )
-        return catalogue.top_k((users @ vectors.T).float().cpu().numpy(), requests, k)
+        return catalogue, (users @ vectors.T).float().cpu().numpy()
