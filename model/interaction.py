@@ -3,6 +3,7 @@ contributes, and the one table of interaction kinds and their codes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,19 @@ def kind_code(kind: InteractionKind) -> int:
     (0, 1)
     """
     return INTERACTION_KINDS.index(kind)
+
+
+def own_items(item_ids_newest_first: Iterable[str]) -> list[tuple[str, int]]:
+    """A user's items with how often they touched each, most often first, then most recent:
+    the repeat-purchase order the recommender's own-items source and serving share.
+
+    >>> own_items(["b", "a", "c", "a", "b", "a"])
+    [('a', 3), ('b', 2), ('c', 1)]
+    """
+    counts: dict[str, int] = {}
+    for item in item_ids_newest_first:  # dicts keep first insertion: the newest touch
+        counts[item] = counts.get(item, 0) + 1
+    return sorted(counts.items(), key=lambda pair: -pair[1])
 
 
 def kind_of(value: object) -> InteractionKind:

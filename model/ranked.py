@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from model.interaction import own_items
 from model.ranker import OnlineRanker
 from model.recommender import RecommendRequest, SystemKind, TwoTowerOnlineRecommender
 from model.sources import CoVisitation, ItemPopularity, top_by_score
@@ -190,7 +191,9 @@ class RankedRecommender:
         history = request.history
         covisit = self.covisit.scores([i.item_id for i in history[-config.recent :]])
         own_count = Counter(i.item_id for i in history)
-        order = {i.item_id: n for n, i in enumerate(reversed(history))}
+        order: dict[str, int] = {}  # each own item's newest position, 0 = the latest touch
+        for n, touched in enumerate(reversed(history)):
+            order.setdefault(touched.item_id, n)
         own_last = {i.item_id: i.ts_ms for i in history}
         sources: dict[str, int] = {}  # item -> bit set of the sources that proposed it
 
@@ -207,7 +210,8 @@ class RankedRecommender:
             propose(tower.best[row], _TOWER, config.tower)
         covisit_best = top_by_score(covisit, config.covisit + len(exclude))
         propose(covisit_best, _COVISIT, config.covisit)
-        propose(sorted(own_count, key=lambda i: (-own_count[i], order[i])), _OWN, config.own)
+        newest_first = [i.item_id for i in reversed(history)]
+        propose([item for item, _ in own_items(newest_first)], _OWN, config.own)
         popularity = self.popularity
         propose(popularity.top(config.popular + len(exclude)), _POPULAR, config.popular)
         trending = popularity.top(config.trending + len(exclude), trending=True)
@@ -264,7 +268,7 @@ class RankedRecommender:
             top = math.log1p(max(counts.max(), 1.0))
             features[known, F["popularity"]] = np.log1p(counts[picked]) / top
             features[known, F["trending"]] = trend[picked] / max(float(trend.max()), 1e-12)
-            age_h = np.maximum(now - popularity.first_ms_array()[picked], 0) / 3_600_000
+            age_h = np.maximum(now - popularity.first_ms[picked], 0) / 3_600_000
             features[known, F["item_age"]] = np.log1p(age_h) / 10.0
             seen = np.zeros(len(ids))
             seen[known] = counts[picked]

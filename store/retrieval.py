@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -14,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from redis.exceptions import RedisError
 
+from model.interaction import own_items
 from store.errors import StoreError
 from store.interaction_store import HistoryEntry, RedisInteractionStore
 from store.vector_index import VectorIndex, VectorIndexError
@@ -78,11 +78,9 @@ def _take_repeats(
 ) -> None:
     """Up to `most` of the user's own items (history newest first), most often first, then
     most recent: the repeat-purchase source (reason `repeat`, score = times touched)."""
-    counts = Counter(h.item_id for h in history)
-    newest = {item: n for n, item in reversed(list(enumerate(h.item_id for h in history)))}
-    for item in sorted(counts, key=lambda i: (-counts[i], newest[i]))[:most]:
+    for item, count in own_items(h.item_id for h in history)[:most]:
         if allowed(item):
-            picks.take(item, float(counts[item]), "repeat")
+            picks.take(item, float(count), "repeat")
 
 
 @dataclass

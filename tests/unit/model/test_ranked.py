@@ -3,14 +3,16 @@ from each event only after it was scored, and learns what matters in its stream.
 
 from __future__ import annotations
 
+import math
 import random
 
+import pytest
 import torch
 
 from model.device import choose_device
 from model.evaluation import EvaluationConfig, prequential
 from model.interaction import Interaction
-from model.ranked import CandidateConfig, RankedRecommender
+from model.ranked import CandidateConfig, F, RankedRecommender
 from model.recommender import RecommendRequest, TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
@@ -98,3 +100,17 @@ def test_a_new_item_with_metadata_reaches_users_of_its_category_only() -> None:
     )
     assert "fresh-A" in a  # no interactions at all: proposed by the cold-start source
     assert "fresh-A" not in b
+
+
+def test_own_item_features_describe_the_latest_touch() -> None:
+    system = RankedRecommender(None)
+    history = (
+        Interaction("u", "milk", "order", 0),
+        Interaction("u", "bread", "order", 1),
+        Interaction("u", "milk", "order", 2),
+    )
+    found = system._candidates(RecommendRequest("u", history, 3), None, 0, frozenset())
+    assert found.ids[:2] == ["milk", "bread"]  # twice, then once
+    milk = found.features[found.ids.index("milk")]
+    assert milk[F["own_last"]] == 1.0  # milk was the latest touch, though also the first
+    assert milk[F["own_count"]] == pytest.approx(math.log1p(2))
