@@ -6,6 +6,7 @@ once, as it arrives, falls behind batch retraining on the same data."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -38,7 +39,7 @@ class RetrainedPeer:
         self.model_config = model_config or TwoTowerConfig()
         # several epochs already revisit every event: no replay on top of them
         base = trainer_config or TrainerConfig()
-        self.trainer_config = TrainerConfig(**{**base.to_dict(), "replay_ratio": 0.0})
+        self.trainer_config = replace(base, replay_ratio=0.0)
         self.epochs, self.batch_size = epochs, batch_size
         self.progress = progress
         self.examples: list[TrainingExample] = []

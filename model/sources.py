@@ -49,11 +49,10 @@ class ItemPopularity:
 
     def __init__(self, half_life_ms: float | None = 3 * 86_400_000) -> None:
         self.catalogue = Catalogue()
-        self.first_ms: list[int] = []
+        self.first_ms = np.zeros(1024, dtype=np.int64)
         self.counts = np.zeros(1024, dtype=np.float64)
         self.trending = np.zeros(1024, dtype=np.float64)
         self._clock = DecayClock(half_life_ms) if half_life_ms else None
-        self._first = np.zeros(0, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.catalogue)
@@ -63,10 +62,11 @@ class ItemPopularity:
         known = len(self.catalogue)
         column = self.catalogue.add(item_id)
         if column == known:
-            self.first_ms.append(ts_ms)
             if column >= len(self.counts):
                 self.counts = np.concatenate([self.counts, np.zeros_like(self.counts)])
                 self.trending = np.concatenate([self.trending, np.zeros_like(self.trending)])
+                self.first_ms = np.concatenate([self.first_ms, np.zeros_like(self.first_ms)])
+            self.first_ms[column] = ts_ms
         self.counts[column] += 1
         if self._clock is not None:
             factor = self._clock.rescale(ts_ms)
@@ -74,12 +74,6 @@ class ItemPopularity:
                 self.trending *= factor
             self.trending[column] += self._clock.weight(ts_ms)
         return column
-
-    def first_ms_array(self) -> npt.NDArray[np.int64]:
-        """When each item (by column) was first seen."""
-        if len(self._first) != len(self.first_ms):
-            self._first = np.array(self.first_ms, dtype=np.int64)
-        return self._first
 
     def scores(self, trending: bool = False) -> npt.NDArray[np.float64]:
         """A score per column: the count, or the decayed count."""
