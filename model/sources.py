@@ -81,12 +81,7 @@ class ItemPopularity:
 
     def top(self, n: int, trending: bool = False) -> list[str]:
         """The `n` most popular item ids (all-time, or trending now)."""
-        scores = self.scores(trending)
-        n = min(n, len(scores))
-        if n == 0:
-            return []
-        best = np.argpartition(-scores, n - 1)[:n]
-        return [self.catalogue.ids[c] for c in best[np.argsort(-scores[best], kind="stable")]]
+        return [self.catalogue.ids[c] for c in best_first(self.scores(trending), n)]
 
 
 class CoVisitation:
@@ -163,10 +158,15 @@ class CoVisitation:
 
 def top_by_score(scores: dict[str, float], n: int) -> list[str]:
     """The `n` keys with the highest scores, best first."""
-    if not scores:
-        return []
     keys = list(scores)
-    values: npt.NDArray[np.float64] = np.fromiter(scores.values(), dtype=np.float64)
-    n = min(n, len(keys))
+    values = np.fromiter(scores.values(), dtype=np.float64, count=len(keys))
+    return [keys[c] for c in best_first(values, n)]
+
+
+def best_first(values: npt.NDArray[np.float64], n: int) -> list[int]:
+    """Indices of the `n` largest `values`, largest first (ties: the lower index first)."""
+    n = min(n, len(values))
+    if n <= 0:
+        return []
     best = np.argpartition(-values, n - 1)[:n]
-    return [keys[c] for c in best[np.argsort(-values[best], kind="stable")]]
+    return [int(c) for c in best[np.argsort(-values[best], kind="stable")]]
