@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from model.interaction import Interaction
-from model.ranked import FEATURES, CandidateConfig, RankedRecommender
+from model.ranked import RankedRecommender
 from model.ranker import OnlineRanker
+from model.ranking import FEATURES, CandidateConfig
 from model.recommender import RecommendRequest
 from model.sources import CoVisitation
 from model.trainer import TrainingExample

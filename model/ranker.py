@@ -4,8 +4,12 @@ request the negatives), one Adagrad step per list. Deterministic under its seed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from model.errors import ModelError
 
@@ -76,3 +80,22 @@ class OnlineRanker:
             p[key] -= self.learning_rate * g / np.sqrt(self._squares[key])
         self.steps += 1
         return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint-safe: weights, Adagrad's sums of squares, steps taken."""
+        return {
+            "params": {k: torch.from_numpy(v.copy()) for k, v in self.params.items()},
+            "squares": {k: torch.from_numpy(v.copy()) for k, v in self._squares.items()},
+            "steps": self.steps,
+            "learning_rate": self.learning_rate,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        params = {k: v.numpy().astype(np.float64) for k, v in state["params"].items()}
+        if params["W"].shape != self.params["W"].shape:
+            raise RankerConfigError(
+                f"ranker of shape {params['W'].shape}, expected {self.params['W'].shape}"
+            )
+        self.params = params
+        self._squares = {k: v.numpy().astype(np.float64) for k, v in state["squares"].items()}
+        self.steps, self.learning_rate = int(state["steps"]), float(state["learning_rate"])

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from model.errors import ModelError
 from model.interaction import Interaction
@@ -41,6 +43,12 @@ class DecayClock:
         factor = math.exp(-self.rate * (ts_ms - self.origin_ms))
         self.origin_ms = ts_ms
         return factor
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rate": self.rate, "origin_ms": self.origin_ms}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rate, self.origin_ms = float(state["rate"]), state["origin_ms"]
 
 
 class ItemPopularity:
@@ -82,6 +90,36 @@ class ItemPopularity:
     def top(self, n: int, trending: bool = False) -> list[str]:
         """The `n` most popular item ids (all-time, or trending now)."""
         return [self.catalogue.ids[c] for c in best_first(self.scores(trending), n)]
+
+    def count(self, item_id: str) -> float:
+        """How often `item_id` was interacted with (0 for an item never seen)."""
+        column = self.catalogue.column.get(item_id)
+        return 0.0 if column is None else float(self.counts[column])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain containers and tensors (checkpoint-safe)."""
+        n = len(self.catalogue)
+        return {
+            "ids": list(self.catalogue.ids),
+            "first_ms": torch.from_numpy(self.first_ms[:n].copy()),
+            "counts": torch.from_numpy(self.counts[:n].copy()),
+            "trending": torch.from_numpy(self.trending[:n].copy()),
+            "clock": None if self._clock is None else self._clock.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.catalogue = Catalogue(state["ids"])
+        self.first_ms = state["first_ms"].numpy().astype(np.int64)
+        self.counts = state["counts"].numpy().astype(np.float64)
+        self.trending = state["trending"].numpy().astype(np.float64)
+        if len(self.counts) == 0:  # `add` grows the arrays by doubling
+            self.first_ms = np.zeros(1, dtype=np.int64)
+            self.counts, self.trending = np.zeros(1), np.zeros(1)
+        if state["clock"] is None:
+            self._clock = None
+        else:
+            self._clock = DecayClock(1.0)
+            self._clock.load_state_dict(state["clock"])
 
 
 class CoVisitation:
@@ -154,6 +192,42 @@ class CoVisitation:
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
         return sum(len(row) for row in self.rows.values())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint-safe: the rows packed as one id list and flat tensors (CSR)."""
+        ids = list(self.rows.keys() | self.mass.keys())
+        number = {item: n for n, item in enumerate(ids)}
+        sizes = [len(self.rows.get(item, ())) for item in ids]
+        targets = [number[t] for item in ids for t in self.rows.get(item, ())]
+        weights = [w for item in ids for w in self.rows.get(item, {}).values()]
+        return {
+            "settings": [self.window, self.cap, self.step_decay],
+            "clock": self._clock.state_dict(),
+            "ids": ids,
+            "mass": torch.tensor([self.mass.get(item, 0.0) for item in ids], dtype=torch.float64),
+            "sizes": torch.tensor(sizes, dtype=torch.int64),
+            "targets": torch.tensor(targets, dtype=torch.int64),
+            "weights": torch.tensor(weights, dtype=torch.float64),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        window, cap, step_decay = state["settings"]
+        self.window, self.cap, self.step_decay = int(window), int(cap), float(step_decay)
+        self._clock.load_state_dict(state["clock"])
+        ids: list[str] = state["ids"]
+        targets = [ids[t] for t in state["targets"].tolist()]
+        weights = state["weights"].tolist()
+        self.rows, self.mass, start = {}, {}, 0
+        for item, size, mass in zip(
+            ids, state["sizes"].tolist(), state["mass"].tolist(), strict=True
+        ):
+            if size:
+                self.rows[item] = dict(
+                    zip(targets[start : start + size], weights[start : start + size], strict=True)
+                )
+            start += size
+            if mass:
+                self.mass[item] = mass
 
 
 def top_by_score(scores: dict[str, float], n: int) -> list[str]:

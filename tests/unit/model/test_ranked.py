@@ -12,7 +12,8 @@ import torch
 from model.device import choose_device
 from model.evaluation import EvaluationConfig, prequential
 from model.interaction import Interaction
-from model.ranked import CandidateConfig, F, RankedRecommender
+from model.ranked import RankedRecommender
+from model.ranking import CandidateConfig, F
 from model.recommender import RecommendRequest, TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
@@ -109,7 +110,7 @@ def test_own_item_features_describe_the_latest_touch() -> None:
         Interaction("u", "bread", "order", 1),
         Interaction("u", "milk", "order", 2),
     )
-    found = system._candidates(RecommendRequest("u", history, 3), None, 0, frozenset())
+    found = system.ranking.candidates(RecommendRequest("u", history, 3), None)
     assert found.ids[:2] == ["milk", "bread"]  # twice, then once
     milk = found.features[found.ids.index("milk")]
     assert milk[F["own_last"]] == 1.0  # milk was the latest touch, though also the first
