@@ -18,6 +18,7 @@ from model.two_tower import TwoTowerRecommender
 
 FORMAT = 1
 _SERVING_KEYS = ("model_config", "model", "item_vocabulary", "item_features")
+# a version's ranking state (`model.ranking.Ranking.state_dict`) goes with its serving part
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
 
@@ -34,6 +35,7 @@ class Checkpoint:
     created_ms: int
     trainer: OnlineTrainer
     extra: dict[str, Any]
+    ranking: dict[str, Any] | None = None
 
 
 class CheckpointStore:
@@ -76,10 +78,12 @@ class CheckpointStore:
         trainer: OnlineTrainer,
         position: Mapping[str, int],
         extra: Mapping[str, Any] | None = None,
+        ranking: Mapping[str, Any] | None = None,
     ) -> int:
         """Write a new version atomically, point CURRENT at it, prune beyond `keep`.
 
-        `extra` is the caller's own state to resume with (plain containers and tensors).
+        `extra` is the caller's own state to resume with, `ranking` the candidate sources and
+        ranker that serve with the model (both plain containers and tensors).
         """
         existing = self.versions()
         version = max([*existing, self.current() or 0]) + 1
@@ -90,6 +94,7 @@ class CheckpointStore:
             "position": {str(k): int(v) for k, v in position.items()},
             "trainer": trainer.state_dict(),
             "extra": dict(extra or {}),
+            "ranking": None if ranking is None else dict(ranking),
         }
         serving = {key: payload["trainer"][key] for key in _SERVING_KEYS}
         try:
@@ -117,12 +122,19 @@ class CheckpointStore:
             int(payload["created_ms"]),
             trainer,
             dict(payload.get("extra", {})),
+            payload.get("ranking"),
         )
 
     def load_model(self, version: int | None = None) -> TwoTowerRecommender:
         """Only the model of `version` (no optimiser state), on the CPU in eval mode."""
+        return self.load_serving(version)[0]
+
+    def load_serving(
+        self, version: int | None = None
+    ) -> tuple[TwoTowerRecommender, dict[str, Any] | None]:
+        """The model of `version` (CPU, eval mode) and its ranking state (None: saved without)."""
         _, payload = self._read(version, serving=True)
-        return model_from_state(payload["trainer"]).eval()
+        return model_from_state(payload["trainer"]).eval(), payload.get("ranking")
 
     def _read(self, version: int | None, serving: bool = False) -> tuple[int, dict[str, Any]]:
         chosen = self.current() if version is None else version

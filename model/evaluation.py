@@ -18,6 +18,7 @@ from model.baselines import (
 )
 from model.interaction import Interaction
 from model.ranked import RankedRecommender
+from model.ranking import HISTORY_LEN
 from model.recommender import OnlineRecommender, RecommendRequest, TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
@@ -139,7 +140,7 @@ class EvaluationConfig:
     warmup: float = 0.2
     allow_repeats: bool = False
     batch_size: int = 256
-    history_len: int = 200
+    history_len: int = HISTORY_LEN
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 1 or self.history_len < 1:

@@ -47,6 +47,7 @@ FEATURES = (
     "from_cold",
 )
 F = {name: column for column, name in enumerate(FEATURES)}
+HISTORY_LEN = 200  # a user's newest interactions a request and a learned example carry
 DAY_MS = 86_400_000
 _TOWER, _COVISIT, _OWN, _POPULAR, _COLD = 1, 2, 4, 8, 16  # the sources that proposed an item
 _FROM = (
@@ -106,11 +107,14 @@ class ItemAttributes:
         self._by_category: dict[str, dict[str, None]] = {}  # insertion order: oldest first
 
     def set(self, item_id: str, category: str | None, brand: str | None) -> None:
-        """Replace what is known of `item_id` (None: nothing)."""
-        self.remove(item_id)
-        if category is not None:
-            self.category_of[item_id] = category
-            self._by_category.setdefault(category, {})[item_id] = None
+        """Replace what is known of `item_id` (None: nothing); an item that keeps its
+        category keeps its place among the category's items."""
+        if self.category_of.get(item_id) != category:
+            self.remove(item_id)
+            if category is not None:
+                self.category_of[item_id] = category
+                self._by_category.setdefault(category, {})[item_id] = None
+        self.brand_of.pop(item_id, None)
         if brand is not None:
             self.brand_of[item_id] = brand
 

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import torch
 
 from model.interaction import Interaction
-from model.trainer import OnlineTrainer, TrainingExample
+from model.trainer import OnlineTrainer, StepReport, TrainingExample
 from model.two_tower import TwoTowerRecommender, newest_ms
 
 
@@ -96,9 +96,10 @@ class TwoTowerOnlineRecommender:
         self.trainer = trainer
         self.model: TwoTowerRecommender = trainer.model
         self._catalogue: tuple[Catalogue, torch.Tensor] | None = None
+        self.last_report: StepReport | None = None
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
-        self.trainer.learn_many(batch)
+        self.last_report = self.trainer.learn_many(batch)
         self._catalogue = None
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:

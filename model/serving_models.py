@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from model.checkpoints import CheckpointError, CheckpointStore
 from model.interaction import Interaction
+from model.ranking import Ranking
 from model.two_tower import TwoTowerRecommender
 
 
@@ -18,13 +19,14 @@ class ServingModels:
     """Keeps the last `keep` model versions in memory (CPU, eval mode); thread-safe.
 
     Serving processes (ingest workers, API replicas) use it so that a user vector is made by
-    exactly the model version whose item vectors it will be scored against.
+    exactly the model version whose item vectors it will be scored against, and ranked by the
+    candidate sources and ranker published with that version.
     """
 
     def __init__(self, checkpoints: CheckpointStore, keep: int = 2) -> None:
         self.checkpoints = checkpoints
         self.keep = keep
-        self._models: OrderedDict[int, TwoTowerRecommender] = OrderedDict()
+        self._models: OrderedDict[int, tuple[TwoTowerRecommender, Ranking | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -35,17 +37,27 @@ class ServingModels:
 
     def get(self, version: int) -> TwoTowerRecommender | None:
         """The model of `version`, loading it on first use; None when it is not on disk."""
+        loaded = self._load(version)
+        return None if loaded is None else loaded[0]
+
+    def ranking(self, version: int) -> Ranking | None:
+        """The ranking state published with `version`; None when it has none."""
+        loaded = self._load(version)
+        return None if loaded is None else loaded[1]
+
+    def _load(self, version: int) -> tuple[TwoTowerRecommender, Ranking | None] | None:
         with self._lock:
-            model = self._models.get(version)
-            if model is None:
+            loaded = self._models.get(version)
+            if loaded is None:
                 try:
-                    model = self.checkpoints.load_model(version)
+                    model, state = self.checkpoints.load_serving(version)
                 except CheckpointError:
                     return None
-                self._models[version] = model
+                ranking = None if state is None else Ranking.from_state_dict(state)
+                loaded = self._models[version] = (model, ranking)
                 while len(self._models) > self.keep:
                     self._models.popitem(last=False)
-            return model
+            return loaded
 
     def embed(
         self,

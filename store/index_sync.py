@@ -8,8 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from store.item_catalog import ItemCatalog
 from store.vector_index import VectorIndex
-from store.vector_state import FeedEntry, ItemMeta, RedisVectorState
+from store.vector_state import FeedEntry, RedisVectorState
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class IndexFollower:
         self,
         state: RedisVectorState,
         index: VectorIndex,
-        catalog: dict[str, ItemMeta],
+        catalog: ItemCatalog,
         before_version: VersionHook | None = None,
     ) -> None:
         self.state = state

@@ -1,11 +1,14 @@
-"""Top-k retrieval with business filters and a fallback chain: personal -> recent -> popular."""
+"""Top-k retrieval with business filters. With the ranking state published with the served
+model version: every candidate source ranked by the online ranker, exactly as `recstream eval`
+ranks (`model.ranking.Ranking`); without one (a version published before rankings were): the
+fallback chain personal -> similar to recent -> popular."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,10 +17,13 @@ import numpy.typing as npt
 from redis.exceptions import RedisError
 
 from model.interaction import own_items
+from model.ranking import HISTORY_LEN, Ranking, Vector
+from model.recommender import RecommendRequest
 from store.errors import StoreError
 from store.interaction_store import HistoryEntry, RedisInteractionStore
+from store.item_catalog import ItemCatalog
 from store.vector_index import VectorIndex, VectorIndexError
-from store.vector_state import ItemMeta, RedisVectorState, UserVector
+from store.vector_state import RedisVectorState, UserVector
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,33 @@ _POPULAR_REFRESH_S = 5.0
 _POPULAR_COUNTERS = ("trending", "orders", "clicks")  # in order of preference
 _ATTEMPTS = 5  # a publish landing mid-request restarts it; after this many, popular only
 _MODELLED = ("personalized", "similar_to_recent")  # reasons whose scores come from the model
+Rankings = Callable[[int], Ranking | None]  # a model version's ranking state, if it has one
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class IndexTower:
+    """The tower's side of one request (`model.ranking.TowerView`) from a replica's index:
+    the items nearest to the user's vector, and the inner product with any indexed item."""
+
+    def __init__(self, index: VectorIndex, user: npt.NDArray[np.float32]) -> None:
+        self.index, self.user = index, user
+
+    def nearest(self, n: int) -> list[str]:
+        n = min(n, self.index.size)
+        return [] if n <= 0 else list(self.index.search(self.user, n)[0].ids)
+
+    def score(self, ids: Sequence[str]) -> tuple[Vector, npt.NDArray[np.bool_]]:
+        known = np.fromiter((self.index.contains(i) for i in ids), dtype=bool, count=len(ids))
+        scores = np.zeros(len(ids))
+        try:
+            vectors = self.index.vectors([i for i, k in zip(ids, known, strict=True) if k])
+        except VectorIndexError:  # removed since `contains`: the stamp check restarts us
+            return scores, np.zeros(len(ids), dtype=bool)
+        scores[known] = vectors @ self.user
+        return scores, known
 
 
 def _take_repeats(
@@ -111,15 +144,19 @@ class Retriever:
     def __init__(
         self,
         index: VectorIndex,
-        catalog: Mapping[str, ItemMeta],
+        catalog: ItemCatalog,
         state: RedisVectorState,
         interactions: RedisInteractionStore,
         *,
         encoder: UserEncoder | None = None,
+        rankings: Rankings | None = None,
+        clock: Callable[[], int] = _now_ms,
         recent: int = 10,
         overfetch: int = 4,
     ) -> None:
         self.index = index
+        self.rankings = rankings
+        self.clock = clock
         self.encoder = encoder
         self.catalog = catalog
         self.state = state
@@ -167,7 +204,7 @@ class Retriever:
         if stale or not any(self._popular_seen.values()):
             for counter in _POPULAR_COUNTERS:
                 await self._top_items(counter, _POPULAR_KEPT)
-        history, purchased = await self.interactions.user_context(user_id, limit=200)
+        history, purchased = await self.interactions.user_context(user_id, limit=HISTORY_LEN)
         stored = await self.state.user_vector(user_id)
         blocked = set(filters.exclude)
         if not filters.repeats:
@@ -178,18 +215,23 @@ class Retriever:
         for _ in range(_ATTEMPTS):
             stamp = self.index.stamp
             picks = _Picks(k, set(blocked))
-            if filters.repeats:
-                _take_repeats(history, picks, allowed, (k + 1) // 2)
-            user = await self._user_vector(stamp.model_version, user_id, stored, history)
-            if user is not None:
-                await self._search(user[0], picks, allowed, "personalized")
-            await self._similar_to_recent(history, picks, allowed)
+            version = stamp.model_version
+            ranking = None if version is None or self.rankings is None else self.rankings(version)
+            user = await self._user_vector(version, user_id, stored, history)
+            if ranking is not None:
+                await self._rank(ranking, user_id, history, user, picks, allowed)
+            else:
+                if filters.repeats:
+                    _take_repeats(history, picks, allowed, (k + 1) // 2)
+                if user is not None:
+                    await self._search(user[0], picks, allowed, "personalized")
+                await self._similar_to_recent(history, picks, allowed)
             if self.index.stamp == stamp:
                 break
         else:
             picks = _Picks(k, set(blocked))
-            user = None
-        modelled = any(s.reason in _MODELLED for s in picks.items)
+            user, ranking = None, None
+        modelled = ranking is not None or any(s.reason in _MODELLED for s in picks.items)
         if not picks.full:
             await self._popular(picks, allowed)
         source = picks.items[0].reason if picks.items else "none"
@@ -197,6 +239,30 @@ class Retriever:
         return Recommendations(
             user_id, picks.items, source, stamp.model_version if modelled else None, as_of
         )
+
+    async def _rank(
+        self,
+        ranking: Ranking,
+        user_id: str,
+        history: list[HistoryEntry],
+        user: tuple[npt.NDArray[np.float32], str] | None,
+        picks: _Picks,
+        allowed: Callable[[str], bool],
+    ) -> None:
+        """Every candidate source, ranked by the version's ranker, as the evaluator ranks."""
+        past = tuple(entry.interaction(user_id) for entry in reversed(history))
+        request = RecommendRequest(user_id, past, self.clock(), frozenset(picks.blocked))
+        tower = None if user is None else IndexTower(self.index, user[0])
+        attributes = self.catalog.attributes
+        if self.index.searches_quickly:
+            ranked = ranking.rank(request, tower, attributes)
+        else:
+            ranked = await asyncio.to_thread(ranking.rank, request, tower, attributes)
+        for found in ranked:
+            if picks.full:
+                return
+            if allowed(found.item_id):
+                picks.take(found.item_id, found.score, found.reason)
 
     async def _user_vector(
         self,

@@ -21,21 +21,37 @@ MODEL_INFO_KEPT = 1_000  # versions whose info is kept (one a second: about 17 m
 
 @dataclass(frozen=True, slots=True)
 class ItemMeta:
-    """What filters look at: category, stock, free-form tags."""
+    """What filters look at (category, stock, free-form tags) and what the ranker's
+    cold-start source and affinity features read (category, brand)."""
 
     category: str | None = None
     in_stock: bool = True
     tags: tuple[str, ...] = ()
+    brand: str | None = None
+    price: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(
-            {"category": self.category, "in_stock": self.in_stock, "tags": list(self.tags)}
+            {
+                "category": self.category,
+                "in_stock": self.in_stock,
+                "tags": list(self.tags),
+                "brand": self.brand,
+                "price": self.price,
+            }
         )
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> ItemMeta:
         doc = json.loads(raw)
-        return cls(doc.get("category"), bool(doc.get("in_stock", True)), tuple(doc.get("tags", ())))
+        price = doc.get("price")
+        return cls(
+            doc.get("category"),
+            bool(doc.get("in_stock", True)),
+            tuple(doc.get("tags", ())),
+            doc.get("brand"),
+            None if price is None else float(price),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""`PUT /v1/items/{item_id}` (filter metadata) and `DELETE /v1/items/{item_id}`."""
+"""`PUT /v1/items/{item_id}` (metadata) and `DELETE /v1/items/{item_id}`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ router = APIRouter(prefix="/v1", tags=["items"])
 
 
 class ItemMetaIn(BaseModel):
-    """What filters use; unknown fields are rejected."""
+    """What filters use (category, in_stock, tags) and what the ranker reads (category and
+    brand: its cold-start source and affinity features); unknown fields are rejected."""
 
     model_config = ConfigDict(extra="forbid")
 
     category: str | None = Field(None, max_length=200)
+    brand: str | None = Field(None, max_length=200)
+    price: float | None = Field(None, ge=0, allow_inf_nan=False)
     in_stock: bool = True
     tags: list[str] = Field(default_factory=list, max_length=100)
 
@@ -29,9 +32,10 @@ class ItemMetaOut(ItemMetaIn):
 
 @router.put("/items/{item_id}")
 async def put_item(request: Request, item_id: str, body: ItemMetaIn) -> ItemMetaOut:
-    """Set an item's filter metadata; this replica applies it at once, others via the feed."""
+    """Set an item's metadata; this replica applies it at once, others via the feed. A new
+    item with a category is a cold-start candidate for users of that category at once."""
     serving = serving_of(request)
-    meta = ItemMeta(body.category, body.in_stock, tuple(body.tags))
+    meta = ItemMeta(body.category, body.in_stock, tuple(body.tags), body.brand, body.price)
     await serving.state.put_item_meta(item_id, meta)
     serving.follower.catalog[item_id] = meta
     return ItemMetaOut(item_id=item_id, **body.model_dump())

@@ -14,9 +14,10 @@ from fastapi import Request
 from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
+from store.item_catalog import ItemCatalog
 from store.retrieval import Retriever
 from store.vector_index import VectorIndex
-from store.vector_state import ItemMeta, RedisVectorState
+from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.user_vectors import ModelUserEncoder
 from stream.wiring import NamespaceWatch, namespace_state, redis_client, vector_state
@@ -57,7 +58,7 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     opened = namespace_state(settings, client)
     state, interactions, models = opened.vectors, opened.interactions, opened.models
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
-    catalog: dict[str, ItemMeta] = {}
+    catalog = ItemCatalog()
 
     async def load_model(version: int) -> None:
         """Have the model of a version in memory before the index switches to it."""
@@ -67,7 +68,9 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     feed = vector_state(settings, feed_client)
     follower = IndexFollower(feed, index, catalog, before_version=load_model)
     encoder = ModelUserEncoder(models)
-    retriever = Retriever(index, catalog, state, interactions, encoder=encoder)
+    retriever = Retriever(
+        index, catalog, state, interactions, encoder=encoder, rankings=models.ranking
+    )
     task = asyncio.create_task(follower.run())
     try:
         yield Serving(client, state, index, follower, retriever, models, settings.namespace)

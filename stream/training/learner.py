@@ -14,6 +14,9 @@ import torch
 
 from model.history_table import HistoryTable
 from model.interaction import EventEffect, Interaction, kind_of
+from model.ranked import RankedRecommender
+from model.ranking import HISTORY_LEN, CandidateConfig, Ranking
+from model.recommender import TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, StepReport, TrainingExample
 from stream.events.handlers import DeadLetter, Outcome, SourcePosition
 
@@ -36,19 +39,41 @@ class StreamLearner:
     At most `max_users` histories are kept (a `HistoryTable`); the least recently active
     user's goes first, so memory stays bounded however many users the stream brings. Everything
     needed to resume is in `state()`, saved with the trainer in a checkpoint.
+
+    Examples are learned as `recstream eval` learns them (`RankedRecommender.learn_many`): the
+    ranker first (it never sees the event it scores), then the tower, then the candidate
+    sources; `ranking` is published with each version for the API replicas to rank with.
     """
 
-    def __init__(self, trainer: OnlineTrainer, dedup_window: int, max_users: int = 100_000) -> None:
+    def __init__(
+        self,
+        trainer: OnlineTrainer,
+        dedup_window: int,
+        max_users: int = 100_000,
+        candidates: CandidateConfig | None = None,
+    ) -> None:
         if dedup_window < 1 or max_users < 1:
             raise ValueError("dedup_window and max_users must be >= 1")
         self.trainer = trainer
+        self._tower = TwoTowerOnlineRecommender(trainer)
+        self._recommender = RankedRecommender(self._tower, candidates)
         self.dedup_window = dedup_window
         self.position: dict[str, int] = {}
         self.events_learned = 0
         self.duplicates = 0
         self.invalid = 0
-        self._histories = HistoryTable(max_users, trainer.model.config.max_history)
+        self._histories = HistoryTable(max_users, HISTORY_LEN)
         self._recent: OrderedDict[int, None] = OrderedDict()
+
+    @property
+    def recommender(self) -> RankedRecommender:
+        """The recommender as learned so far (what `recstream eval` would score)."""
+        return self._recommender
+
+    @property
+    def ranking(self) -> Ranking:
+        """The candidate sources and ranker, as learned so far."""
+        return self._recommender.ranking
 
     @property
     def users(self) -> list[str]:
@@ -74,7 +99,10 @@ class StreamLearner:
                 self._remember(_id_hash(outcome.event_id))
                 examples.extend(self._examples(outcome))
                 events += 1
-        report = self.trainer.learn_many(examples) if examples else None
+        report = None
+        if examples:
+            self._recommender.learn_many(examples)
+            report = self._tower.last_report
         self.events_learned += events
         self.duplicates += duplicates
         self.invalid += invalid
@@ -101,8 +129,15 @@ class StreamLearner:
             "invalid": self.invalid,
         }
 
-    def restore(self, state: Mapping[str, Any], position: Mapping[str, int]) -> None:
-        """Continue from a checkpoint's `state()` and stream position."""
+    def restore(
+        self,
+        state: Mapping[str, Any],
+        position: Mapping[str, int],
+        ranking: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Continue from a checkpoint's `state()`, stream position and ranking state."""
+        if ranking is not None:
+            self._recommender.ranking = Ranking.from_state_dict(ranking)
         self.position = dict(position)
         self.events_learned = int(state.get("events_learned", 0))
         self.duplicates = int(state.get("duplicates", 0))

@@ -43,7 +43,7 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
         learner = StreamLearner(
             checkpoint.trainer, settings.trainer_dedup_window, settings.trainer_max_users
         )
-        learner.restore(checkpoint.extra, checkpoint.position)
+        learner.restore(checkpoint.extra, checkpoint.position, checkpoint.ranking)
         log.info(
             "resuming from checkpoint %d: %d events learned, position %s",
             checkpoint.version,

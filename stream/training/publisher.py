@@ -58,7 +58,11 @@ class ModelPublisher:
             self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
         changed = self._changed(ids, vectors)
         version = await asyncio.to_thread(
-            self.checkpoints.save, learner.trainer, learner.position, learner.state()
+            self.checkpoints.save,
+            learner.trainer,
+            learner.position,
+            learner.state(),
+            learner.ranking.state_dict(),
         )
         info = {
             "learned_ms": learned_ms,

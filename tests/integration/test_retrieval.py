@@ -19,6 +19,7 @@ from model.interaction import EventEffect, Interaction, InteractionKind
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.interaction_store import RedisInteractionStore
+from store.item_catalog import ItemCatalog
 from store.redis_keys import RedisKeys
 from store.retrieval import Filters, Retriever, UnknownItemError
 from store.vector_state import ItemMeta, RedisVectorState
@@ -47,7 +48,7 @@ async def _open(settings: Settings) -> tuple[World, Callable[[], Awaitable[None]
     state = RedisVectorState(client, keys, DIM)
     interactions = RedisInteractionStore(client, keys)
     index = FaissVectorIndex(DIM)
-    catalog: dict[str, ItemMeta] = {}
+    catalog = ItemCatalog()
     follower = IndexFollower(state, index, catalog)
     retriever = Retriever(index, catalog, state, interactions)
     return World(state, interactions, follower, retriever), client.aclose
