@@ -21,10 +21,9 @@ from model.ranked import RankedRecommender
 from model.ranking import HISTORY_LEN
 from model.recommender import OnlineRecommender, RecommendRequest, TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
-from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+from model.two_tower import ITEM_FEATURE_FIELDS, TwoTowerConfig, TwoTowerRecommender
 
 RECENT_HALF_LIFE_MS = 3 * 86_400_000
-ITEM_FEATURE_FIELDS = frozenset({"category", "brand"})  # metadata the tower hashes
 
 
 NEW_USER_EVENTS = 5  # a user's first events make the "new_users" segment
@@ -262,7 +261,7 @@ def standard_systems(
     items of the user's categories."""
     trainer_config = trainer_config or TrainerConfig()
     model_config = model_config or TwoTowerConfig()
-    fields = sorted({f for meta in (items or {}).values() for f in meta} & ITEM_FEATURE_FIELDS)
+    fields = sorted({f for meta in (items or {}).values() for f in meta} & set(ITEM_FEATURE_FIELDS))
     if fields:
         model_config = replace(model_config, feature_fields=tuple(fields))
     recommender = RankedRecommender(

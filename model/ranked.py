@@ -92,7 +92,7 @@ class RankedRecommender:
     ) -> list[list[str]]:
         towers = tower_views(self.tower if use_tower else None, requests)
         return [
-            [found.item_id for found in self.ranking.rank(request, tower)[:k]]
+            [found.item_id for found in self.ranking.rank(request, tower, k)]
             for request, tower in zip(requests, towers, strict=True)
         ]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -81,6 +81,7 @@ class CandidateConfig:
     trending: int = 20
     cold: int = 20
     cold_max_interactions: int = 5
+    cold_slots: int = 1  # of each top-k, kept for the best new item of the user's categories
     recent: int = 10
     ranker_hidden: int = 16
     ranker_learning_rate: float = 0.05
@@ -190,18 +191,30 @@ class Ranking:
         self,
         request: RecommendRequest,
         tower: TowerView | None,
+        k: int,
         items: ItemAttributes | None = None,
+        allowed: Callable[[str], bool] | None = None,
     ) -> list[RankedItem]:
-        """Every candidate for `request` (none in its `exclude`), best first."""
+        """The best `k` candidates for `request` (none in its `exclude`, each `allowed`).
+
+        New items get exposure: when the ranker's top-k holds none of the cold-start source's
+        items, its best one takes the last of `cold_slots` places (a newcomer is otherwise
+        never shown, so never learned).
+        """
         found = self.candidates(request, tower, items)
-        if not found.ids:
-            return []
         ranker = self.ranker if tower is not None else self.no_tower_ranker
-        scores = ranker.scores(found.features)
-        order = np.argsort(-scores, kind="stable")
-        return [
-            RankedItem(found.ids[c], float(scores[c]), _reason(found.sources[c])) for c in order
+        scores = ranker.scores(found.features) if found.ids else np.zeros(0)
+        order = [
+            int(c)
+            for c in np.argsort(-scores, kind="stable")
+            if allowed is None or allowed(found.ids[c])
         ]
+        best, rest = order[:k], order[k:]
+        cold = [c for c in rest if found.sources[c] & _COLD]
+        slots = min(self.config.cold_slots, len(cold), len(best))
+        if slots and not any(found.sources[c] & _COLD for c in best):
+            best = best[: len(best) - slots] + cold[:slots]
+        return [RankedItem(found.ids[c], float(scores[c]), _reason(found.sources[c])) for c in best]
 
     def learn(self, request: RecommendRequest, tower: TowerView | None, item_id: str) -> None:
         """The rankers' step on the event `request` led to (`item_id`); call before `observe`

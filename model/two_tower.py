@@ -17,6 +17,7 @@ from model.interaction import Interaction, kind_code
 from model.vocabulary import IdVocabulary
 
 PAD_KIND = 0  # a history slot's kind embedding: 0 is padding, else 1 + the kind's code
+ITEM_FEATURE_FIELDS = ("brand", "category")  # item metadata the tower can hash
 
 
 class ModelConfigError(ModelError, ValueError):

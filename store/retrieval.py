@@ -253,16 +253,13 @@ class Retriever:
         past = tuple(entry.interaction(user_id) for entry in reversed(history))
         request = RecommendRequest(user_id, past, self.clock(), frozenset(picks.blocked))
         tower = None if user is None else IndexTower(self.index, user[0])
-        attributes = self.catalog.attributes
+        k, attributes = picks.k - len(picks.items), self.catalog.attributes
         if self.index.searches_quickly:
-            ranked = ranking.rank(request, tower, attributes)
+            ranked = ranking.rank(request, tower, k, attributes, allowed)
         else:
-            ranked = await asyncio.to_thread(ranking.rank, request, tower, attributes)
+            ranked = await asyncio.to_thread(ranking.rank, request, tower, k, attributes, allowed)
         for found in ranked:
-            if picks.full:
-                return
-            if allowed(found.item_id):
-                picks.take(found.item_id, found.score, found.reason)
+            picks.take(found.item_id, found.score, found.reason)
 
     async def _user_vector(
         self,

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
-from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+from model.two_tower import ITEM_FEATURE_FIELDS, TwoTowerConfig, TwoTowerRecommender
 from stream.config import Settings
 from stream.events.handlers import (
     Outcome,
@@ -27,12 +27,14 @@ from stream.events.handlers import (
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.topics import TopicNames, ensure_topics
 from stream.startup import serve_metrics, start_process, stop_on_signals
+from stream.training.item_metadata import ItemMetadataFollower
 from stream.training.learner import StreamLearner
 from stream.training.metrics import TrainerMetrics
 from stream.training.publisher import ModelPublisher
 from stream.wiring import NamespaceWatch, checkpoint_store, redis_client, retrying, vector_state
 
 log = logging.getLogger(__name__)
+_DESCRIBE_EVERY_S = 1.0  # how often the trainer reads item metadata changes before a step
 
 
 def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[StreamLearner, int]:
@@ -56,7 +58,8 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
 
 def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
     """An untrained model whose every random draw follows from `seed`."""
-    model = TwoTowerRecommender(TwoTowerConfig(dim=settings.vector_dim), seed=seed)
+    shape = TwoTowerConfig(dim=settings.vector_dim, feature_fields=ITEM_FEATURE_FIELDS)
+    model = TwoTowerRecommender(shape, seed=seed)
     config = TrainerConfig(seed=seed)
     trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
     return StreamLearner(trainer, settings.trainer_dedup_window, settings.trainer_max_users)
@@ -93,6 +96,8 @@ async def train(
     client = redis_client(settings)
     state = vector_state(settings, client)
     publisher = ModelPublisher(state, checkpoints)
+    metadata = ItemMetadataFollower(state, learner)
+    described_at = float("-inf")
     if version:
         await publisher.resume(learner, version)
         metrics.model_version.set(version)
@@ -127,6 +132,9 @@ async def train(
             if gathered and (
                 len(gathered) >= settings.train_step_events or waited_ms >= settings.train_wait_ms
             ):
+                if time.monotonic() - described_at >= _DESCRIBE_EVERY_S:
+                    await retrying(metadata.refresh)
+                    described_at = time.monotonic()
                 batch, gathered = list(in_event_order(gathered)), []
                 learned = await asyncio.to_thread(learner.learn, batch)
                 pending += learned.events

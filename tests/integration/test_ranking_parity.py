@@ -9,7 +9,7 @@ import random
 import pytest
 from fastapi.testclient import TestClient
 
-from model.interaction import EventEffect, Interaction
+from model.interaction import EventEffect, Interaction, InteractionKind
 from model.recommender import RecommendRequest
 from stream.api.app import create_api
 from stream.config import Settings
@@ -34,7 +34,7 @@ def _stream(seed: int, n: int = 900) -> list[EventEffect]:
     for t in range(n):
         user = rng.choice(sorted(place))
         place[user] = (place[user] + rng.choice((1, 1, 2, 0))) % 60
-        kind = "order" if rng.random() < 0.2 else "click"
+        kind: InteractionKind = "order" if rng.random() < 0.2 else "click"
         event = Interaction(user, f"i{place[user]}", kind, t * HOUR_MS // 2)
         effects.append(EventEffect(f"e{t}", user, (event,)))
     return effects
@@ -91,5 +91,7 @@ def test_the_api_ranks_a_request_as_the_evaluator_does(settings: Settings) -> No
         assert compared == 100
         again = api.get("/v1/users/u1/recommendations", params={"k": 10, "repeats": "true"}).json()
         past = tuple(histories["u1"])
-        expected = learner.recommender.recommend_many([RecommendRequest("u1", past, NOW_MS)], 10)
-        assert [i["item_id"] for i in again["items"]] == expected[0]
+        request = RecommendRequest("u1", past, NOW_MS)
+        assert [i["item_id"] for i in again["items"]] == (
+            learner.recommender.recommend_many([request], 10)[0]
+        )

@@ -44,7 +44,7 @@ def test_a_ranking_restored_from_a_safe_checkpoint_ranks_exactly_alike() -> None
     for user in range(10):
         history = tuple(Interaction(f"u{user}", f"i{n}", "click", n) for n in range(user, user + 5))
         request = RecommendRequest(f"u{user}", history, 2000 * HOUR_MS)
-        assert restored.rank(request, None) == system.ranking.rank(request, None)
+        assert restored.rank(request, None, 10) == system.ranking.rank(request, None, 10)
 
 
 def test_item_attributes_follow_changes_and_list_a_categorys_newest_first() -> None:
