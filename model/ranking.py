@@ -22,7 +22,7 @@ import numpy.typing as npt
 from model.interaction import own_items
 from model.ranker import OnlineRanker
 from model.recommender import RecommendRequest
-from model.sources import CoVisitation, ItemPopularity, top_by_score
+from model.sources import CoVisitation, ItemPopularity
 from model.trainer import TrainingExample
 
 FEATURES = (
@@ -243,7 +243,7 @@ class Ranking:
         config, items = self.config, items or self.items
         history, exclude = request.history, request.exclude
         recent = [i.item_id for i in history[-config.recent :]]
-        covisit = self.covisit.scores(recent)
+        covisit = self.covisit.scored(recent)
         own = own_items(i.item_id for i in reversed(history))
         sources: dict[str, int] = {}  # item -> bit set of the sources that proposed it
 
@@ -258,7 +258,7 @@ class Ranking:
 
         if tower is not None:
             propose(tower.nearest(config.tower + len(exclude)), _TOWER, config.tower)
-        covisit_best = top_by_score(covisit, config.covisit + len(exclude))
+        covisit_best = covisit.top(config.covisit + len(exclude))
         propose(covisit_best, _COVISIT, config.covisit)
         propose([item for item, _ in own], _OWN, config.own)
         popularity = self.popularity
@@ -276,7 +276,7 @@ class Ranking:
             return Candidates(ids, features, bits)
         for name, bit in _FROM:
             features[:, F[name]] = (bits & bit) > 0
-        if recent:
+        if categories or brands:
             for n, item in enumerate(ids):
                 category, brand = items.category_of.get(item), items.brand_of.get(item)
                 if category is not None:
@@ -287,7 +287,7 @@ class Ranking:
             scores, known = tower.score(ids)
             features[known, F["tower"]] = scores[known]
             features[known, F["tower_known"]] = 1.0
-        covisit_of = np.array([covisit.get(i, 0.0) for i in ids])
+        covisit_of = covisit.of(ids)
         features[:, F["covisit"]] = np.log1p(100.0 * covisit_of)
         position = {item: n for n, item in enumerate(ids)}
         for rank, item in enumerate(covisit_best):

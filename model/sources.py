@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ class ItemPopularity:
         self.counts = np.zeros(1024, dtype=np.float64)
         self.trending = np.zeros(1024, dtype=np.float64)
         self._clock = DecayClock(half_life_ms) if half_life_ms else None
+        self._top: dict[tuple[int, bool], list[str]] = {}
 
     def __len__(self) -> int:
         return len(self.catalogue)
@@ -76,6 +78,7 @@ class ItemPopularity:
                 self.first_ms = np.concatenate([self.first_ms, np.zeros_like(self.first_ms)])
             self.first_ms[column] = ts_ms
         self.counts[column] += 1
+        self._top.clear()
         if self._clock is not None:
             factor = self._clock.rescale(ts_ms)
             if factor is not None:
@@ -88,8 +91,14 @@ class ItemPopularity:
         return (self.trending if trending else self.counts)[: len(self.catalogue)]
 
     def top(self, n: int, trending: bool = False) -> list[str]:
-        """The `n` most popular item ids (all-time, or trending now)."""
-        return [self.catalogue.ids[c] for c in best_first(self.scores(trending), n)]
+        """The `n` most popular item ids (all-time, or trending now); kept until the next
+        `add`, as every request of a batch asks for the same lists."""
+        size = max(64, 1 << max(n - 1, 0).bit_length())  # a few sizes serve every n
+        found = self._top.get((size, trending))
+        if found is None:
+            found = [self.catalogue.ids[c] for c in best_first(self.scores(trending), size)]
+            self._top[(size, trending)] = found
+        return found[:n]
 
     def count(self, item_id: str) -> float:
         """How often `item_id` was interacted with (0 for an item never seen)."""
@@ -108,6 +117,7 @@ class ItemPopularity:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._top.clear()
         self.catalogue = Catalogue(state["ids"])
         self.first_ms = state["first_ms"].numpy().astype(np.int64)
         self.counts = state["counts"].numpy().astype(np.float64)
@@ -120,6 +130,37 @@ class ItemPopularity:
         else:
             self._clock = DecayClock(1.0)
             self._clock.load_state_dict(state["clock"])
+
+
+Vector = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class CovisitScores:
+    """Co-visitation scores of one request: item codes (ascending) and their scores."""
+
+    catalogue: Catalogue
+    codes: npt.NDArray[np.int64]
+    values: Vector
+
+    def ids(self) -> list[str]:
+        return [self.catalogue.ids[c] for c in self.codes]
+
+    def top(self, n: int) -> list[str]:
+        """The `n` best-scored items, best first."""
+        return [self.catalogue.ids[self.codes[c]] for c in best_first(self.values, n)]
+
+    def of(self, ids: Sequence[str]) -> Vector:
+        """The score of each of `ids` (0 for an item it did not score)."""
+        column = self.catalogue.column
+        wanted = np.fromiter((column.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
+        at = np.searchsorted(self.codes, wanted)
+        at = np.minimum(at, max(len(self.codes) - 1, 0))
+        out = np.zeros(len(ids))
+        if len(self.codes):
+            hit = self.codes[at] == wanted
+            out[hit] = self.values[at[hit]]
+        return out
 
 
 class CoVisitation:
@@ -142,6 +183,9 @@ class CoVisitation:
         self.window, self.cap, self.step_decay = window, cap, step_decay
         self.rows: dict[str, dict[str, float]] = {}
         self.mass: dict[str, float] = {}
+        self.catalogue = Catalogue()  # a code per item, for the packed rows below
+        self._mass_of = np.zeros(1024)  # `mass` by code
+        self._packed: dict[str, tuple[npt.NDArray[np.int64], Vector]] = {}
         self._clock = DecayClock(half_life_ms)
 
     def learn(self, history: Sequence[Interaction], target: Interaction) -> None:
@@ -162,10 +206,19 @@ class CoVisitation:
     def _link(self, source: str, target: str, weight: float) -> None:
         row = self.rows.setdefault(source, {})
         row[target] = row.get(target, 0.0) + weight
-        self.mass[source] = self.mass.get(source, 0.0) + weight
+        mass = self.mass[source] = self.mass.get(source, 0.0) + weight
+        self._code(target)
+        self._mass_of[self._code(source)] = mass
+        self._packed.pop(source, None)
         if len(row) >= 2 * self.cap:
             kept = sorted(row.items(), key=lambda kv: kv[1], reverse=True)[: self.cap]
             self.rows[source] = dict(kept)
+
+    def _code(self, item: str) -> int:
+        code = self.catalogue.add(item)
+        if code >= len(self._mass_of):
+            self._mass_of = np.concatenate([self._mass_of, np.zeros_like(self._mass_of)])
+        return code
 
     def _scale(self, factor: float) -> None:
         for row in self.rows.values():
@@ -173,21 +226,42 @@ class CoVisitation:
                 row[key] *= factor
         for key in self.mass:
             self.mass[key] *= factor
+        self._mass_of *= factor
+        self._packed.clear()
 
     def scores(self, recent: Sequence[str], decay: float = 0.9) -> dict[str, float]:
         """Neighbours of the user's `recent` items (newest last), weighted by how recent each
         item is, each link normalised by both ends' mass (cosine, as item-kNN does, so that
         popular neighbours do not win by popularity alone): a score per candidate item."""
-        out: dict[str, float] = {}
-        mass = self.mass
+        found = self.scored(recent, decay)
+        return dict(zip(found.ids(), found.values.tolist(), strict=True))
+
+    def scored(self, recent: Sequence[str], decay: float = 0.9) -> CovisitScores:
+        """`scores` as arrays (the form candidates are built from: no dict per request)."""
+        codes, weights = [], []
         for age, item in enumerate(reversed(recent)):
+            packed = self._packed_row(item)
+            if packed is not None:
+                scale = decay**age / math.sqrt(self.mass[item])
+                codes.append(packed[0])
+                weights.append(packed[1] * scale)
+        if not codes:
+            return CovisitScores(self.catalogue, np.zeros(0, dtype=np.int64), np.zeros(0))
+        unique, inverse = np.unique(np.concatenate(codes), return_inverse=True)
+        sums = np.bincount(inverse, weights=np.concatenate(weights))
+        return CovisitScores(self.catalogue, unique, sums / np.sqrt(self._mass_of[unique]))
+
+    def _packed_row(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
+        """`item`'s row as (neighbour codes, weights), rebuilt only after the row changed."""
+        packed = self._packed.get(item)
+        if packed is None:
             row = self.rows.get(item)
             if not row:
-                continue
-            scale = decay**age / math.sqrt(mass[item])
-            for other, weight in row.items():
-                out[other] = out.get(other, 0.0) + weight * scale
-        return {other: score / math.sqrt(mass[other]) for other, score in out.items()}
+                return None
+            column = self.catalogue.column
+            codes = np.fromiter((column[t] for t in row), dtype=np.int64, count=len(row))
+            packed = self._packed[item] = (codes, np.fromiter(row.values(), np.float64, len(row)))
+        return packed
 
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
@@ -218,6 +292,10 @@ class CoVisitation:
         targets = [ids[t] for t in state["targets"].tolist()]
         weights = state["weights"].tolist()
         self.rows, self.mass, start = {}, {}, 0
+        self.catalogue, self._mass_of, self._packed = Catalogue(), np.zeros(1024), {}
+        for item in ids:
+            self._code(item)
+        self._mass_of[: len(ids)] = state["mass"].numpy()
         for item, size, mass in zip(
             ids, state["sizes"].tolist(), state["mass"].tolist(), strict=True
         ):
