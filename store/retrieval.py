@@ -177,11 +177,13 @@ class Retriever:
 
         return allowed
 
-    async def recommend(self, user_id: str, k: int, filters: Filters) -> Recommendations:
+    async def recommend(
+        self, user_id: str, k: int, filters: Filters, now_ms: int | None = None
+    ) -> Recommendations:
         """`ranked`, or while Redis fails or is slower than its client's timeout, the popular
         items last read from it (source `popular_cached`): degraded, never an error."""
         try:
-            return await self.ranked(user_id, k, filters)
+            return await self.ranked(user_id, k, filters, now_ms)
         except RedisError as error:
             log.warning("Redis unavailable (%s): cached popular items", type(error).__name__)
             picks = _Picks(k, set(filters.exclude))
@@ -193,7 +195,9 @@ class Retriever:
             source = "popular_cached" if picks.items else "none"
             return Recommendations(user_id, picks.items, source, None)
 
-    async def ranked(self, user_id: str, k: int, filters: Filters) -> Recommendations:
+    async def ranked(
+        self, user_id: str, k: int, filters: Filters, now_ms: int | None = None
+    ) -> Recommendations:
         """Personalised when a user vector exists, then similar to recent items, then popular.
 
         Every model-ranked item is scored by the model version the index holds: a stored
@@ -219,7 +223,8 @@ class Retriever:
             ranking = None if version is None or self.rankings is None else self.rankings(version)
             user = await self._user_vector(version, user_id, stored, history)
             if ranking is not None:
-                await self._rank(ranking, user_id, history, user, picks, allowed)
+                now = self.clock() if now_ms is None else now_ms
+                await self._rank(ranking, user_id, history, user, picks, allowed, now)
             else:
                 if filters.repeats:
                     _take_repeats(history, picks, allowed, (k + 1) // 2)
@@ -248,10 +253,11 @@ class Retriever:
         user: tuple[npt.NDArray[np.float32], str] | None,
         picks: _Picks,
         allowed: Callable[[str], bool],
+        now_ms: int,
     ) -> None:
         """Every candidate source, ranked by the version's ranker, as the evaluator ranks."""
         past = tuple(entry.interaction(user_id) for entry in reversed(history))
-        request = RecommendRequest(user_id, past, self.clock(), frozenset(picks.blocked))
+        request = RecommendRequest(user_id, past, now_ms, frozenset(picks.blocked))
         tower = None if user is None else IndexTower(self.index, user[0])
         k, attributes = picks.k - len(picks.items), self.catalog.attributes
         if self.index.searches_quickly:

@@ -84,6 +84,14 @@ async def recommendations(
     repeats: Annotated[
         bool | None, Query(description="recommend the user's own items again (default: setting)")
     ] = None,
+    now_ms: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=4_102_444_800_000,
+            description="rank as of this time, epoch ms (default: now); for replays and backtests",
+        ),
+    ] = None,
 ) -> RecommendationsOut:
     """Top-k for a user: their own items first when repeats are on, then personalised, else
     similar to recent items, else popular."""
@@ -91,7 +99,7 @@ async def recommendations(
     filters = replace(filters, exclude_seen=exclude_seen, repeats=allowed)
     pseudonyms: Pseudonyms | None = request.app.state.pseudonyms
     stored_as = user_id if pseudonyms is None else pseudonyms.user(user_id)
-    answer = await _ready(request).retriever.recommend(stored_as, k, filters)
+    answer = await _ready(request).retriever.recommend(stored_as, k, filters, now_ms)
     return RecommendationsOut(
         user_id=user_id,
         items=_out(answer.items),

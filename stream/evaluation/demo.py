@@ -19,13 +19,10 @@ import aiohttp
 import torch
 from tqdm import tqdm
 
-from model.device import choose_device
-from model.evaluation import EvaluationConfig, prequential, tower_system
+from model.evaluation import EvaluationConfig, prequential
 from model.interaction import Interaction
 from model.interaction_log import read_interactions
 from model.synthetic import SyntheticConfig, synthetic_interactions
-from model.trainer import TrainerConfig
-from model.two_tower import TwoTowerConfig
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.evaluation.datasets import fetch_ml100k
@@ -34,6 +31,7 @@ from stream.events.producer import EventProducer
 from stream.events.topics import ensure_topics
 from stream.local.processes import spawn, stop
 from stream.local.stack import free_port, local_stack
+from stream.training.loop import fresh_learner
 from stream.wiring import blocking_redis_client, interaction_store, redis_client, vector_state
 
 K = 10
@@ -178,14 +176,10 @@ async def _live(
 
 
 def _offline(settings: Settings, events: list[Interaction], warmup: float) -> dict[str, float]:
-    """`recstream eval` of the model alone, on the same events and configuration."""
-    device = choose_device(settings.trainer_device)
+    """`recstream eval` of the recommender as the trainer builds it (the same tower,
+    candidate sources and ranker, freshly made), on the same events and configuration."""
     torch.set_num_threads(settings.torch_threads)
-    model = tower_system(
-        device,
-        TwoTowerConfig(dim=settings.vector_dim),
-        TrainerConfig(),
-    )
+    model = fresh_learner(settings, seed=0).recommender
     with tqdm(total=len(events), desc="offline", unit="ev", file=sys.stderr) as bar:
 
         def progress(done: int, _: dict[str, float]) -> None:

@@ -104,8 +104,14 @@ class LiveEvaluation:
         self._served_learned = 0
         self._touched: dict[str, set[str]] = {}
 
-    async def recommend(self, user_id: str, exclude: set[str]) -> dict[str, Any]:
+    async def recommend(
+        self, user_id: str, exclude: set[str], now_ms: int | None = None
+    ) -> dict[str, Any]:
+        """The API's top-k for `user_id`, ranked as of `now_ms` (the event's time: recorded
+        events replay as they happened, as the offline evaluation scores them)."""
         params = {"k": str(self.k)}
+        if now_ms is not None:
+            params["now_ms"] = str(now_ms)
         if exclude:
             params["exclude"] = ",".join(sorted(exclude))
         url = f"{self.base_url}/v1/users/{user_id}/recommendations"
@@ -128,7 +134,7 @@ class LiveEvaluation:
         self._last_event[event.user_id] = f"demo-{number:08d}"
         self._touched.setdefault(event.user_id, set()).add(event.item_id)
 
-    async def _reflected(self, user_id: str) -> dict[str, Any]:
+    async def _reflected(self, user_id: str, now_ms: int) -> dict[str, Any]:
         """Recommendations once they reflect the user's last produced event (or a timeout).
 
         The wait watches the user's vector in Redis (what the API reads), not the API: polling
@@ -142,14 +148,14 @@ class LiveEvaluation:
                     break
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.01)
-        body = await self.recommend(user_id, self._touched.get(user_id, set()))
+        body = await self.recommend(user_id, self._touched.get(user_id, set()), now_ms)
         if expected is not None and body["as_of_event_id"] != expected:
             self.figures.stale += 1
         return body
 
     async def _score(self, event: Interaction) -> None:
         repeat = event.item_id in self._touched.get(event.user_id, set())
-        body = await self._reflected(event.user_id)
+        body = await self._reflected(event.user_id, event.ts_ms)
         if repeat:
             return
         self.figures.model_lag.append(self._produced - self._served_learned)
