@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import heapq
 import json
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from typing import Protocol
 from model.interaction import EventEffect, Interaction
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.schema import ClickEvent, EventError, OrderEvent, decode_event
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +100,24 @@ def handle_message(
     pseudonyms: Pseudonyms | None = None,
 ) -> EventEffect | DeadLetter:
     """Decode and validate one message; never raises for bad input. With `pseudonyms`, the
-    effect and the dead letter hold the user's pseudonym, never the raw id."""
+    effect and the dead letter hold the user's pseudonym, never the raw id. Any exception
+    while decoding (a bug the validators missed) costs this one record, as a dead letter with
+    the error: never the batch, never the consumer."""
     if payload is None:
         return DeadLetter("message has no value", source, key, b"")
     try:
         event = decode_event(payload, max_bytes)
-    except EventError as error:
         if pseudonyms is not None:
-            payload, key = pseudonyms.redact(payload, key)
-        return DeadLetter(error.reason, source, key, payload)
+            event = event.model_copy(update={"user_id": pseudonyms.user(event.user_id)})
+        return effect_of(event)
+    except EventError as error:
+        reason = error.reason
+    except Exception as error:
+        log.exception("undecodable record at %s", source.partition_key)
+        reason = f"cannot decode: {type(error).__name__}: {error}"[:500]
     if pseudonyms is not None:
-        event = event.model_copy(update={"user_id": pseudonyms.user(event.user_id)})
-    return effect_of(event)
+        payload, key = pseudonyms.redact(payload, key)
+    return DeadLetter(reason, source, key, payload)
 
 
 Outcome = EventEffect | DeadLetter

@@ -125,11 +125,12 @@ _event_adapter: TypeAdapter[ClickEvent | OrderEvent] = TypeAdapter(Event)
 
 
 def parse_event_time(value: Any) -> datetime:
-    """RFC 3339 string (with an offset) or epoch milliseconds -> aware UTC datetime."""
+    """RFC 3339 string (with an offset) or epoch milliseconds -> aware UTC datetime, between
+    2000 and 2100 whichever way it is written."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("ts must carry a UTC offset")
-        return value.astimezone(UTC)
+        return _in_range(value)
     if isinstance(value, bool):
         raise ValueError("ts must be an RFC 3339 string or epoch milliseconds, not a boolean")
     if isinstance(value, int | float):
@@ -149,8 +150,21 @@ def parse_event_time(value: Any) -> datetime:
             raise ValueError(f"ts {value!r} is not an RFC 3339 time") from None
         if parsed.tzinfo is None:
             raise ValueError(f"ts {value!r} needs a UTC offset, e.g. 'Z' or '+02:00'")
-        return parsed.astimezone(UTC)
+        return _in_range(parsed)
     raise ValueError("ts must be an RFC 3339 string or epoch milliseconds")
+
+
+def _in_range(moment: datetime) -> datetime:
+    """`moment` in UTC when it lies between 2000 and 2100; a time at the calendar's edge
+    (year 9999 with a negative offset) overflows in the conversion: also a ValueError."""
+    try:
+        utc = moment.astimezone(UTC)
+        ms = utc.timestamp() * 1000
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"ts {moment.isoformat()} is not a time between 2000 and 2100") from None
+    if not _MIN_TS_MS <= ms < _MAX_TS_MS:
+        raise ValueError(f"ts {moment.isoformat()} is not a time between 2000 and 2100")
+    return utc
 
 
 def _describe(error: ValidationError) -> str:
