@@ -140,7 +140,7 @@ class ItemAttributes:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.__init__()  # type: ignore[misc]
+        self.category_of, self.brand_of, self._by_category = {}, {}, {}
         for item, category, brand in zip(
             state["ids"], state["category"], state["brand"], strict=True
         ):

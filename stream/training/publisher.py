@@ -57,13 +57,7 @@ class ModelPublisher:
         if await retrying(self.state.model_version) != self._served:
             self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
         changed = self._changed(ids, vectors)
-        version = await asyncio.to_thread(
-            self.checkpoints.save,
-            learner.trainer,
-            learner.position,
-            learner.state(),
-            learner.ranking.state_dict(),
-        )
+        version = await asyncio.to_thread(self._checkpoint, learner)
         info = {
             "learned_ms": learned_ms,
             "published_ms": _now_ms(),
@@ -78,6 +72,12 @@ class ModelPublisher:
         self._remember(ids, vectors)
         self._served = version
         return Published(version, int(changed.sum()), time.perf_counter() - began)
+
+    def _checkpoint(self, learner: StreamLearner) -> int:
+        """Save the version (its states are gathered here too: off the event loop)."""
+        return self.checkpoints.save(
+            learner.trainer, learner.position, learner.state(), learner.ranking.state_dict()
+        )
 
     def _changed(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
         rows = np.fromiter((self._row_of.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
