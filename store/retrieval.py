@@ -225,6 +225,8 @@ class Retriever:
             if ranking is not None:
                 now = self.clock() if now_ms is None else now_ms
                 await self._rank(ranking, user_id, history, user, picks, allowed, now)
+                if not picks.full and user is not None:  # a strict filter: search wider
+                    await self._search(user[0], picks, allowed, "personalized")
             else:
                 if filters.repeats:
                     _take_repeats(history, picks, allowed, (k + 1) // 2)
