@@ -89,6 +89,10 @@ def test_the_api_ranks_a_request_as_the_evaluator_does(settings: Settings) -> No
             }
             compared += len(expected)
         assert compared == 100
+        boots: dict[str, int | str] = {"k": 10, "category": "boots", "now_ms": NOW_MS}
+        strict = api.get("/v1/users/u1/recommendations", params=boots).json()["items"]
+        assert len(strict) == 10  # filters hold on the ranked path too
+        assert {CATEGORIES[i["item_id"]] for i in strict} == {"boots"}
         repeats: dict[str, int | str] = {"k": 10, "repeats": "true", "now_ms": NOW_MS}
         again = api.get("/v1/users/u1/recommendations", params=repeats).json()
         past = tuple(histories["u1"])
