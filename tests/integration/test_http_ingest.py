@@ -115,3 +115,10 @@ def test_exactly_the_limits_is_accepted(client: TestClient) -> None:
     response = client.post("/v1/events", json=[click(n) for n in range(MAX_EVENTS)])
     assert response.status_code == 202
     assert response.json()["accepted"] == MAX_EVENTS
+
+
+def test_a_time_at_the_calendars_edge_is_a_422_with_a_reason_not_a_500(client: TestClient) -> None:
+    edge = {**click(9), "ts": "9999-12-31T23:59:59-01:00"}
+    response = client.post("/v1/events", json=[edge])
+    assert response.status_code == 422
+    assert "ts" in response.json()["errors"][0]["reason"]
