@@ -1,8 +1,9 @@
 """Read events from JSONL, CSV or Parquet files (or stdin), keeping line numbers for errors.
 
 CSV and Parquet columns: `event_id,type,user_id,ts[,item_id,order_id,quantity,price,
-session_id]`. A row holds a click or one order line; consecutive rows with the same `event_id`
-form one order. A Parquet file's "line" is its row number, from 1.
+session_id]`, and optionally the item's `category` and `brand` (item metadata, not part of the
+event: `FileRecord.items`). A row holds a click or one order line; consecutive rows with the
+same `event_id` form one order. A Parquet file's "line" is its row number, from 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,10 @@ class FileRecord:
     line: int
     event: ClickEvent | OrderEvent | None
     error: str | None = None
+    items: dict[str, dict[str, str]] = field(default_factory=dict)  # item id -> ITEM_COLUMNS
+
+
+ITEM_COLUMNS = ("category", "brand")  # optional per-row item metadata in CSV and Parquet
 
 
 def open_source(path: str) -> IO[str]:
@@ -80,6 +85,17 @@ def _csv_value(column: str, value: str) -> Any:
 
 
 def _csv_document(first_line: int, rows: list[dict[str, str]]) -> FileRecord:
+    items = {
+        row["item_id"]: {c: row[c] for c in ITEM_COLUMNS if row.get(c)}
+        for row in rows
+        if row.get("item_id") and any(row.get(c) for c in ITEM_COLUMNS)
+    }
+    rows = [{k: v for k, v in row.items() if k not in ITEM_COLUMNS} for row in rows]
+    record = _event_document(first_line, rows)
+    return replace(record, items=items) if record.event is not None else record
+
+
+def _event_document(first_line: int, rows: list[dict[str, str]]) -> FileRecord:
     head = {k: _csv_value(k, v) for k, v in rows[0].items() if k and v not in ("", None)}
     if head.get("type") != "order":
         if len(rows) > 1:

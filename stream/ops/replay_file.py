@@ -4,20 +4,26 @@ idempotent on `event_id`, so replaying a file again changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from kafka.producer.future import FutureRecordMetadata
 from tqdm import tqdm
 
+from store.vector_state import ItemMeta
 from stream.config import Settings
 from stream.events.files import read_events
 from stream.events.producer import EventProducer
 from stream.events.topics import ensure_topics
+from stream.wiring import redis_client, retrying, vector_state
 
 
 @dataclass
@@ -28,6 +34,7 @@ class ProduceSummary:
     skipped: int = 0
     rejected: int = 0
     failed: int = 0
+    items_described: int = 0  # items whose category/brand the file's item columns set
     reasons: list[str] = field(default_factory=list)
 
     def note(self, line: int, reason: str, limit: int = 50) -> None:
@@ -38,6 +45,8 @@ class ProduceSummary:
         out = [f"sent {self.sent}, rejected {self.rejected}, failed to deliver {self.failed}"]
         if self.skipped:
             out[0] += f", skipped {self.skipped} (replayed before, per the saved position)"
+        if self.items_described:
+            out[0] += f", {self.items_described} items' category/brand set from the file"
         out += [f"  {r}" for r in self.reasons]
         hidden = self.rejected + self.failed - len(self.reasons)
         if hidden > 0:
@@ -94,6 +103,33 @@ class Position:
             os.replace(partial, self.path)
 
 
+def describe_items(settings: Settings, found: Mapping[str, Mapping[str, str]]) -> int:
+    """Set the category and brand an event file gives its items, keeping the rest of their
+    metadata (stock, tags, price); returns how many items changed."""
+
+    async def write() -> int:
+        client = redis_client(settings)
+        state = vector_state(settings, client)
+        try:
+            known = await retrying(lambda: state.item_meta(list(found)))
+            changed = 0
+            for item_id, columns in found.items():
+                meta = known.get(item_id, ItemMeta())
+                merged = dataclasses.replace(
+                    meta,
+                    category=columns.get("category", meta.category),
+                    brand=columns.get("brand", meta.brand),
+                )
+                if merged != meta or item_id not in known:
+                    await retrying(partial(state.put_item_meta, item_id, merged))
+                    changed += 1
+            return changed
+        finally:
+            await client.aclose()
+
+    return asyncio.run(write())
+
+
 def replay_file(
     settings: Settings,
     path: str,
@@ -118,10 +154,15 @@ def replay_file(
     first_ts: int | None = None
     producer = None if dry_run else EventProducer(settings)
 
+    described: dict[str, dict[str, str]] = {}
+
     def settle(last_line: int) -> None:
         """Wait for the broker; move the saved position only past delivered events."""
         if producer is None:
             return
+        if described:
+            summary.items_described += describe_items(settings, described)
+            described.clear()
         producer.flush()
         failed = summary.failed
         for line, future in pending:
@@ -158,6 +199,7 @@ def replay_file(
             if wait > 0:
                 time.sleep(wait)
             pending.append((record.line, producer.send(record.event)))
+            described.update(record.items)
             last = record.line
             if len(pending) >= save_every:
                 settle(last)

@@ -56,6 +56,33 @@ def test_produce_sends_valid_lines_and_reports_rejects_with_line_numbers(
     assert [e["event_id"] for e in read_topic(settings.kafka_bootstrap, topics.orders, 1)] == ["f3"]
 
 
+def test_item_columns_of_an_event_file_become_item_metadata(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "event_id,type,user_id,ts,item_id,order_id,quantity,category,brand\n"
+        "c1,click,u,2026-01-01T10:00:00Z,tent,,,camping,acme\n"
+        "o1,order,u,2026-01-01T11:00:00Z,boot,o1,1,hiking,\n"
+        "o1,order,u,2026-01-01T11:00:00Z,tent,o1,2,camping,acme\n"
+        "c2,click,u,2026-01-01T12:00:00Z,map,,,,\n"
+    )
+    summary = replay_file(settings, str(path), progress=False)
+    assert (summary.sent, summary.rejected, summary.items_described) == (3, 0, 2)
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        stored = client.hgetall(RedisKeys(settings.redis_prefix).item_meta)
+    finally:
+        client.close()
+    metas = {k.decode(): json.loads(v) for k, v in stored.items()}
+    assert {i: (m["category"], m["brand"]) for i, m in metas.items()} == {
+        "tent": ("camping", "acme"),
+        "boot": ("hiking", None),
+    }
+    orders = read_topic(settings.kafka_bootstrap, TopicNames.from_settings(settings).orders, 1)
+    assert [line["item_id"] for line in orders[0]["items"]] == ["boot", "tent"]
+
+
 def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
     settings: Settings, tmp_path: Path, start_worker: Spawner
 ) -> None:
