@@ -14,7 +14,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from store.redis_keys import RedisKeys
+from store.redis_keys import RedisKeys, as_text
 from stream.api.app import create_api
 from stream.cli import produce_file
 from stream.config import Settings
@@ -74,7 +74,7 @@ def test_item_columns_of_an_event_file_become_item_metadata(
         stored = client.hgetall(RedisKeys(settings.redis_prefix).item_meta)
     finally:
         client.close()
-    metas = {k.decode(): json.loads(v) for k, v in stored.items()}
+    metas = {as_text(k): json.loads(v) for k, v in stored.items()}
     assert {i: (m["category"], m["brand"]) for i, m in metas.items()} == {
         "tent": ("camping", "acme"),
         "boot": ("hiking", None),
