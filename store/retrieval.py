@@ -198,7 +198,9 @@ class Retriever:
     async def ranked(
         self, user_id: str, k: int, filters: Filters, now_ms: int | None = None
     ) -> Recommendations:
-        """Personalised when a user vector exists, then similar to recent items, then popular.
+        """The version's ranking of every candidate source (as of `now_ms`, default the
+        clock), widened by the tower's search when filters leave it short, then popular;
+        for a version without ranking state: personalised, similar to recent, popular.
 
         Every model-ranked item is scored by the model version the index holds: a stored
         user vector of another version is re-embedded with that version first, and a publish
