@@ -156,15 +156,18 @@ def replay_file(
 
     described: dict[str, dict[str, str]] = {}
 
+    first_failed: int | None = None  # the saved position never passes an undelivered line
+
     def settle(last_line: int) -> None:
-        """Wait for the broker; move the saved position only past delivered events."""
+        """Wait for the broker; move the saved position only past delivered events, and
+        never past the first line whose delivery failed (a resume sends it again)."""
+        nonlocal first_failed
         if producer is None:
             return
         if described:
             summary.items_described += describe_items(settings, described)
             described.clear()
         producer.flush()
-        failed = summary.failed
         for line, future in pending:
             try:
                 future.get(timeout=30)
@@ -172,9 +175,11 @@ def replay_file(
             except Exception as error:
                 summary.failed += 1
                 summary.note(line, f"delivery failed: {error}")
+                first_failed = line if first_failed is None else min(first_failed, line)
         pending.clear()
-        if last_line and summary.failed == failed:
-            saved.save(last_line)
+        safe = last_line if first_failed is None else min(last_line, first_failed - 1)
+        if safe > saved.line:
+            saved.save(safe)
 
     try:
         last = 0
