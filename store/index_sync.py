@@ -75,6 +75,10 @@ class IndexFollower:
             await asyncio.to_thread(self.index.remove, gone)
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
+        self.catalog.deleted = await self.state.tombstones()
+        stale = [i for i in self.catalog.deleted if self.index.contains(i)]
+        if stale:  # published before its deletion reached the trainer
+            await asyncio.to_thread(self.index.remove, stale)
         await self.settle()
         self.ready.set()
         return len(loaded)
@@ -84,7 +88,7 @@ class IndexFollower:
         if entry.op == "delete":
             await asyncio.to_thread(self.index.remove, entry.item_ids)
             for item_id in entry.item_ids:
-                self.catalog.pop(item_id, None)
+                self.catalog.delete(item_id)
             self._pending.difference_update(entry.item_ids)
         elif entry.op == "upsert":
             self._pending.update(entry.item_ids)
@@ -108,7 +112,11 @@ class IndexFollower:
                 await self._before_version(version)
             if published.missing:
                 await asyncio.to_thread(self.index.remove, published.missing)
-            await asyncio.to_thread(self.index.upsert, published.ids, published.vectors, version)
+            ids, vectors = published.ids, published.vectors
+            if self.catalog.deleted & set(ids):  # deleted items are never indexed again
+                keep = [n for n, i in enumerate(ids) if i not in self.catalog.deleted]
+                ids, vectors = [ids[n] for n in keep], vectors[keep]
+            await asyncio.to_thread(self.index.upsert, ids, vectors, version)
             self._pending.clear()
             if version is not None and changed:
                 self.served = await self._served(version)

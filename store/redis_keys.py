@@ -66,6 +66,12 @@ class RedisKeys:
         return f"{self.prefix}items:meta"
 
     @property
+    def item_tombstones(self) -> str:
+        """Set: ids deleted by `DELETE /v1/items` (never published nor served again, until a
+        `PUT /v1/items` brings the item back)."""
+        return f"{self.prefix}items:deleted"
+
+    @property
     def item_feed(self) -> str:
         """Stream: the change feed of item vectors and metadata that API replicas follow."""
         return f"{self.prefix}items:feed"

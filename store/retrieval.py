@@ -170,6 +170,8 @@ class Retriever:
         catalog = self.catalog
 
         def allowed(item_id: str) -> bool:
+            if item_id in catalog.deleted:
+                return False
             meta = catalog.get(item_id)
             if filters.category is not None and (meta is None or meta.category != filters.category):
                 return False

@@ -219,20 +219,28 @@ class RedisVectorState:
         return info
 
     async def put_item_meta(self, item_id: str, meta: ItemMeta) -> None:
+        """Set an item's metadata (bringing back an item deleted before)."""
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(self._keys.item_meta, item_id, meta.to_json())
+        pipe.srem(self._keys.item_tombstones, item_id)
         self._announce(pipe, "meta", [item_id])
         await pipe.execute()
 
     async def delete_items(self, item_ids: Sequence[str]) -> int:
-        """Forget vectors and metadata of `item_ids`; returns how many had a vector."""
+        """Forget vectors and metadata of `item_ids` and keep a tombstone of each, so that no
+        later publish brings them back; returns how many had a vector."""
         pipe = self._client.pipeline(transaction=True)
         pipe.hdel(self._keys.item_vectors, *item_ids)
         pipe.hdel(self._keys.item_meta, *item_ids)
         pipe.hdel(self._keys.item_versions, *item_ids)
+        pipe.sadd(self._keys.item_tombstones, *item_ids)
         self._announce(pipe, "delete", item_ids)
         removed, *_ = await pipe.execute()
         return int(removed)
+
+    async def tombstones(self) -> set[str]:
+        """Every deleted item id (see `delete_items`)."""
+        return {as_text(i) for i in await self._client.smembers(self._keys.item_tombstones)}
 
     def _announce(
         self,

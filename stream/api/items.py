@@ -48,7 +48,7 @@ async def delete_item(request: Request, item_id: str) -> Response:
     known = serving.index.contains(item_id) or item_id in serving.follower.catalog
     had_vector = await serving.state.delete_items([item_id])
     await asyncio.to_thread(serving.index.remove, [item_id])
-    serving.follower.catalog.pop(item_id, None)
+    serving.follower.catalog.delete(item_id)
     if not known and not had_vector:
         raise HTTPException(404, f"unknown item {item_id!r}")
     return Response(status_code=204)

@@ -11,7 +11,6 @@ import numpy as np
 import numpy.typing as npt
 
 from model.checkpoints import CheckpointStore
-from model.trainer import OnlineTrainer
 from store.vector_state import RedisVectorState
 from stream.training.learner import StreamLearner
 from stream.wiring import retrying
@@ -43,7 +42,7 @@ class ModelPublisher:
     async def resume(self, learner: StreamLearner, version: int) -> None:
         """After loading checkpoint `version`: make sure Redis serves it (a crash may have
         come between the checkpoint and its publication)."""
-        ids, vectors = await asyncio.to_thread(_catalogue, learner.trainer)
+        ids, vectors = await asyncio.to_thread(_catalogue, learner)
         if await retrying(self.state.model_version) != version:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
             await retrying(partial(self.state.put_item_vectors, ids, vectors, version, info))
@@ -53,7 +52,7 @@ class ModelPublisher:
     async def publish(self, learner: StreamLearner, learned_ms: int, loss: float) -> Published:
         """A new version from the model as it is now; `learned_ms` is when its last step ended."""
         began = time.perf_counter()
-        ids, vectors = await asyncio.to_thread(_catalogue, learner.trainer)
+        ids, vectors = await asyncio.to_thread(_catalogue, learner)
         if await retrying(self.state.model_version) != self._served:
             self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
         changed = self._changed(ids, vectors)
@@ -91,9 +90,14 @@ class ModelPublisher:
         self._vectors = vectors
 
 
-def _catalogue(trainer: OnlineTrainer) -> tuple[list[str], npt.NDArray[np.float32]]:
-    ids, vectors = trainer.model.catalogue()
-    return ids, np.ascontiguousarray(vectors.float().cpu().numpy())
+def _catalogue(learner: StreamLearner) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The model's item vectors, less the items deleted through the API (tombstones)."""
+    ids, vectors = learner.trainer.model.catalogue()
+    matrix = np.ascontiguousarray(vectors.float().cpu().numpy())
+    if learner.deleted & set(ids):
+        keep = [n for n, item in enumerate(ids) if item not in learner.deleted]
+        return [ids[n] for n in keep], matrix[keep]
+    return ids, matrix
 
 
 def _now_ms() -> int:

@@ -203,6 +203,42 @@ def test_a_new_item_with_metadata_reaches_users_who_just_clicked_its_category(
     assert fresh not in {i["item_id"] for i in _recommend(loop.api, hiker)["items"]}
 
 
+def test_a_deleted_item_stays_deleted_across_publishes(loop: Loop) -> None:
+    async def top(_: RedisVectorState, store: RedisInteractionStore) -> list[tuple[str, float]]:
+        return await store.top_items("clicks", 5)
+
+    gone = _redis(loop.settings, top)[0][0]  # the most clicked item: every source knows it
+    assert loop.api.delete(f"/v1/items/{gone}").status_code == 204
+    start = _published_version(loop.settings)
+    fans = [f"fan-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    loop.produce(
+        [
+            ClickEvent(event_id=f"{u}-{n}", user_id=u, ts=datetime.now(UTC), item_id=item)
+            for u in fans
+            for n, item in enumerate((gone, "item-000002", gone))
+        ]
+    )
+    wait_until(lambda: _published_version(loop.settings) > start, 30, "a newer model version")
+    wait_until(
+        lambda: loop.api.get("/v1/model").json()["model_version"] > start,
+        10,
+        "the replica to serve it",
+    )
+
+    async def vector(state: RedisVectorState, _: RedisInteractionStore) -> object:
+        return await state.item_versions([gone])
+
+    assert _redis(loop.settings, vector) == {}  # the trainer did not publish it again
+    for user in [*fans, "probe-0", "probe-1"]:
+        for repeats in ("false", "true"):
+            params = {"k": 50, "repeats": repeats}
+            body = loop.api.get(f"/v1/users/{user}/recommendations", params=params).json()
+            assert gone not in {i["item_id"] for i in body["items"]}, (user, repeats)
+    assert loop.api.get(f"/v1/items/{gone}/similar").status_code == 404
+    body = {"category": "tents"}
+    assert loop.api.put(f"/v1/items/{gone}", json=body).status_code == 200  # brought back
+
+
 def test_model_versions_advance_while_events_flow_and_the_replica_converges(loop: Loop) -> None:
     start = _published_version(loop.settings)
     seen = {start}
