@@ -20,8 +20,7 @@ def _features(meta: ItemMeta) -> dict[str, str]:
 class ItemMetadataFollower:
     """Brings `learner` up to date with the item metadata in Redis: everything on the first
     call (or when the change feed was trimmed past the last entry read), then the feed's
-    metadata and delete entries since. Deleted items go into `learner.deleted` (never
-    published again); new metadata brings an item back."""
+    metadata and delete entries since."""
 
     def __init__(self, state: RedisVectorState, learner: StreamLearner) -> None:
         self.state = state
@@ -32,7 +31,6 @@ class ItemMetadataFollower:
         """Apply what changed; returns how many items were described or removed."""
         if self.position is None or not await self.state.feed_kept_since(self.position):
             self.position = await self.state.feed_position()
-            self.learner.deleted = await self.state.tombstones()
             return self._describe(await self.state.item_meta())
         changed = 0
         while entries := await self.state.read_feed(self.position):
@@ -42,12 +40,10 @@ class ItemMetadataFollower:
                 elif entry.op == "delete":
                     for item_id in entry.item_ids:
                         self.learner.ranking.items.remove(item_id)
-                        self.learner.deleted.add(item_id)
                     changed += len(entry.item_ids)
                 self.position = entry.entry_id
         return changed
 
     def _describe(self, metas: Mapping[str, ItemMeta]) -> int:
         self.learner.recommender.set_items({i: _features(m) for i, m in metas.items()})
-        self.learner.deleted.difference_update(metas)
         return len(metas)

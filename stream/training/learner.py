@@ -64,7 +64,6 @@ class StreamLearner:
         self.invalid = 0
         self._histories = HistoryTable(max_users, HISTORY_LEN)
         self._recent: OrderedDict[int, None] = OrderedDict()
-        self.deleted: set[str] = set()  # items deleted through the API: never published
 
     @property
     def recommender(self) -> RankedRecommender:

@@ -42,7 +42,9 @@ class ModelPublisher:
     async def resume(self, learner: StreamLearner, version: int) -> None:
         """After loading checkpoint `version`: make sure Redis serves it (a crash may have
         come between the checkpoint and its publication)."""
-        ids, vectors = await asyncio.to_thread(_catalogue, learner)
+        ids, vectors = await asyncio.to_thread(
+            _catalogue, learner, await retrying(self.state.tombstones)
+        )
         if await retrying(self.state.model_version) != version:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
             await retrying(partial(self.state.put_item_vectors, ids, vectors, version, info))
@@ -52,7 +54,9 @@ class ModelPublisher:
     async def publish(self, learner: StreamLearner, learned_ms: int, loss: float) -> Published:
         """A new version from the model as it is now; `learned_ms` is when its last step ended."""
         began = time.perf_counter()
-        ids, vectors = await asyncio.to_thread(_catalogue, learner)
+        ids, vectors = await asyncio.to_thread(
+            _catalogue, learner, await retrying(self.state.tombstones)
+        )
         if await retrying(self.state.model_version) != self._served:
             self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
         changed = self._changed(ids, vectors)
@@ -90,12 +94,15 @@ class ModelPublisher:
         self._vectors = vectors
 
 
-def _catalogue(learner: StreamLearner) -> tuple[list[str], npt.NDArray[np.float32]]:
-    """The model's item vectors, less the items deleted through the API (tombstones)."""
+def _catalogue(
+    learner: StreamLearner, deleted: set[str]
+) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """The model's item vectors, less the items deleted through the API (their tombstones,
+    read just before: a deleted item is never published again)."""
     ids, vectors = learner.trainer.model.catalogue()
     matrix = np.ascontiguousarray(vectors.float().cpu().numpy())
-    if learner.deleted & set(ids):
-        keep = [n for n, item in enumerate(ids) if item not in learner.deleted]
+    if deleted & set(ids):
+        keep = [n for n, item in enumerate(ids) if item not in deleted]
         return [ids[n] for n in keep], matrix[keep]
     return ids, matrix
 
