@@ -208,7 +208,8 @@ class CoVisitation:
         row[target] = row.get(target, 0.0) + weight
         mass = self.mass[source] = self.mass.get(source, 0.0) + weight
         self._code(target)
-        self._mass_of[self._code(source)] = mass
+        code = self._code(source)  # may grow `_mass_of`: index the array only after it
+        self._mass_of[code] = mass
         self._packed.pop(source, None)
         if len(row) >= 2 * self.cap:
             kept = sorted(row.items(), key=lambda kv: kv[1], reverse=True)[: self.cap]

@@ -64,3 +64,12 @@ def test_popularity_counts_all_time_and_trending() -> None:
     assert popularity.top(2) == ["classic", "hit"]
     assert popularity.top(2, trending=True) == ["hit", "classic"]
     assert popularity.first_ms[popularity.catalogue.column["hit"]] == 10 * DAY_MS
+
+
+def test_covisitation_grows_past_its_first_arrays_and_scores_as_the_rows_say() -> None:
+    source = CoVisitation(window=1, cap=5_000)
+    for n in range(3_000):  # each event links an item never linked before to the hub
+        source.learn([Interaction("u", f"i{n}", "click", n)], Interaction("u", "hub", "click", n))
+    scores = source.scores(["i1500"])
+    assert set(scores) == {"hub"}
+    assert len(source.scores(["hub"])) == 3_000
