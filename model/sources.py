@@ -297,13 +297,15 @@ class CoVisitation:
         for item in ids:
             self._code(item)
         self._mass_of[: len(ids)] = state["mass"].numpy()
+        codes = state["targets"].numpy().astype(np.int64)  # indices into `ids` = codes
+        values = state["weights"].numpy().astype(np.float64)
         for item, size, mass in zip(
             ids, state["sizes"].tolist(), state["mass"].tolist(), strict=True
         ):
             if size:
-                self.rows[item] = dict(
-                    zip(targets[start : start + size], weights[start : start + size], strict=True)
-                )
+                end = start + size
+                self.rows[item] = dict(zip(targets[start:end], weights[start:end], strict=True))
+                self._packed[item] = (codes[start:end], values[start:end])  # serve at once
             start += size
             if mass:
                 self.mass[item] = mass
