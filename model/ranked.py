@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from model.ranking import CandidateConfig, Ranking, TowerView, Vector
 from model.recommender import RecommendRequest, SystemKind, TwoTowerOnlineRecommender
+from model.sources import best_first
 from model.trainer import TrainingExample
 
 
@@ -23,11 +24,7 @@ class MatrixTower:
         self._scores, self._ids, self._column = scores, ids, column
 
     def nearest(self, n: int) -> list[str]:
-        n = min(n, len(self._ids))
-        if n <= 0:
-            return []
-        best = np.argpartition(-self._scores, n - 1)[:n]
-        return [self._ids[c] for c in best[np.argsort(-self._scores[best], kind="stable")]]
+        return [self._ids[c] for c in best_first(self._scores, n)]
 
     def score(self, ids: Sequence[str]) -> tuple[Vector, npt.NDArray[np.bool_]]:
         columns = np.fromiter(

@@ -318,7 +318,7 @@ def top_by_score(scores: dict[str, float], n: int) -> list[str]:
     return [keys[c] for c in best_first(values, n)]
 
 
-def best_first(values: npt.NDArray[np.float64], n: int) -> list[int]:
+def best_first(values: npt.NDArray[np.floating[Any]], n: int) -> list[int]:
     """Indices of the `n` largest `values`, largest first (ties: the lower index first)."""
     n = min(n, len(values))
     if n <= 0:
