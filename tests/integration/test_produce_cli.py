@@ -169,7 +169,7 @@ def test_the_api_keeps_answering_while_a_replay_runs(
     wait_until(lambda: ingest_counts(settings).get("applied", 0) == 500, 60, "the first 500 events")
 
     replaying = threading.Thread(
-        target=replay_file, args=(settings, str(rest)), kwargs={"pace": Pace(rate=1_000)}
+        target=replay_file, args=(settings, str(rest)), kwargs={"pace": Pace(rate=500)}
     )
     statuses: list[int] = []
     users = sorted({e.user_id for e in events})
