@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -167,7 +167,7 @@ def prequential(
     scores = {s.name: SystemScore(s.name, s.kind) for s in systems}
     if len(scores) != len(systems):
         raise ValueError("system names must be unique")
-    histories: dict[str, list[Interaction]] = {}
+    examples = training_examples(ordered, config.history_len)
     seen: dict[str, set[str]] = {}
     user_events: dict[str, int] = {}
     item_first_ms: dict[str, int] = {}
@@ -178,11 +178,11 @@ def prequential(
         requests: list[RecommendRequest] = []
         targets: list[str] = []
         segments: list[tuple[str, ...]] = []
-        examples: list[TrainingExample] = []
+        learned: list[TrainingExample] = []
         for position, event in enumerate(batch, start):
-            history = histories.setdefault(event.user_id, [])
+            example = next(examples)
             touched = seen.setdefault(event.user_id, set())
-            past = tuple(history[-config.history_len :])
+            past = example.history
             repeat = event.item_id in touched
             first_ms = item_first_ms.setdefault(event.item_id, event.ts_ms)
             if position >= warmup_end and (config.allow_repeats or not repeat):
@@ -196,9 +196,7 @@ def prequential(
                 segments.append(labels)
                 for label in labels:
                     segment_counts[label] = segment_counts.get(label, 0) + 1
-            examples.append(TrainingExample(past, event))
-            history.append(event)
-            del history[: -config.history_len]
+            learned.append(example)
             touched.add(event.item_id)
             user_events[event.user_id] = user_events.get(event.user_id, 0) + 1
         for system in systems:  # every system recommends before any learns the batch
@@ -212,7 +210,7 @@ def prequential(
         for system in systems:
             score = scores[system.name]
             began = time.perf_counter()
-            system.learn_many(examples)
+            system.learn_many(learned)
             score.learn_s += time.perf_counter() - began
         scored += len(requests)
         if progress is not None:
@@ -226,6 +224,18 @@ def prequential(
             n: s.summary(scored, len(ordered), catalogue, segment_counts) for n, s in scores.items()
         },
     )
+
+
+def training_examples(
+    ordered: Iterable[Interaction], history_len: int = HISTORY_LEN
+) -> Iterator[TrainingExample]:
+    """Each event of a time-ordered stream with its user's `history_len` events before it."""
+    histories: dict[str, list[Interaction]] = {}
+    for event in ordered:
+        history = histories.setdefault(event.user_id, [])
+        yield TrainingExample(tuple(history[-history_len:]), event)
+        history.append(event)
+        del history[:-history_len]
 
 
 def _segments(user_events: int, item_age_ms: int, repeat: bool) -> tuple[str, ...]:

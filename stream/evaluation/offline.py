@@ -11,7 +11,13 @@ import torch
 from tqdm import tqdm
 
 from model.device import choose_device
-from model.evaluation import BLOCKS, EvaluationConfig, prequential, standard_systems
+from model.evaluation import (
+    BLOCKS,
+    EvaluationConfig,
+    prequential,
+    standard_systems,
+    training_examples,
+)
 from model.interaction_log import (
     InteractionLogError,
     read_interactions,
@@ -50,15 +56,15 @@ def run_evaluation(args: argparse.Namespace) -> int:
     systems = standard_systems(device, trainer_config=trainer_config, items=items)
     if args.peer_epochs:
         boundaries = [len(events) * b // BLOCKS for b in range(1, BLOCKS)]
-        systems.append(
-            RetrainedPeer(
-                boundaries,
-                device,
-                trainer_config=trainer_config,
-                epochs=args.peer_epochs,
-                progress=lambda line: print(line, file=sys.stderr),
-            )
+        peer = RetrainedPeer(
+            boundaries,
+            device,
+            trainer_config=trainer_config,
+            epochs=args.peer_epochs,
+            progress=lambda line: print(line, file=sys.stderr),
         )
+        peer.start(training_examples(events, config.history_len))  # in a child process
+        systems.append(peer)
     print(f"{len(events):,} events, device {device}", file=sys.stderr)
     with tqdm(total=len(events), desc="eval", unit="ev", file=sys.stderr) as bar:
 

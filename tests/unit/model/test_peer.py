@@ -4,13 +4,16 @@ stream; the evaluation reports every system block by block."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
+import pytest
 import torch
 
 from model.device import choose_device
-from model.evaluation import EvaluationConfig, prequential
+from model.evaluation import EvaluationConfig, prequential, training_examples
 from model.interaction import Interaction
-from model.peer import RetrainedPeer
+from model.peer import PeerError, RetrainedPeer
+from model.recommender import RecommendRequest
 from model.trainer import TrainerConfig
 from model.two_tower import TwoTowerConfig
 
@@ -68,3 +71,35 @@ def test_retraining_leaves_the_process_wide_generator_alone() -> None:
     peer = _peer([50], epochs=1)
     prequential(_walks(100), [peer], EvaluationConfig(k=3, warmup=0.0, batch_size=50))
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_a_peer_trained_in_a_child_process_serves_the_models_an_inline_one_trains() -> None:
+    events = _walks(600)
+    config = EvaluationConfig(k=3, warmup=0.2, batch_size=50)
+    inline, background = _peer([200, 400], epochs=1), _peer([200, 400], epochs=1)
+    background.start(training_examples(sorted(events, key=lambda e: e.ts_ms), config.history_len))
+    served: dict[str, list[list[str]]] = {"inline": [], "background": []}
+
+    def recording(peer: RetrainedPeer, name: str) -> RetrainedPeer:
+        recommend = peer.recommend_many
+
+        def recorded(requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
+            served[name].extend(out := recommend(requests, k))
+            return out
+
+        peer.recommend_many = recorded  # type: ignore[method-assign]
+        return peer
+
+    first = prequential(events, [recording(inline, "inline")], config)
+    second = prequential(events, [recording(background, "background")], config)
+    assert background.retrained_at == inline.retrained_at == [200, 400]
+    assert served["background"] == served["inline"]
+    assert any(served["inline"])
+    assert first.results["retrained_model"]["hr"] == second.results["retrained_model"]["hr"]
+
+
+def test_a_peer_whose_training_process_dies_says_so() -> None:
+    peer = _peer([200], epochs=1)
+    peer.start([])  # the child trains nothing and exits: boundary 200 never comes
+    with pytest.raises(PeerError, match="training process exited"):
+        prequential(_walks(300), [peer], EvaluationConfig(k=3, warmup=0.0, batch_size=50))
