@@ -12,6 +12,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 import redis.asyncio as aioredis
 
@@ -24,6 +25,14 @@ TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # until ~8M events per hour of event time; past that the sets still work, at ~5x the memory.
 DEDUP_BUCKET_MS = 3_600_000
 DEDUP_BUCKETS = 16_384
+
+
+class Applied(Enum):
+    """What applying one event did."""
+
+    NEW = 1  # its effects are written now
+    DUPLICATE = 0  # it had been applied before: nothing written
+    UNUSABLE_KEYS = -1  # a key of its user holds another type: nothing written
 
 
 def event_fingerprint(event_id: str) -> tuple[int, int]:
@@ -39,14 +48,28 @@ def event_fingerprint(event_id: str) -> tuple[int, int]:
 # One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
 # then per event: seen bucket, history, purchased. ARGV: dedup ttl, history_len, user ttl, then
 # per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks, (item, count)..., n_orders,
-# (item, units)..., n_trending, (item, weight)... Returns 1 (applied) or 0 per event. An event
-# is new when its fingerprint joins its bucket (SADD answers 1). A history stays newest first by
+# (item, units)..., n_trending, (item, weight)... Returns per event 1 (applied), 0 (applied
+# before) or -1 (a key of its user holds another type: nothing written, not even its record,
+# so no error after a write leaves an event half applied). An event is new when its
+# fingerprint joins its bucket (SADD answers 1). A history stays newest first by
 # event time even when older events arrive late (a replay after newer ones): those are inserted
 # in place, and one older than every kept entry is kept only while the history has room. A
 # user's keys live `user ttl` seconds past their last event.
 _APPLY_EVENTS = """
 local ttl, cap, user_ttl = ARGV[1], tonumber(ARGV[2]) - 1, ARGV[3]
-local function ts_of(entry) return tonumber(cjson.decode(entry)['ts_ms']) end
+local function ts_of(entry)
+  local ok, decoded = pcall(cjson.decode, entry)
+  if ok and type(decoded) == 'table' then return tonumber(decoded['ts_ms']) or 0 end
+  return 0
+end
+local function holds(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  return found == 'none' or found == kind
+end
+if not (holds(KEYS[1], 'zset') and holds(KEYS[2], 'zset') and holds(KEYS[3], 'zset')
+    and holds(KEYS[4], 'hash') and holds(KEYS[5], 'zset')) then
+  return redis.error_reply('WRONGTYPE a counter key of the namespace holds another type')
+end
 local function push(history, ts, entry)
   local head = redis.call('LINDEX', history, 0)
   if not head or ts >= ts_of(head) then
@@ -66,10 +89,14 @@ local applied, duplicates, out = 0, 0, {}
 local a = 4
 for e = 0, (#KEYS - 5) / 3 - 1 do
   local seen, history, purchased = KEYS[6 + 3 * e], KEYS[7 + 3 * e], KEYS[8 + 3 * e]
-  local fresh = redis.call('SADD', seen, ARGV[a]) == 1
+  local usable = holds(seen, 'set') and holds(history, 'list') and holds(purchased, 'set')
+  local fresh = false
+  if usable then
+    fresh = redis.call('SADD', seen, ARGV[a]) == 1
+    redis.call('EXPIRE', seen, ttl)
+  end
   a = a + 1
-  redis.call('EXPIRE', seen, ttl)
-  out[e + 1] = fresh and 1 or 0
+  out[e + 1] = usable and (fresh and 1 or 0) or -1
   local n = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n do
     if fresh then push(history, tonumber(ARGV[a]), ARGV[a + 1]) end
@@ -99,7 +126,7 @@ for e = 0, (#KEYS - 5) / 3 - 1 do
     if fresh then redis.call('ZINCRBY', KEYS[5], ARGV[a + 1], ARGV[a]) end
     a = a + 2
   end
-  if fresh then applied = applied + 1 else duplicates = duplicates + 1 end
+  if fresh then applied = applied + 1 elseif usable then duplicates = duplicates + 1 end
 end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
@@ -204,11 +231,9 @@ class RedisInteractionStore:
         exponent = (ts_ms - TRENDING_EPOCH_MS) / self._trending_half_life_ms
         return float(2.0 ** max(-1000.0, min(1000.0, exponent)))
 
-    async def apply_many(self, effects: Sequence[EventEffect]) -> list[bool]:
-        """Apply each effect once, atomically with its idempotency marker.
-
-        Returns True where applied now, False where it had been applied before.
-        """
+    async def apply_many(self, effects: Sequence[EventEffect]) -> list[Applied]:
+        """Apply each effect once, atomically with its idempotency marker: what became of each
+        (`Applied.UNUSABLE_KEYS`: nothing written for it; the rest of the batch is applied)."""
         if not effects:
             return []
         k = self._keys
@@ -217,7 +242,7 @@ class RedisInteractionStore:
         for effect in effects:
             self._event_args(effect, keys, args)
         results = await self._apply(keys=keys, args=args)
-        return [bool(r) for r in results]
+        return [Applied(int(r)) for r in results]
 
     async def was_dead_lettered(self, source: str) -> bool:
         """Whether the message at `source` (topic/partition/offset) already went to the DLQ."""

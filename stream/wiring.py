@@ -13,8 +13,16 @@ from typing import TypeVar
 
 import redis
 import redis.asyncio as aioredis
+from prometheus_client import Counter
+from redis.exceptions import (
+    BusyLoadingError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model.checkpoints import CheckpointStore
@@ -28,6 +36,11 @@ from stream.config import Settings
 log = logging.getLogger(__name__)
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# replies of a Redis that is up but cannot take the call now (memory full under noeviction, a
+# replica after failover, a failed snapshot, a long script, loading its data, a cluster
+# resharding): an outage to wait out, never a fault of the data
+REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS")
+REFUSAL_ERRORS = (OutOfMemoryError, ReadOnlyError, BusyLoadingError, MasterDownError)
 FOLLOW_EVERY_S = 0.5  # how often a process looks at the serving pointer
 T = TypeVar("T")
 
@@ -46,15 +59,41 @@ def blocking_redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url)
 
 
-async def retrying(call: Callable[[], Awaitable[T]], max_backoff_s: float = 5.0) -> T:
-    """Retry an infrastructure call (Redis down, timeouts) until it succeeds; other errors raise.
-    Workers and the trainer wait for Redis this way: they do not crash."""
+def unavailable(error: BaseException) -> str | None:
+    """What kind of outage `error` is (`connection`, `timeout`, `OOM`, `READONLY`, ...), or
+    None for an error that retrying cannot cure (a bad script, a wrong key type)."""
+    if isinstance(error, RedisTimeoutError):
+        return "timeout"
+    if isinstance(error, REFUSAL_ERRORS):
+        return type(error).__name__
+    if isinstance(error, RETRYABLE):
+        return "connection"
+    if isinstance(error, ResponseError):
+        code = str(error).split(" ", 1)[0]
+        return code if code in REFUSALS else None
+    return None
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    max_backoff_s: float = 5.0,
+    retries: Counter | None = None,
+) -> T:
+    """Retry an infrastructure call until it succeeds: Redis down or timing out, and Redis up
+    but refusing (`REFUSALS`); other errors raise. Workers and the trainer wait for Redis
+    this way: they neither crash nor dead-letter good events. `retries` counts each retry,
+    labelled by the outage's kind."""
     backoff = 0.05
     while True:
         try:
             return await call()
-        except RETRYABLE as error:
-            log.warning("Redis unavailable (%s); retrying in %.2fs", error, backoff)
+        except (RedisError, OSError) as error:
+            kind = unavailable(error)
+            if kind is None:
+                raise
+            log.warning("Redis unavailable (%s: %s); retrying in %.2fs", kind, error, backoff)
+            if retries is not None:
+                retries.labels(error=kind).inc()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff_s)
 

@@ -104,7 +104,7 @@ def handle_message(
     while decoding (a bug the validators missed) costs this one record, as a dead letter with
     the error: never the batch, never the consumer."""
     if payload is None:
-        return DeadLetter("message has no value", source, key, b"")
+        return dead_letter("message has no value", source, key, b"", pseudonyms)
     try:
         event = decode_event(payload, max_bytes)
         if pseudonyms is not None:
@@ -115,6 +115,18 @@ def handle_message(
     except Exception as error:
         log.exception("undecodable record at %s", source.partition_key)
         reason = f"cannot decode: {type(error).__name__}: {error}"[:500]
+    return dead_letter(reason, source, key, payload, pseudonyms)
+
+
+def dead_letter(
+    reason: str,
+    source: SourcePosition,
+    key: bytes | None,
+    payload: bytes,
+    pseudonyms: Pseudonyms | None,
+) -> DeadLetter:
+    """The dead letter of a rejected message; with `pseudonyms`, its user id pseudonymised
+    (every dead letter is built here, so none keeps a raw id)."""
     if pseudonyms is not None:
         payload, key = pseudonyms.redact(payload, key)
     return DeadLetter(reason, source, key, payload)

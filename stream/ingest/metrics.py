@@ -19,6 +19,7 @@ class WorkerMetrics:
     freshness: Histogram
     user_vectors: Counter
     lag: Gauge
+    redis_retries: Counter
 
     @classmethod
     def create(cls) -> WorkerMetrics:
@@ -37,6 +38,12 @@ class WorkerMetrics:
             Gauge(
                 "recstream_consumer_lag",
                 "messages behind the end of this worker's partitions",
+                registry=registry,
+            ),
+            Counter(
+                "recstream_redis_retries",
+                "Redis calls retried: Redis away, timing out or refusing (OOM, READONLY, ...)",
+                ["error"],
                 registry=registry,
             ),
         )

@@ -10,21 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from faust.types import TP, ConsumerT, EventT, TopicT
 
 from model.interaction import EventEffect
-from store.interaction_store import RedisInteractionStore
-from stream.events.handlers import DeadLetter, SourcePosition, decode_record, record_bytes
+from store.interaction_store import Applied, RedisInteractionStore
+from stream.events.handlers import (
+    DeadLetter,
+    SourcePosition,
+    dead_letter,
+    decode_record,
+    record_bytes,
+)
 from stream.events.pseudonyms import Pseudonyms
 from stream.ingest.metrics import WorkerMetrics
 from stream.user_vectors import UserVectorWriter
 from stream.wiring import retrying
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,7 @@ class IngestProcessor:
         if self._users is not None and pending:
             users = list(dict.fromkeys(p.effect.user_id for p in pending))
             try:
-                written = await retrying(partial(self._users.refresh, users))
+                written = await self._retrying(partial(self._users.refresh, users))
             except Exception:
                 log.exception("re-embedding %d users failed; their vectors stay older", len(users))
                 return
@@ -108,27 +116,50 @@ class IngestProcessor:
                     self._metrics.freshness.observe(max(0.0, now - item.produced_s))
 
     async def _apply(self, pending: list[_Pending]) -> None:
+        """Apply the batch in one call; an event the store cannot apply is dead-lettered with
+        the reason. Should the call itself fail (a bug, not an outage: outages are waited
+        out), each event is tried alone, so only the failing ones are dead-lettered."""
         if not pending:
             return
         try:
-            applied = await retrying(partial(self._store.apply_many, [p.effect for p in pending]))
-            self._metrics.events.inc(sum(applied))
+            outcomes = await self._retrying(
+                partial(self._store.apply_many, [p.effect for p in pending])
+            )
         except Exception:
             log.exception("batch apply failed; applying its %d events one by one", len(pending))
             for item in pending:
                 try:
-                    applied = await retrying(partial(self._store.apply_many, [item.effect]))
-                    self._metrics.events.inc(sum(applied))
+                    alone = await self._retrying(partial(self._store.apply_many, [item.effect]))
                 except Exception as error:
-                    reason = f"handler error: {type(error).__name__}: {error}"
-                    await self._dead_letter(DeadLetter(reason, item.source, item.key, item.payload))
+                    await self._cannot_apply(item, f"{type(error).__name__}: {error}")
+                else:
+                    await self._count(item, alone[0])
+            return
+        for item, outcome in zip(pending, outcomes, strict=True):
+            await self._count(item, outcome)
+
+    async def _count(self, item: _Pending, outcome: Applied) -> None:
+        if outcome is Applied.NEW:
+            self._metrics.events.inc()
+        elif outcome is Applied.UNUSABLE_KEYS:
+            await self._cannot_apply(item, "a Redis key of this user holds another type")
+
+    async def _cannot_apply(self, item: _Pending, why: str) -> None:
+        reason = f"handler error: {why}"[:500]
+        await self._dead_letter(
+            dead_letter(reason, item.source, item.key, item.payload, self._pseudonyms)
+        )
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`retrying`, counted in this worker's metrics."""
+        return await retrying(call, retries=self._metrics.redis_retries)
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         source = str(letter.source)
-        if await retrying(partial(self._store.was_dead_lettered, source)):
+        if await self._retrying(partial(self._store.was_dead_lettered, source)):
             return
         log.warning("dead-lettering %s: %s", source, letter.reason)
         delivery = await self._dlq.send(key=letter.key, value=letter.to_json())
         await delivery
         self._metrics.dead_letters.inc()
-        await retrying(partial(self._store.mark_dead_lettered, source))
+        await self._retrying(partial(self._store.mark_dead_lettered, source))

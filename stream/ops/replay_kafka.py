@@ -15,6 +15,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from tqdm import tqdm
 
 from model.interaction import EventEffect
+from store.interaction_store import Applied
 from stream.config import Settings
 from stream.events.handlers import DeadLetter, Decoded, decode_record, partition_key
 from stream.events.pseudonyms import Pseudonyms
@@ -32,6 +33,7 @@ class KafkaReplaySummary:
     applied: int = 0
     duplicates: int = 0
     invalid: int = 0
+    unusable: int = 0  # valid events whose user's Redis keys hold another type: not applied
     dry_run: bool = False
 
     def render(self) -> str:
@@ -40,6 +42,11 @@ class KafkaReplaySummary:
         return (
             f"{self.messages} messages: {self.applied} applied now, {self.duplicates} already "
             f"applied, {self.invalid} invalid (the live workers dead-letter those)"
+            + (
+                f", {self.unusable} not applied: a Redis key of their user holds another type"
+                if self.unusable
+                else ""
+            )
         )
 
 
@@ -131,7 +138,7 @@ class RangeReader:
         return {tp: at.offset for tp, at in found.items() if at is not None}
 
 
-async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[bool]:
+async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[Applied]:
     client = redis_client(settings)
     try:
         store = interaction_store(settings, client)
@@ -163,8 +170,9 @@ def replay_kafka(
         effects = [outcome for _, outcome in batch if not isinstance(outcome, DeadLetter)]
         summary.invalid += len(batch) - len(effects)
         applied = asyncio.run(_apply(settings, [effects])) if effects and not dry_run else []
-        summary.applied += sum(applied)
-        summary.duplicates += len(applied) - sum(applied)
+        summary.applied += applied.count(Applied.NEW)
+        summary.duplicates += applied.count(Applied.DUPLICATE)
+        summary.unusable += applied.count(Applied.UNUSABLE_KEYS)
         if rate is not None:
             time.sleep(max(0.0, began + summary.messages / rate - time.monotonic()))
     return summary

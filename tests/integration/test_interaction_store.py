@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from model.interaction import EventEffect, Interaction
-from store.interaction_store import RedisInteractionStore
+from store.interaction_store import Applied, RedisInteractionStore
 from store.redis_keys import RedisKeys
 from stream.config import Settings
 
@@ -23,7 +23,7 @@ def _click(n: int, ts_ms: int) -> EventEffect:
 def test_late_events_take_their_place_in_time_and_the_cap_keeps_the_newest(
     settings: Settings,
 ) -> None:
-    async def run() -> tuple[list[str], list[bool]]:
+    async def run() -> tuple[list[str], list[Applied]]:
         client = aioredis.from_url(settings.redis_url)
         store = RedisInteractionStore(client, RedisKeys(settings.keys_prefix), history_len=4)
         try:
@@ -36,14 +36,14 @@ def test_late_events_take_their_place_in_time_and_the_cap_keeps_the_newest(
             await client.aclose()
 
     order, late = asyncio.run(run())
-    assert late == [True, True, False]
+    assert late == [Applied.NEW, Applied.NEW, Applied.DUPLICATE]
     assert order == ["e7", "e6", "e5", "e3"]
 
 
 def test_each_event_is_applied_once_its_records_and_the_users_keys_expire(
     settings: Settings,
 ) -> None:
-    async def run() -> tuple[list[bool], list[bool], int, int, list[int]]:
+    async def run() -> tuple[list[Applied], list[Applied], int, int, list[int]]:
         client = aioredis.from_url(settings.redis_url)
         keys = RedisKeys(settings.keys_prefix)
         store = RedisInteractionStore(client, keys, dedup_ttl_s=600, user_ttl_s=3_600)
@@ -65,10 +65,45 @@ def test_each_event_is_applied_once_its_records_and_the_users_keys_expire(
             await client.aclose()
 
     first, again, buckets, fingerprints, ttls = asyncio.run(run())
-    assert all(first)
-    assert not any(again)
+    assert set(first) == {Applied.NEW}
+    assert set(again) == {Applied.DUPLICATE}
     assert fingerprints == 120
     assert buckets <= 120
     assert all(0 < t <= 600 for t in ttls[:3])
     assert 600 < ttls[3] <= 3_600
     assert 600 < ttls[4] <= 3_600
+
+
+def test_an_event_whose_user_key_holds_another_type_writes_nothing_and_the_rest_apply(
+    settings: Settings,
+) -> None:
+    """A script error after a write would leave its event half applied with its idempotency
+    record set, so a retry would count it a duplicate: such an event is refused whole."""
+
+    async def run() -> tuple[
+        list[Applied], list[Applied], dict[bytes | str, bytes | str], int, int
+    ]:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.keys_prefix)
+        store = RedisInteractionStore(client, keys)
+        try:
+            await client.set(keys.history("broken"), "not a list")
+            broken = EventEffect("b1", "broken", (Interaction("broken", "i9", "click", 5),))
+            first = await store.apply_many([_click(1, 1_000), broken, _click(2, 2_000)])
+            await client.delete(keys.history("broken"))
+            again = await store.apply_many([broken])  # once mended, it applies
+            return (
+                first,
+                again,
+                await client.hgetall(keys.stats),
+                await client.llen(keys.history("u")),
+                await client.llen(keys.history("broken")),
+            )
+        finally:
+            await client.aclose()
+
+    first, again, stats, kept, mended = asyncio.run(run())
+    assert first == [Applied.NEW, Applied.UNUSABLE_KEYS, Applied.NEW]
+    assert again == [Applied.NEW]
+    assert stats == {b"applied": b"3"}
+    assert (kept, mended) == (2, 1)
