@@ -52,6 +52,18 @@ class Settings(BaseSettings):
         "a request's `repeats` overrides it",
     )
     max_event_bytes: int = Field(64 * 1024, ge=256, description="largest accepted event payload")
+    max_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="how far an event's ts may lie after its arrival (the record's Kafka "
+        "timestamp; now for HTTP) before it is rejected",
+    )
+    max_event_age_s: float | None = Field(
+        None,
+        gt=0,
+        description="reject events older than this before their arrival (default: any age, "
+        "so replays of old logs apply)",
+    )
     batch_size: int = Field(500, ge=1, description="events an agent applies per Redis round trip")
     batch_wait_ms: int = Field(5, ge=0, description="longest an agent waits to fill a batch")
     fetch_max_wait_ms: int = Field(20, ge=1, description="broker long-poll wait of the consumer")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from model.interaction import EventEffect, Interaction
+from stream.events.event_time import EventTimeLimits
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.schema import ClickEvent, EventError, OrderEvent, decode_event
 
@@ -98,6 +99,9 @@ def handle_message(
     source: SourcePosition,
     max_bytes: int,
     pseudonyms: Pseudonyms | None = None,
+    *,
+    arrival_ms: int | None = None,
+    limits: EventTimeLimits | None = None,
 ) -> EventEffect | DeadLetter:
     """Decode and validate one message; never raises for bad input. With `pseudonyms`, the
     effect and the dead letter hold the user's pseudonym, never the raw id. Any exception
@@ -107,6 +111,8 @@ def handle_message(
         return dead_letter("message has no value", source, key, b"", pseudonyms)
     try:
         event = decode_event(payload, max_bytes)
+        if limits is not None:
+            limits.check(event.ts_ms, arrival_ms)
         if pseudonyms is not None:
             event = event.model_copy(update={"user_id": pseudonyms.user(event.user_id)})
         return effect_of(event)
@@ -170,12 +176,22 @@ def record_bytes(record: KafkaRecord) -> tuple[bytes | None, bytes | None]:
 
 
 def decode_record(
-    record: KafkaRecord, max_bytes: int, pseudonyms: Pseudonyms | None = None
+    record: KafkaRecord,
+    max_bytes: int,
+    pseudonyms: Pseudonyms | None = None,
+    *,
+    arrival_ms: int | None = None,
+    limits: EventTimeLimits | None = None,
 ) -> tuple[SourcePosition, Outcome]:
-    """A Kafka record's position and its effect or dead letter; never raises for bad input."""
+    """A Kafka record's position and its effect or dead letter; never raises for bad input.
+    With `limits`, an event time too far from `arrival_ms` (the record's timestamp, in ms:
+    each caller knows its client's unit) is a dead letter too."""
     source = SourcePosition(record.topic, record.partition, record.offset)
     key, value = record_bytes(record)
-    return source, handle_message(value, key, source, max_bytes, pseudonyms)
+    outcome = handle_message(
+        value, key, source, max_bytes, pseudonyms, arrival_ms=arrival_ms, limits=limits
+    )
+    return source, outcome
 
 
 def _event_order(item: tuple[SourcePosition, Outcome]) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -10,6 +11,7 @@ from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
 from stream.config import Settings
+from stream.events.event_time import EventTimeLimits
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.schema import ClickEvent, EventError, OrderEvent, validate_event
 from stream.events.topics import TopicNames
@@ -27,6 +29,7 @@ class EventProducer:
     def __init__(self, settings: Settings, *, linger_ms: int = 5, **kafka_config: Any) -> None:
         self._settings = settings
         self._pseudonyms = Pseudonyms.of(settings.pseudonym_key)
+        self._limits = EventTimeLimits.of(settings)
         self.topics = TopicNames.from_settings(settings)
         config: dict[str, Any] = {
             "bootstrap_servers": settings.kafka_bootstrap.split(","),
@@ -43,9 +46,9 @@ class EventProducer:
         self._producer = KafkaProducer(**config)
 
     def _coerce(self, event: AnyEvent | Mapping[str, Any]) -> AnyEvent:
-        if isinstance(event, ClickEvent | OrderEvent):
-            return event
-        return validate_event(event)
+        valid = event if isinstance(event, ClickEvent | OrderEvent) else validate_event(event)
+        self._limits.check(valid.ts_ms, int(time.time() * 1000))  # as the workers will
+        return valid
 
     def send(self, event: AnyEvent | Mapping[str, Any]) -> FutureRecordMetadata:
         """Validate and send one event; returns the delivery future."""

@@ -11,6 +11,7 @@ from faust.types import StreamT
 
 from store.interaction_store import RedisInteractionStore
 from stream.config import Settings
+from stream.events.event_time import EventTimeLimits
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.topics import TopicNames
 from stream.ingest.metrics import WorkerMetrics
@@ -76,6 +77,7 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
             metrics,
             processed,
             Pseudonyms.of(settings.pseudonym_key),
+            EventTimeLimits.of(settings),
         )
         try:
             if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol

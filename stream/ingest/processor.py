@@ -19,6 +19,7 @@ from faust.types import TP, ConsumerT, EventT, TopicT
 
 from model.interaction import EventEffect
 from store.interaction_store import Applied, RedisInteractionStore
+from stream.events.event_time import EventTimeLimits
 from stream.events.handlers import (
     DeadLetter,
     SourcePosition,
@@ -76,8 +77,10 @@ class IngestProcessor:
         metrics: WorkerMetrics | None = None,
         offsets: ProcessedOffsets | None = None,
         pseudonyms: Pseudonyms | None = None,
+        limits: EventTimeLimits | None = None,
     ) -> None:
         self._store = store
+        self._limits = limits
         self._dlq = dlq
         self._max_event_bytes = max_event_bytes
         self._users = users
@@ -95,7 +98,13 @@ class IngestProcessor:
         for event in events:
             msg = event.message
             self.offsets.seen(msg.tp, msg.offset)
-            source, outcome = decode_record(msg, self._max_event_bytes, self._pseudonyms)
+            source, outcome = decode_record(
+                msg,
+                self._max_event_bytes,
+                self._pseudonyms,
+                arrival_ms=int(msg.timestamp * 1000),  # Faust's timestamps are in seconds
+                limits=self._limits,
+            )
             if isinstance(outcome, DeadLetter):
                 await self._dead_letter(outcome)
             else:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from model.interaction import EventEffect
 from store.interaction_store import Applied
 from stream.config import Settings
+from stream.events.event_time import EventTimeLimits
 from stream.events.handlers import DeadLetter, Decoded, decode_record, partition_key
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.topics import TopicNames
@@ -69,6 +70,7 @@ class RangeReader:
         self.topics = list(topics or TopicNames.from_settings(settings).ingest)
         self.position: dict[str, int] = {}
         self.pseudonyms = Pseudonyms.of(settings.pseudonym_key)
+        self.limits = EventTimeLimits.of(settings)
 
     def batches(self, *, progress: bool = True, desc: str = "replay") -> Iterator[Decoded]:
         """Decoded messages in partition order, a poll at a time, until every partition's end
@@ -113,7 +115,15 @@ class RangeReader:
                 consumer.pause(tp)
                 break
             self.position[partition_key(tp.topic, tp.partition)] = message.offset + 1
-            out.append(decode_record(message, self.settings.max_event_bytes, self.pseudonyms))
+            out.append(
+                decode_record(
+                    message,
+                    self.settings.max_event_bytes,
+                    self.pseudonyms,
+                    arrival_ms=message.timestamp,
+                    limits=self.limits,
+                )
+            )
         return out
 
     def _starts(self, consumer: KafkaConsumer) -> dict[TopicPartition, int]:

@@ -17,6 +17,7 @@ from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import ITEM_FEATURE_FIELDS, TwoTowerConfig, TwoTowerRecommender
 from stream.config import Settings
+from stream.events.event_time import EventTimeLimits
 from stream.events.handlers import (
     Outcome,
     SourcePosition,
@@ -110,6 +111,7 @@ async def train(
         fetch_max_wait_ms=max(settings.fetch_max_wait_ms, settings.train_wait_ms // 2),
     )
     pseudonyms = Pseudonyms.of(settings.pseudonym_key)
+    limits = EventTimeLimits.of(settings)  # the workers' rule: they dead-letter these
     await consumer.start()
     try:
         partitions = await _assign(consumer, TopicNames.from_settings(settings).ingest, learner)
@@ -124,7 +126,13 @@ async def train(
             if not gathered:
                 since = time.monotonic()
             gathered += [
-                decode_record(record, settings.max_event_bytes, pseudonyms)
+                decode_record(
+                    record,
+                    settings.max_event_bytes,
+                    pseudonyms,
+                    arrival_ms=record.timestamp,
+                    limits=limits,
+                )
                 for records_of_partition in records.values()
                 for record in records_of_partition
             ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -122,3 +123,15 @@ def test_a_time_at_the_calendars_edge_is_a_422_with_a_reason_not_a_500(client: T
     response = client.post("/v1/events", json=[edge])
     assert response.status_code == 422
     assert "ts" in response.json()["errors"][0]["reason"]
+
+
+def test_an_event_dated_past_the_clock_skew_is_rejected_with_the_reason(
+    client: TestClient,
+) -> None:
+    ahead = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    response = client.post("/v1/events", json=[click(10), {**click(11), "ts": ahead}])
+    assert response.status_code == 202
+    body = response.json()
+    assert (body["accepted"], body["rejected"]) == (1, 1)
+    assert "ahead of its arrival" in body["errors"][0]["reason"]
+    assert body["errors"][0]["index"] == 1

@@ -9,6 +9,7 @@ import random
 import signal
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,7 +22,7 @@ from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import TopicNames, ensure_topics
-from tests.conftest import Spawner, read_topic, wait_until
+from tests.conftest import Processes, Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +211,50 @@ def test_raw_json_from_a_plain_kafka_client_is_consumed(
     expected.add(OrderEvent.model_validate(order))
     assert_state_matches(settings, expected)
     assert stats_of(settings).dead_lettered == 0
+
+
+def test_events_from_the_future_or_past_the_horizon_are_dead_lettered_with_the_reason(
+    settings: Settings,
+) -> None:
+    """A click dated 2099 would top trending for ever and head its user's history."""
+    settings = settings.model_copy(update={"max_event_age_s": 365 * 86_400.0})
+    now = datetime.now(UTC)
+    times = {
+        "ok-recent": now - timedelta(days=2),
+        "ok-skewed": now + timedelta(minutes=2),  # a producer clock a little ahead
+        "future-hour": now + timedelta(hours=1),
+        "future-2099": datetime(2099, 1, 1, tzinfo=UTC),
+        "too-old": now - timedelta(days=800),
+    }
+    ensure_topics(settings)
+    processes = Processes()
+    processes.start("worker", settings)
+    try:
+        _send_and_check_times(settings, times)
+    finally:
+        processes.stop_all()
+
+
+def _send_and_check_times(settings: Settings, times: dict[str, datetime]) -> None:
+    topics = TopicNames.from_settings(settings)
+    with EventProducer(settings) as producer:  # raw: the producer's own checks bypassed
+        for name, ts in times.items():
+            event = ClickEvent(event_id=name, user_id="u-time", ts=ts, item_id=f"i-{name}")
+            producer.send_raw(topics.clicks, event.to_json(), key=b"u-time")
+        producer.flush()
+    letters = read_topic(settings.kafka_bootstrap, topics.dlq, expected=3, timeout_s=60)
+    reasons = {json.loads(letter["payload"])["event_id"]: letter["reason"] for letter in letters}
+    assert set(reasons) == {"future-hour", "future-2099", "too-old"}
+    assert "ahead of its arrival" in reasons["future-hour"]
+    assert "RECSTREAM_MAX_CLOCK_SKEW_S" in reasons["future-2099"]
+    assert "RECSTREAM_MAX_EVENT_AGE_S" in reasons["too-old"]
+    wait_until(lambda: stats_of(settings).applied == 2, 30, "the two good events applied")
+
+    async def history() -> list[str]:
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            return [h.item_id for h in await _store(client, settings).history("u-time")]
+        finally:
+            await client.aclose()
+
+    assert sorted(asyncio.run(history())) == ["i-ok-recent", "i-ok-skewed"]
