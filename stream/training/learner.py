@@ -4,6 +4,7 @@ duplicates are skipped, and the offsets learned so far are kept (they go into ch
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ from model.recommender import TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, StepReport, TrainingExample
 from stream.events.handlers import DeadLetter, Outcome, SourcePosition
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class LearnedBatch:
@@ -29,6 +32,7 @@ class LearnedBatch:
     duplicates: int
     invalid: int
     report: StepReport | None
+    skipped: int = 0  # events whose learning raised: skipped, so one never stops the trainer
 
 
 class StreamLearner:
@@ -62,6 +66,7 @@ class StreamLearner:
         self.events_learned = 0
         self.duplicates = 0
         self.invalid = 0
+        self.skipped = 0
         self._histories = HistoryTable(max_users, HISTORY_LEN)
         self._recent: OrderedDict[int, None] = OrderedDict()
 
@@ -82,7 +87,7 @@ class StreamLearner:
 
     def learn(self, batch: Sequence[tuple[SourcePosition, Outcome]]) -> LearnedBatch:
         """Learn the new events of `batch` (in its order) and move the position past all of it."""
-        examples: list[TrainingExample] = []
+        groups: list[tuple[str, list[TrainingExample]]] = []  # each new event's examples
         events = duplicates = invalid = 0
         before = dict(self.position)
         for source, _ in batch:
@@ -97,16 +102,36 @@ class StreamLearner:
                 duplicates += 1
             else:
                 self._remember(_id_hash(outcome.event_id))
-                examples.extend(self._examples(outcome))
+                groups.append((outcome.event_id, self._examples(outcome)))
                 events += 1
-        report = None
-        if examples:
-            self._recommender.learn_many(examples)
-            report = self._tower.last_report
+        skipped = self._learn_each_event_once(groups) if groups else 0
+        report = self._tower.last_report if groups else None
+        events -= skipped
         self.events_learned += events
         self.duplicates += duplicates
         self.invalid += invalid
-        return LearnedBatch(events, duplicates, invalid, report)
+        self.skipped += skipped
+        return LearnedBatch(events, duplicates, invalid, report, skipped)
+
+    def _learn_each_event_once(self, groups: Sequence[tuple[str, list[TrainingExample]]]) -> int:
+        """Learn every event's examples in one call. Should that raise (a bug that some event
+        trips), learn each event alone and skip those that raise: one event must never stop
+        the trainer (it would crash-loop on it after every restart). Returns how many were
+        skipped. Events the failed call had reached may be learned twice: a small cost to the
+        model, never to the counts."""
+        try:
+            self._recommender.learn_many([e for _, examples in groups for e in examples])
+            return 0
+        except Exception:
+            log.exception("learning a batch of %d events failed; learning each alone", len(groups))
+        skipped = 0
+        for event_id, examples in groups:
+            try:
+                self._recommender.learn_many(examples)
+            except Exception as error:
+                skipped += 1
+                log.error("skipped event %s: learning it raised %r", event_id, error)
+        return skipped
 
     def _remember(self, event_hash: int) -> None:
         self._recent[event_hash] = None
@@ -127,6 +152,7 @@ class StreamLearner:
             "events_learned": self.events_learned,
             "duplicates": self.duplicates,
             "invalid": self.invalid,
+            "skipped": self.skipped,
         }
 
     def restore(
@@ -142,6 +168,7 @@ class StreamLearner:
         self.events_learned = int(state.get("events_learned", 0))
         self.duplicates = int(state.get("duplicates", 0))
         self.invalid = int(state.get("invalid", 0))
+        self.skipped = int(state.get("skipped", 0))
         recent = state.get("recent_ids")
         self._recent = OrderedDict.fromkeys([] if recent is None else recent.tolist())
         if "history_table" in state:

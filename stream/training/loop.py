@@ -148,6 +148,7 @@ async def train(
                 pending += learned.events
                 metrics.events.inc(learned.events)
                 metrics.duplicates.inc(learned.duplicates)
+                metrics.skipped.inc(learned.skipped)
                 if learned.report is not None:
                     loss = learned.report.loss
                     learned_ms = int(time.time() * 1000)

@@ -16,6 +16,7 @@ class TrainerMetrics:
     registry: CollectorRegistry
     events: Counter
     duplicates: Counter
+    skipped: Counter
     loss: Gauge
     model_version: Gauge
     publish: Histogram
@@ -29,6 +30,11 @@ class TrainerMetrics:
             registry,
             Counter("recstream_trainer_events", "events learned", registry=registry),
             Counter("recstream_trainer_duplicates", "duplicate events skipped", registry=registry),
+            Counter(
+                "recstream_trainer_skipped",
+                "events skipped because learning them raised (see the trainer's log)",
+                registry=registry,
+            ),
             Gauge("recstream_trainer_loss", "loss of the last training step", registry=registry),
             Gauge("recstream_model_version", "last published model version", registry=registry),
             Histogram(

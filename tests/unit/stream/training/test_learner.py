@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import pytest
 import torch
 
 from model.interaction import EventEffect, Interaction
-from model.trainer import OnlineTrainer, TrainerConfig
+from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 from stream.events.handlers import DeadLetter, Outcome, SourcePosition
 from stream.training.learner import StreamLearner
@@ -78,3 +81,30 @@ def test_the_least_recently_active_users_history_is_dropped_past_max_users() -> 
     restored.restore(learner.state(), learner.position)
     restored.learn([_click(0, 4, "d", "v", 5)])
     assert restored.users == ["c", "d"]
+
+
+def test_an_event_whose_learning_raises_is_skipped_and_counted_and_the_rest_are_learned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One event must never stop the trainer: it would crash-loop on it after each restart."""
+    learner = _learner()
+    recommender = learner.recommender
+    learn_many = recommender.learn_many
+    learned_items: list[str] = []
+
+    def tripping(batch: Sequence[TrainingExample]) -> None:
+        if any(e.target.item_id == "poison" for e in batch):
+            raise ValueError("a bug this event trips")
+        learn_many(batch)
+        learned_items.extend(e.target.item_id for e in batch)
+
+    monkeypatch.setattr(recommender, "learn_many", tripping)
+    batch = [_click(0, n, f"u{n % 2}", f"i{n}", n) for n in range(4)]
+    batch.insert(2, _click(0, 9, "u0", "poison", 2))
+    learned = learner.learn(batch)
+    assert (learned.events, learned.skipped) == (4, 1)
+    assert sorted(learned_items) == ["i0", "i1", "i2", "i3"]
+    assert learner.position == {"clicks/0": 10}
+    after = learner.learn([_click(0, 10, "u1", "i10", 10)])
+    assert (after.events, after.skipped) == (1, 0)
+    assert (learner.events_learned, learner.skipped) == (5, 1)
