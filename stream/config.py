@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         0.5, gt=0, description="longest an API request waits on Redis before its fallback"
     )
+    redis_socket_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest a worker, the trainer or a command waits on one Redis reply "
+        "before it counts Redis as away and retries (a silent partition is noticed then, not "
+        "after the kernel's TCP timeout); above the slowest publish",
+    )
     namespace: str = Field(
         "",
         pattern=f"^{NAMESPACE_NAME.pattern}$",
@@ -74,7 +81,14 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
     log_level: str = Field("info", description="log level of workers and API")
     api_keys: str | None = Field(
-        None, description="JSON list of API keys (see `recstream keys new`); none: API open"
+        None,
+        description="JSON list of API keys (see `recstream keys new`); without one the API "
+        "refuses to start unless insecure_open is set",
+    )
+    insecure_open: bool = Field(
+        False,
+        description="serve every route, admin included, with no API key: local demos and "
+        "tests only (`recstream api --insecure-open`)",
     )
     api_keys_file: Path | None = Field(None, description="file holding that JSON list")
     pseudonym_key: SecretStr | None = Field(

@@ -41,22 +41,36 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # resharding): an outage to wait out, never a fault of the data
 REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS")
 REFUSAL_ERRORS = (OutOfMemoryError, ReadOnlyError, BusyLoadingError, MasterDownError)
+HEALTH_CHECK_S = 15  # a connection idle this long is PINGed before its next use
 FOLLOW_EVERY_S = 0.5  # how often a process looks at the serving pointer
 T = TypeVar("T")
 
 
 def redis_client(settings: Settings, timeout_s: float | None = None) -> aioredis.Redis:
-    """An asyncio Redis client; with `timeout_s`, no call waits longer (the API's fallbacks)."""
-    if timeout_s is None:
-        return aioredis.from_url(settings.redis_url)
+    """An asyncio Redis client whose calls wait at most `timeout_s` (default
+    `redis_socket_timeout_s`; the API passes its short fallback timeout), with TCP keepalive
+    and a PING before reusing a connection idle for a while: a Redis that went silent is
+    noticed and retried (`retrying`), never waited on for the kernel's TCP timeout."""
+    timeout = settings.redis_socket_timeout_s if timeout_s is None else timeout_s
     return aioredis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_S,
     )
 
 
 def blocking_redis_client(settings: Settings) -> redis.Redis:
-    """A blocking Redis client, for SCANs over many keys from synchronous code."""
-    return redis.Redis.from_url(settings.redis_url)
+    """A blocking Redis client, for SCANs over many keys from synchronous code; its calls
+    time out as `redis_client`'s do."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_socket_timeout_s,
+        socket_connect_timeout=settings.redis_socket_timeout_s,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_S,
+    )
 
 
 def unavailable(error: BaseException) -> str | None:

@@ -5,6 +5,9 @@ pseudonymised like every other."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -109,4 +112,38 @@ def test_an_event_that_fails_to_apply_is_dead_lettered_under_its_pseudonym(
         )
     finally:
         client.close()
+        processes.stop_all()
+
+
+def test_a_silent_redis_is_noticed_within_the_socket_timeout_and_ingest_recovers(
+    kafka_bootstrap: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """SIGSTOP keeps the TCP connection up and silent, as a network partition does: without a
+    socket timeout a call would wait for the kernel's TCP timeout (minutes)."""
+    settings = _settings(kafka_bootstrap, private_redis, tmp_path / "data").model_copy(
+        update={"redis_socket_timeout_s": 1.0}
+    )
+    events = list(sample_events(600, users=80, items=100, seed=45))
+    processes = Processes()
+    try:
+        worker = processes.start("worker", settings)
+        with EventProducer(settings) as producer:
+            for event in events[:200]:
+                producer.send(event)
+            producer.flush()
+            wait_until(lambda: ingest_counts(settings).get("applied") == 200, 60, "200 applied")
+            os.kill(private_redis.pid, signal.SIGSTOP)
+            try:
+                for event in events[200:]:
+                    producer.send(event)
+                producer.flush()
+                time.sleep(3.0)  # three socket timeouts
+                retries = scrape_metrics(settings.worker_metrics_port)
+            finally:
+                os.kill(private_redis.pid, signal.SIGCONT)
+            wait_until(lambda: ingest_counts(settings).get("applied") == 600, 30, "600 applied")
+        assert retries.get("recstream_redis_retries_total", 0) >= 1, "the silence went unnoticed"
+        assert worker.poll() is None, "the worker exited"
+        assert ingest_counts(settings).get("dead_lettered", 0) == 0
+    finally:
         processes.stop_all()
