@@ -166,6 +166,7 @@ def run_size(
             "vector_dim": DIM,
             "index_factory": factory,
             "api_port": free_port(),
+            "insecure_open": True,  # a benchmark on 127.0.0.1
             "log_level": "warning",
         }
     )

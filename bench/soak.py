@@ -148,6 +148,7 @@ def soak(
             "topic_prefix": f"soak-{tag}.",
             "app_id": f"soak-{tag}",
             "api_port": free_port(),
+            "insecure_open": True,  # a benchmark on 127.0.0.1
             "worker_metrics_port": free_port(),
             "log_level": "warning",
         }

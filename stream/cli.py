@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stream.config import Settings
+from stream.errors import StreamError
 from stream.events.schema import json_schemas
-from stream.local.stack import StackError, stack_down, stack_status, stack_up
+from stream.local.stack import stack_down, stack_status, stack_up
 from stream.ops.replay_file import ProduceSummary
 from stream.startup import interrupt
 
@@ -52,6 +53,8 @@ def _cmd_trainer(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from stream.api.server import run_api
 
+    if args.insecure_open:
+        settings = settings.model_copy(update={"insecure_open": True})
     run_api(settings)
     return 0
 
@@ -213,7 +216,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "trainer", help="run the trainer: learn from the stream, publish model versions"
     ).set_defaults(run=_cmd_trainer)
-    sub.add_parser("api", help="run the HTTP API").set_defaults(run=_cmd_api)
+    api = sub.add_parser(
+        "api",
+        help="run the HTTP API",
+        description="Serves ingest, recommendations and item admin on RECSTREAM_API_HOST:"
+        "RECSTREAM_API_PORT. It needs API keys (RECSTREAM_API_KEYS or RECSTREAM_API_KEYS_FILE; "
+        "`recstream keys new`) and refuses to start without them unless --insecure-open.",
+    )
+    api.add_argument(
+        "--insecure-open",
+        action="store_true",
+        help="serve every route, admin included, with no key (local demos only; "
+        "RECSTREAM_INSECURE_OPEN)",
+    )
+    api.set_defaults(run=_cmd_api)
     produce = sub.add_parser("produce", help="send events from a JSONL or CSV file ('-': stdin)")
     produce.add_argument("file")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -327,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         return int(args.run(settings, args))
-    except StackError as error:
+    except StreamError as error:  # a refusal with its reason (StackError, no API keys, ...)
         print(f"recstream: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -68,6 +68,7 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> S
         commit_interval_s=0.5,
         data_dir=data_dir,
         log_level="warning",
+        insecure_open=True,  # tests of the keys set them (tests/integration/test_security.py)
     )
 
 

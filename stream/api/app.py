@@ -13,15 +13,21 @@ from prometheus_client import Histogram
 from store.index_sync import ServedVersion
 from stream.api import events, items, recommend
 from stream.api.auth import KeyRing, require
+from stream.api.body_limit import BodyLimit
 from stream.api.errors import error_response, install_error_handlers
 from stream.api.metrics import install_metrics
 from stream.api.replica import Serving, open_following, serving_of
 from stream.config import Settings
+from stream.errors import StreamError
 from stream.events.producer import EventProducer
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+
+class InsecureConfigError(StreamError, ValueError):
+    """The API would start with every route open, and nobody asked for that."""
 
 
 def _observe(histogram: Histogram, served: ServedVersion) -> None:
@@ -57,8 +63,16 @@ def create_api(settings: Settings) -> FastAPI:
     app.state.pseudonyms = Pseudonyms.of(settings.pseudonym_key)
     app.state.repeats = settings.repeats
     if not app.state.keys.enabled:
-        log.warning("no API keys configured: every endpoint is open (see recstream keys new)")
+        if not settings.insecure_open:
+            raise InsecureConfigError(
+                "no API keys configured (RECSTREAM_API_KEYS or RECSTREAM_API_KEYS_FILE; "
+                "`recstream keys new` makes one): refusing to serve every route, admin "
+                "included, to anyone. For a local demo, pass --insecure-open "
+                "(RECSTREAM_INSECURE_OPEN=true)"
+            )
+        log.warning("--insecure-open: every endpoint, admin included, is open to anyone")
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=settings.max_event_bytes, prefix="/v1/items")
     publish_latency = install_metrics(
         app,
         lambda: float(app.state.serving.index.size),
@@ -79,8 +93,9 @@ def create_api(settings: Settings) -> FastAPI:
         serving = serving_of(request)
         try:
             await serving.client.ping()
-        except Exception as error:
-            return error_response(503, f"Redis unreachable: {error}")
+        except Exception as error:  # the reason, not the address: internal hosts stay inside
+            log.warning("readiness: Redis unreachable: %s", error)
+            return error_response(503, f"Redis unreachable ({type(error).__name__})")
         if not serving.ready:
             return error_response(503, "the item index is still loading")
         return {"status": "ready", "index_items": serving.index.size}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,7 +24,7 @@ class ItemMetaIn(BaseModel):
     brand: str | None = Field(None, max_length=200)
     price: float | None = Field(None, ge=0, allow_inf_nan=False)
     in_stock: bool = True
-    tags: list[str] = Field(default_factory=list, max_length=100)
+    tags: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=100)
 
 
 class ItemMetaOut(ItemMetaIn):

@@ -261,6 +261,7 @@ def run_demo(settings: Settings, options: DemoOptions) -> int:
                 "app_id": f"recstream-demo-{stamp}",
                 "data_dir": running.data_dir / f"demo-{stamp}",
                 "api_port": free_port(),
+                "insecure_open": True,  # on 127.0.0.1, for the demo's own requests
                 "log_level": "warning",
             }
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import redis
@@ -10,10 +11,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from store.redis_keys import RedisKeys
-from stream.api.app import create_api
+from stream.api.app import InsecureConfigError, create_api
 from stream.api.auth import new_key
 from stream.config import Settings
 from stream.events.topics import TopicNames
+from stream.local.stack import free_port
 from tests.conftest import Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -77,3 +79,33 @@ def test_keys_guard_every_route_and_raw_user_ids_never_reach_kafka_or_redis(
 
         assert "i-top" in items_for("someone-new")
         assert "i-top" not in items_for("alice.raw@example.com"), "her history was found"
+
+
+@pytest.mark.parametrize("keys", [None, "[]"])
+def test_the_api_refuses_to_start_open_unless_told_to(settings: Settings, keys: str | None) -> None:
+    closed = settings.model_copy(update={"api_keys": keys, "insecure_open": False})
+    with pytest.raises(InsecureConfigError, match="--insecure-open"):
+        create_api(closed)
+    create_api(closed.model_copy(update={"insecure_open": True}))  # asked for: it starts
+
+
+def test_readiness_names_no_internal_host(settings: Settings, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there: Redis is unreachable
+    away = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    with TestClient(create_api(away)) as api:
+        answer = api.get("/readyz")
+    assert answer.status_code == 503
+    assert "Redis unreachable" in answer.text
+    assert "127.0.0.1" not in answer.text
+    assert str(port) not in answer.text
+
+
+def test_item_metadata_bodies_are_bounded_like_events(settings: Settings) -> None:
+    with TestClient(create_api(settings)) as api:
+        big = api.put("/v1/items/i-big", json={"tags": ["x" * 1_000] * 90})
+        long_tag = api.put("/v1/items/i-tag", json={"tags": ["x" * 5_000]})
+        fine = api.put("/v1/items/i-fine", json={"category": "c", "tags": ["a", "b"]})
+    assert big.status_code == 413
+    assert "bytes" in big.json()["reason"]
+    assert long_tag.status_code == 422
+    assert fine.status_code == 200
