@@ -72,6 +72,7 @@ class UserEncoder(Protocol):
     ) -> npt.NDArray[np.float32] | None: ...
 
 
+MAX_SCAN = 10_000  # nearest items one search may widen to when filters reject most of them
 _POPULAR_KEPT = 200  # popular items kept per counter, served while Redis is away
 _POPULAR_REFRESH_S = 5.0
 _POPULAR_COUNTERS = ("trending", "orders", "clicks")  # in order of preference
@@ -153,6 +154,7 @@ class Retriever:
         clock: Callable[[], int] = _now_ms,
         recent: int = 10,
         overfetch: int = 4,
+        max_scan: int = MAX_SCAN,
     ) -> None:
         self.index = index
         self.rankings = rankings
@@ -163,6 +165,7 @@ class Retriever:
         self.interactions = interactions
         self.recent = recent
         self.overfetch = overfetch
+        self.max_scan = max_scan
         self._popular_seen: dict[str, list[tuple[str, float]]] = {}
         self._popular_at = float("-inf")
 
@@ -322,7 +325,7 @@ class Retriever:
         allowed: Callable[[str], bool],
         reason: str,
     ) -> None:
-        size = self.index.size
+        size = min(self.index.size, max(self.max_scan, picks.k))  # what one request may scan
         fetch = min(size, picks.k * self.overfetch + len(picks.blocked))
         while fetch > 0:
             if self.index.searches_quickly:

@@ -15,13 +15,12 @@ from stream.api import events, items, recommend
 from stream.api.auth import KeyRing, require
 from stream.api.body_limit import BodyLimit
 from stream.api.errors import error_response, install_error_handlers
+from stream.api.event_log import EventLog
 from stream.api.metrics import install_metrics
 from stream.api.replica import Serving, open_following, serving_of
 from stream.config import Settings
 from stream.errors import StreamError
-from stream.events.producer import EventProducer
 from stream.events.pseudonyms import Pseudonyms
-from stream.events.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,7 @@ def create_api(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ensure_topics(settings)
-        app.state.producer = EventProducer(settings)
+        app.state.event_log = EventLog(settings)  # connects on the first ingest request
         try:
 
             def install(serving: Serving) -> None:
@@ -51,7 +49,7 @@ def create_api(settings: Settings) -> FastAPI:
             async with open_following(settings, install):
                 yield
         finally:
-            app.state.producer.close()
+            app.state.event_log.close()
 
     app = FastAPI(title="recstream", version="0.1.0", lifespan=lifespan)
     app.state.keys = KeyRing.load(

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from kafka.errors import KafkaError
 from pydantic import BaseModel
 
 from stream.api.errors import error_response
+from stream.api.event_log import EventLog, EventLogUnavailableError
 from stream.errors import StreamError
 from stream.events.producer import EventProducer
 from stream.events.schema import EventError
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000
-DELIVERY_TIMEOUT_S = 10.0
+RETRY_AFTER_S = 1
 
 router = APIRouter()
 
@@ -63,7 +62,9 @@ def _event_id(document: Any) -> str | None:
     return None
 
 
-def _deliver(producer: EventProducer, documents: list[tuple[int, Any]]) -> list[Rejection]:
+def _deliver(
+    producer: EventProducer, documents: list[tuple[int, Any]], timeout_s: float
+) -> list[Rejection]:
     """Send valid documents and wait for the broker's acks; returns per-item rejections."""
     rejections: list[Rejection] = []
     futures = []
@@ -75,7 +76,7 @@ def _deliver(producer: EventProducer, documents: list[tuple[int, Any]]) -> list[
                 Rejection(index=index, event_id=_event_id(document), reason=error.reason)
             )
     for future in futures:
-        future.get(timeout=DELIVERY_TIMEOUT_S)
+        future.get(timeout=timeout_s)
     return rejections
 
 
@@ -108,11 +109,16 @@ async def ingest_events(request: Request) -> IngestResult | JSONResponse:
         )
     if not documents:
         return error_response(422, "no events in the request")
-    producer: EventProducer = request.app.state.producer
+    event_log: EventLog = request.app.state.event_log
+    numbered = list(enumerate(documents))
     try:
-        rejections = await asyncio.to_thread(_deliver, producer, list(enumerate(documents)))
-    except KafkaError as error:
-        return error_response(503, f"event log unavailable, retry: {type(error).__name__}")
+        rejections = await event_log.call(
+            lambda producer: _deliver(producer, numbered, event_log.timeout_s)
+        )
+    except EventLogUnavailableError as error:
+        answer = error_response(503, f"event log unavailable, retry: {error}")
+        answer.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return answer
     accepted = len(documents) - len(rejections)
     result = IngestResult(accepted=accepted, rejected=len(rejections), errors=rejections)
     if accepted == 0:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 
 from stream.config import Settings
@@ -15,6 +17,8 @@ from stream.events.event_time import EventTimeLimits
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.schema import ClickEvent, EventError, OrderEvent, validate_event
 from stream.events.topics import TopicNames
+
+log = logging.getLogger(__name__)
 
 AnyEvent = ClickEvent | OrderEvent
 
@@ -79,7 +83,19 @@ class EventProducer:
         self._producer.flush(timeout=timeout_s)
 
     def close(self, timeout_s: float | None = 30.0) -> None:
-        self._producer.close(timeout=timeout_s)
+        """Deliver what is buffered within `timeout_s`, then close; what is still undelivered
+        then is dropped (the futures of its senders fail)."""
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaTimeoutError:
+            # kafka-python 3.0's close() raises from its flush while records are unsent and
+            # then skips its own force close, leaving the I/O thread and its sockets behind
+            log.warning("closing the producer: events undelivered after %ss dropped", timeout_s)
+            sender = self._producer._sender
+            if sender is not None:
+                sender.force_close()
+                sender.join(timeout=5)
+            self._producer._closed = True
 
     def __enter__(self) -> Self:
         return self

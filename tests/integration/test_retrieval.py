@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import hypothesis
 import numpy as np
@@ -339,5 +340,32 @@ def test_with_repeats_the_users_own_items_come_first_most_often_then_most_recent
         assert {s.reason for s in plain.items} == {"personalized"}
         unmodelled = await world.retriever.recommend("new-shopper", 3, Filters(repeats=True))
         assert unmodelled.model_version is None
+
+    run(settings, scenario)
+
+
+def test_a_filter_nothing_matches_searches_at_most_max_scan_items(settings: Settings) -> None:
+    """An impossible filter must not make one request scan the whole catalogue (at 1M items
+    that froze a replica); past `max_scan` the popular fallback has its turn."""
+
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(6)
+        n = 2_000
+        await world.state.put_item_vectors([f"i{k}" for k in range(n)], _unit(rng, n), 1)
+        await world.follower.rebuild()
+        retriever = world.retriever
+        retriever.max_scan = 300
+        fetched: list[int] = []
+        search = retriever.index.search
+
+        def counted(vector: npt.NDArray[np.float32], k: int) -> Any:
+            fetched.append(k)
+            return search(vector, k)
+
+        retriever.index.search = counted  # type: ignore[method-assign,assignment]
+        similar = await retriever.similar_items("i1", 5, Filters(category="nothing-has-it"))
+        assert similar == []
+        assert fetched
+        assert max(fetched) <= 300
 
     run(settings, scenario)
