@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -17,6 +18,7 @@ from model.trainer import OnlineTrainer, model_from_state
 from model.two_tower import TwoTowerRecommender
 
 FORMAT = 1
+log = logging.getLogger(__name__)
 _SERVING_KEYS = ("model_config", "model", "item_vocabulary", "item_features")
 # a version's ranking state (`model.ranking.Ranking.state_dict`) goes with its serving part
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
@@ -113,8 +115,10 @@ class CheckpointStore:
         return version
 
     def load(self, version: int | None = None, device: torch.device | None = None) -> Checkpoint:
-        """Load `version` (default: CURRENT) with `weights_only=True` onto `device`."""
-        chosen, payload = self._read(version)
+        """Load `version` with `weights_only=True` onto `device`; by default CURRENT, or when
+        that cannot be read (truncated, corrupt), the newest older version that can, with an
+        error logged: a trainer resumes rather than crash-looping on one bad file."""
+        chosen, payload = self._read(version) if version is not None else self._read_newest()
         trainer = OnlineTrainer.from_state_dict(payload["trainer"], device or torch.device("cpu"))
         return Checkpoint(
             chosen,
@@ -135,6 +139,25 @@ class CheckpointStore:
         """The model of `version` (CPU, eval mode) and its ranking state (None: saved without)."""
         _, payload = self._read(version, serving=True)
         return model_from_state(payload["trainer"]).eval(), payload.get("ranking")
+
+    def _read_newest(self) -> tuple[int, dict[str, Any]]:
+        current = self.current()
+        try:
+            return self._read(current)
+        except CheckpointError as error:
+            for older in reversed([v for v in self.versions() if current is None or v < current]):
+                try:
+                    found = self._read(older)
+                except CheckpointError:
+                    continue
+                log.error(
+                    "checkpoint version %s cannot be read (%s); falling back to version %d",
+                    current,
+                    error,
+                    older,
+                )
+                return found
+            raise
 
     def _read(self, version: int | None, serving: bool = False) -> tuple[int, dict[str, Any]]:
         chosen = self.current() if version is None else version
@@ -169,11 +192,23 @@ def _save_atomic(payload: Mapping[str, Any], path: Path) -> None:
 
 
 def _atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """`write` to a sibling file, then rename it over `path`: readers never see half."""
-    partial = path.with_suffix(".partial")
+    """`write` to a sibling file, flush it to disk, rename it over `path` and flush the
+    directory: readers never see half a file, and a power loss leaves the old one or the new
+    one, never an empty name."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
         write(partial)
+        _fsync(partial)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     os.replace(partial, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -145,3 +145,23 @@ def test_a_failed_write_keeps_the_last_version_current_and_leaves_no_partial_fil
         "model-00000001.pt",
     ]
     assert store.save(trainer, {"clicks/0": 3}) == 2
+
+
+def test_a_truncated_current_checkpoint_falls_back_to_the_previous_version_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    trainer = _trainer()
+    store = CheckpointStore(tmp_path)
+    for step in range(3):
+        trainer.learn_many(_examples(step * 24))
+        store.save(trainer, {"p": step})
+    current = tmp_path / "checkpoint-00000003.pt"
+    assert current.exists()
+    current.write_bytes(current.read_bytes()[:100])  # a crash mid-write without fsync
+    restored = store.load()
+    assert restored.version == 2
+    assert restored.position == {"p": 1}
+    assert "version 3" in caplog.text
+    assert "falling back to version 2" in caplog.text
+    with pytest.raises(CheckpointError):
+        store.load(3)  # asked for by number: no silent substitute
