@@ -82,6 +82,16 @@ class RedisKeys:
         return f"{self.prefix}model:version"
 
     @property
+    def trainer_lease(self) -> str:
+        """String '<token> <holder>' with a TTL: the trainer that may publish this model."""
+        return f"{self.prefix}trainer:lease"
+
+    @property
+    def trainer_fence(self) -> str:
+        """Counter: each lease taken gets the next token."""
+        return f"{self.prefix}trainer:fence"
+
+    @property
     def model_info(self) -> str:
         """Hash: model version -> JSON of what it holds (events learned, when learned/published)."""
         return f"{self.prefix}model:info"

@@ -11,12 +11,27 @@ from typing import Literal, cast
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
+from store.errors import StoreError
 from store.redis_keys import RedisKeys, as_text
 from store.vector_index import as_matrix
 
 FeedOp = Literal["upsert", "delete", "meta"]
 MODEL_INFO_KEPT = 1_000  # versions whose info is kept (one a second: about 17 minutes)
+
+
+class FencedOffError(StoreError):
+    """A fenced write found its fence moved: another writer holds the lease now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A write goes through only while `key` holds `value` (a lease's fencing token)."""
+
+    key: str
+    value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,13 +186,35 @@ class RedisVectorState:
         vectors: npt.ArrayLike,
         model_version: int,
         info: Mapping[str, object] | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Publish `model_version`: its changed item vectors, their versions, a feed entry and
-        the served version, in one transaction (followers see all of it or none)."""
+        the served version, in one transaction (followers see all of it or none). With
+        `fence`, only while its key holds its value, checked in the same transaction (WATCH):
+        else `FencedOffError` and nothing is written."""
         matrix = as_matrix(vectors, self.dim) if len(item_ids) else None
         if matrix is not None and len(item_ids) != len(matrix):
             raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
-        pipe = self._client.pipeline(transaction=True)
+        async with self._client.pipeline(transaction=True) as pipe:
+            if fence is not None:
+                await pipe.watch(fence.key)
+                if as_text(await pipe.get(fence.key) or b"") != fence.value:
+                    raise FencedOffError(f"{fence.key} no longer holds {fence.value!r}")
+                pipe.multi()  # type: ignore[no-untyped-call]
+            self._queue_publish(pipe, item_ids, matrix, model_version, info)
+            try:
+                await pipe.execute()
+            except WatchError:
+                raise FencedOffError(f"{fence.key if fence else '?'} changed mid-publish") from None
+
+    def _queue_publish(
+        self,
+        pipe: Pipeline,
+        item_ids: Sequence[str],
+        matrix: npt.NDArray[np.float32] | None,
+        model_version: int,
+        info: Mapping[str, object] | None,
+    ) -> None:
         if matrix is not None:
             pipe.hset(
                 self._keys.item_vectors,
@@ -189,7 +226,6 @@ class RedisVectorState:
             pipe.hdel(self._keys.model_info, str(model_version - MODEL_INFO_KEPT))
         self._announce(pipe, "upsert", item_ids, model_version)
         pipe.set(self._keys.model_version, model_version)
-        await pipe.execute()
 
     async def published(self, item_ids: Sequence[str]) -> PublishedItems:
         """The published vectors of `item_ids` with the model version and feed position, read

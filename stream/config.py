@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         "a request's `repeats` overrides it",
     )
     max_event_bytes: int = Field(64 * 1024, ge=256, description="largest accepted event payload")
+    trainer_lease_s: float = Field(
+        10.0,
+        gt=0,
+        description="a trainer's lease on its model in Redis: a second trainer waits until the "
+        "first stops or stays silent this long",
+    )
     max_clock_skew_s: float = Field(
         300.0,
         ge=0,

@@ -10,12 +10,15 @@ import contextlib
 import logging
 import time
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import ITEM_FEATURE_FIELDS, TwoTowerConfig, TwoTowerRecommender
+from store.redis_keys import RedisKeys
+from store.vector_state import FencedOffError
 from stream.config import Settings
 from stream.events.event_time import EventTimeLimits
 from stream.events.handlers import (
@@ -30,6 +33,7 @@ from stream.events.topics import TopicNames, ensure_topics
 from stream.startup import serve_metrics, start_process, stop_on_signals
 from stream.training.item_metadata import ItemMetadataFollower
 from stream.training.learner import StreamLearner
+from stream.training.lease import TrainerLease
 from stream.training.metrics import TrainerMetrics
 from stream.training.publisher import ModelPublisher
 from stream.wiring import NamespaceWatch, checkpoint_store, redis_client, retrying, vector_state
@@ -89,14 +93,34 @@ async def train(
     settings: Settings, stop: asyncio.Event, metrics: TrainerMetrics | None = None
 ) -> StreamLearner:
     """Learn and publish the namespace of `settings` until `stop` is set; a final version is
-    published on the way out."""
+    published on the way out. Only while holding the model's trainer lease: a second trainer
+    waits here (and says so) until the first one stops or its lease expires."""
     ensure_topics(settings)
     checkpoints = checkpoint_store(settings)
+    client = redis_client(settings)
+    lease = TrainerLease(client, RedisKeys(settings.keys_prefix), settings.trainer_lease_s)
+    try:
+        if not await lease.acquire(stop):
+            return (await asyncio.to_thread(load_or_create, settings, checkpoints))[0]
+        return await _train_holding(settings, stop, metrics, checkpoints, client, lease)
+    finally:
+        await lease.release()
+        await client.aclose()
+
+
+async def _train_holding(
+    settings: Settings,
+    stop: asyncio.Event,
+    metrics: TrainerMetrics | None,
+    checkpoints: CheckpointStore,
+    client: aioredis.Redis,
+    lease: TrainerLease,
+) -> StreamLearner:
     learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
     metrics = metrics or TrainerMetrics.create()
-    client = redis_client(settings)
     state = vector_state(settings, client)
-    publisher = ModelPublisher(state, checkpoints)
+    publisher = ModelPublisher(state, checkpoints, lambda: lease.fence)
+    renewed = time.monotonic()
     metadata = ItemMetadataFollower(state, learner)
     described_at = float("-inf")
     if version:
@@ -122,6 +146,10 @@ async def train(
         gathered: list[tuple[SourcePosition, Outcome]] = []
         since = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - renewed >= settings.trainer_lease_s / 3:
+                if not await retrying(lease.renew):
+                    return learner  # another trainer holds the model now: publish nothing
+                renewed = time.monotonic()
             records = await consumer.getmany(timeout_ms=50, max_records=settings.train_batch)
             if not gathered:
                 since = time.monotonic()
@@ -161,6 +189,9 @@ async def train(
                     await publisher.resume(learner, version)
             if pending and (pending >= settings.publish_events or due):
                 last_publish = time.monotonic()
+                if not await retrying(lease.renew):  # before the checkpoint is written
+                    return learner
+                renewed = time.monotonic()
                 published = await _publish(publisher, learner, learned_ms, loss, metrics)
                 if published is None:
                     continue
@@ -172,12 +203,14 @@ async def train(
                         for tp, end in ends.items()
                     )
                 )
-        if pending:
+        if pending and await retrying(lease.renew):
             await _publish(publisher, learner, learned_ms, loss, metrics)
+        return learner
+    except FencedOffError as error:
+        log.error("model version not published: %s; another trainer publishes now", error)
         return learner
     finally:
         await consumer.stop()
-        await client.aclose()
 
 
 async def _publish(
@@ -234,7 +267,9 @@ def run_trainer(settings: Settings) -> None:
                 watching = asyncio.create_task(_until_moved(watch, name, stop, moved))
                 log.info("training namespace %r", name)
                 await train(watch.settings_of(name), moved, metrics)
-                await watching
+                watching.cancel()  # train also returns when another trainer took the lease
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
         finally:
             await client.aclose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -11,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.checkpoints import CheckpointStore
-from store.vector_state import RedisVectorState
+from store.vector_state import Fence, RedisVectorState
 from stream.training.learner import StreamLearner
 from stream.wiring import retrying
 
@@ -32,9 +33,15 @@ class ModelPublisher:
     published ones are written, so a version costs what changed, not the catalogue (all of
     them when Redis no longer serves our last version: it restarted empty, say)."""
 
-    def __init__(self, state: RedisVectorState, checkpoints: CheckpointStore) -> None:
+    def __init__(
+        self,
+        state: RedisVectorState,
+        checkpoints: CheckpointStore,
+        fence: Callable[[], Fence | None] = lambda: None,
+    ) -> None:
         self.state = state
         self.checkpoints = checkpoints
+        self.fence = fence  # the trainer lease's: a publish goes through only while it holds
         self._row_of: dict[str, int] = {}
         self._vectors = np.empty((0, state.dim), dtype=np.float32)
         self._served: int | None = None
@@ -47,7 +54,9 @@ class ModelPublisher:
         )
         if await retrying(self.state.model_version) != version:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
-            await retrying(partial(self.state.put_item_vectors, ids, vectors, version, info))
+            await retrying(
+                partial(self.state.put_item_vectors, ids, vectors, version, info, self.fence())
+            )
         self._remember(ids, vectors)
         self._served = version
 
@@ -70,7 +79,14 @@ class ModelPublisher:
         }
         changed_ids = [i for i, c in zip(ids, changed, strict=True) if c]
         await retrying(
-            partial(self.state.put_item_vectors, changed_ids, vectors[changed], version, info)
+            partial(
+                self.state.put_item_vectors,
+                changed_ids,
+                vectors[changed],
+                version,
+                info,
+                self.fence(),
+            )
         )
         self._remember(ids, vectors)
         self._served = version

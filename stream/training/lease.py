@@ -1,0 +1,87 @@
+"""One trainer per model: a lease in Redis with a fencing token. Two trainers (a rolling
+deploy, a second `compose up`) would otherwise write the same version numbers and flip the
+served version back and forth; the second one waits, and says so, until the lease is free."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+
+import redis.asyncio as aioredis
+
+from store.redis_keys import RedisKeys, as_text
+from store.vector_state import Fence
+
+log = logging.getLogger(__name__)
+
+# refresh the lease's expiry while it holds this trainer's value; take it again when nobody
+# holds it (it expired during a pause, or Redis restarted empty) and no other trainer took it
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class TrainerLease:
+    """`acquire` waits for the lease; `renew` keeps it (False once lost); `fence` is what a
+    publish checks in its own transaction, so a trainer that lost the lease (a long pause)
+    cannot publish over the one that holds it now."""
+
+    def __init__(self, client: aioredis.Redis, keys: RedisKeys, ttl_s: float) -> None:
+        self._client, self._keys, self.ttl_ms = client, keys, int(ttl_s * 1000)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self._value: str | None = None
+
+    async def acquire(self, stop: asyncio.Event, say_every_s: float = 10.0) -> bool:
+        """Wait until this trainer holds the lease (True), or until `stop` (False)."""
+        said = float("-inf")
+        while not stop.is_set():
+            token = await self._client.incr(self._keys.trainer_fence)  # grows for ever
+            value = f"{token} {self.holder}"
+            if await self._client.set(self._keys.trainer_lease, value, nx=True, px=self.ttl_ms):
+                self._value = value
+                log.info("trainer lease taken (token %d)", token)
+                return True
+            if time.monotonic() - said >= say_every_s:
+                held = as_text(await self._client.get(self._keys.trainer_lease) or b"?")
+                log.warning("another trainer holds this model's lease (%s): waiting", held)
+                said = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.ttl_ms / 3000)
+        return False
+
+    async def renew(self) -> bool:
+        """Extend the lease (or take it again if nobody holds it); False when another trainer
+        holds it now."""
+        if self._value is None:
+            return False
+        kept = await self._client.eval(
+            _RENEW, 1, self._keys.trainer_lease, self._value, self.ttl_ms
+        )
+        if not kept:
+            log.error("trainer lease lost (another trainer holds it now): stopping")
+            self._value = None
+        return bool(kept)
+
+    @property
+    def fence(self) -> Fence | None:
+        """The key and value a publish must still find (None: not held)."""
+        return None if self._value is None else Fence(self._keys.trainer_lease, self._value)
+
+    async def release(self) -> None:
+        if self._value is not None:
+            await self._client.eval(_RELEASE, 1, self._keys.trainer_lease, self._value)
+            self._value = None
