@@ -47,11 +47,17 @@ class CheckpointStore:
     version number never names two different states.
     """
 
-    def __init__(self, directory: str | Path, keep: int = 5) -> None:
-        if keep < 1:
-            raise CheckpointError(f"keep must be >= 1, got {keep}")
+    def __init__(
+        self,
+        directory: str | Path,
+        keep: int = 5,
+        history_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if keep < 1 or history_s < 0:
+            raise CheckpointError(f"keep must be >= 1 and history_s >= 0, got {keep}, {history_s}")
         self.directory = Path(directory)
-        self.keep = keep
+        self.keep, self.history_s, self.clock = keep, history_s, clock
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def _path(self, version: int) -> Path:
@@ -66,6 +72,10 @@ class CheckpointStore:
         """Versions on disk, ascending."""
         found = (_NAME.match(p.name) for p in self.directory.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
+
+    def saved_at(self, version: int) -> float:
+        """When `version` was written (seconds since the epoch)."""
+        return self._path(version).stat().st_mtime
 
     def current(self) -> int | None:
         """The version `load()` returns: the latest save, or the target of a rollback."""
@@ -109,10 +119,26 @@ class CheckpointStore:
                 f"version {self.current()} stays current"
             ) from error
         self._point(version)
-        for old in self.versions()[: -self.keep]:
+        for old in self._prunable():
             self._path(old).unlink(missing_ok=True)
             self._model_path(old).unlink(missing_ok=True)
         return version
+
+    def _prunable(self) -> list[int]:
+        """Versions to delete: all but the newest `keep`, CURRENT, and the newest version of
+        each minute of the last `history_s` seconds (what `rollback` can go back to)."""
+        versions = self.versions()
+        kept = set(versions[-self.keep :]) | {self.current()}
+        now, per_minute = self.clock(), {}
+        for version in versions:  # ascending: a minute's newest version wins
+            try:
+                age = now - self._path(version).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age <= self.history_s:
+                per_minute[int(age // 60)] = version
+        kept |= set(per_minute.values())
+        return [v for v in versions if v not in kept]
 
     def load(self, version: int | None = None, device: torch.device | None = None) -> Checkpoint:
         """Load `version` with `weights_only=True` onto `device`; by default CURRENT, or when

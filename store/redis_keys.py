@@ -87,6 +87,11 @@ class RedisKeys:
         return f"{self.prefix}trainer:lease"
 
     @property
+    def trainer_rollback(self) -> str:
+        """String: a model version `recstream model rollback` asks the trainer to resume from."""
+        return f"{self.prefix}trainer:rollback"
+
+    @property
     def trainer_fence(self) -> str:
         """Counter: each lease taken gets the next token."""
         return f"{self.prefix}trainer:fence"

@@ -59,6 +59,19 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.ops.model_versions import list_versions, request_rollback
+
+    if args.model_command == "versions":
+        print(f"{'version':>8}  {'saved (UTC)':25}  {'events learned':>14}")
+        for row in list_versions(settings):
+            print(row.render())
+        return 0
+    served = request_rollback(settings, args.version, args.wait)
+    print(f"version {served} serves version {args.version}'s model")
+    return 0
+
+
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     summary = produce_file(settings, args.file, progress=not args.quiet)
     print(summary.render(), file=sys.stderr)
@@ -273,6 +286,23 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="serve the namespace served before the switch")
     rollback.add_argument("--quiet", action="store_true", help="no progress bar")
     rollback.set_defaults(run=_cmd_switch)
+    model = sub.add_parser(
+        "model",
+        help="the model versions kept on disk, and going back to one",
+        description="Works on the serving namespace's model directory (RECSTREAM_MODEL_DIR) "
+        "and Redis (RECSTREAM_REDIS_URL). Versions kept: the newest RECSTREAM_CHECKPOINT_KEEP "
+        "and one a minute over the last RECSTREAM_CHECKPOINT_HISTORY_S seconds.",
+    )
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub.add_parser("versions", help="list them: saved when, events learned, current, served")
+    back = model_sub.add_parser(
+        "rollback",
+        help="the running trainer resumes from version V and publishes its model at once as a "
+        "new version (versions only grow); replicas serve it within seconds",
+    )
+    back.add_argument("version", type=int)
+    back.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the trainer")
+    model.set_defaults(run=_cmd_model)
     keys = sub.add_parser("keys", help="make an API key: prints the key once, and its entry")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="a random key; add the printed entry to the key list")

@@ -117,7 +117,13 @@ class Settings(BaseSettings):
     train_wait_ms: int = Field(
         250, ge=0, description="longest an event waits in the trainer before it is learned"
     )
-    checkpoint_keep: int = Field(10, ge=2, description="model versions kept on disk")
+    checkpoint_keep: int = Field(10, ge=2, description="newest model versions kept on disk")
+    checkpoint_history_s: float = Field(
+        600.0,
+        ge=0,
+        description="besides those, one version per minute this far back is kept on disk "
+        "(what `recstream model rollback` can return to)",
+    )
     trainer_dedup_window: int = Field(
         200_000, ge=1, description="recent event ids the trainer remembers to skip duplicates"
     )

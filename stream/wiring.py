@@ -136,8 +136,13 @@ def vector_state(settings: Settings, client: aioredis.Redis) -> RedisVectorState
 
 
 def checkpoint_store(settings: Settings) -> CheckpointStore:
-    """The namespace's model versions on disk (the last `checkpoint_keep` of them)."""
-    return CheckpointStore(settings.checkpoint_dir, keep=settings.checkpoint_keep)
+    """The namespace's model versions on disk (the newest `checkpoint_keep`, and one a minute
+    over the last `checkpoint_history_s`)."""
+    return CheckpointStore(
+        settings.checkpoint_dir,
+        keep=settings.checkpoint_keep,
+        history_s=settings.checkpoint_history_s,
+    )
 
 
 def serving_models(settings: Settings) -> ServingModels:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from functools import partial
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,6 +41,7 @@ from stream.wiring import NamespaceWatch, checkpoint_store, redis_client, retryi
 
 log = logging.getLogger(__name__)
 _DESCRIBE_EVERY_S = 1.0  # how often the trainer reads item metadata changes before a step
+_ROLLBACK_EVERY_S = 0.5  # how often it looks for a rollback request
 
 
 def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[StreamLearner, int]:
@@ -102,7 +104,13 @@ async def train(
     try:
         if not await lease.acquire(stop):
             return (await asyncio.to_thread(load_or_create, settings, checkpoints))[0]
-        return await _train_holding(settings, stop, metrics, checkpoints, client, lease)
+        rolled_back: int | None = None
+        while True:  # again from a version `recstream model rollback` asked for
+            learner, rolled_back = await _train_holding(
+                settings, stop, metrics, checkpoints, client, lease, rolled_back
+            )
+            if rolled_back is None:
+                return learner
     finally:
         await lease.release()
         await client.aclose()
@@ -115,15 +123,25 @@ async def _train_holding(
     checkpoints: CheckpointStore,
     client: aioredis.Redis,
     lease: TrainerLease,
-) -> StreamLearner:
+    rolled_back: int | None,
+) -> tuple[StreamLearner, int | None]:
+    """Train from the CURRENT checkpoint until `stop`, a lost lease (learner, None), or a
+    rollback request (learner, the version to go back to; CURRENT points at it). After a
+    rollback to `rolled_back`, its state is published at once as a new version."""
     learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
     metrics = metrics or TrainerMetrics.create()
     state = vector_state(settings, client)
     publisher = ModelPublisher(state, checkpoints, lambda: lease.fence)
-    renewed = time.monotonic()
+    renewed = asked_at = time.monotonic()
     metadata = ItemMetadataFollower(state, learner)
     described_at = float("-inf")
-    if version:
+    if rolled_back is not None:
+        note = {"rolled_back_from": rolled_back}
+        republished = await publisher.publish(learner, _now_ms(), 0.0, note)
+        log.warning("version %d serves version %d's model", republished.version, rolled_back)
+        version = republished.version
+        metrics.model_version.set(version)
+    elif version:
         await publisher.resume(learner, version)
         metrics.model_version.set(version)
     consumer = AIOKafkaConsumer(
@@ -148,8 +166,13 @@ async def _train_holding(
         while not stop.is_set():
             if time.monotonic() - renewed >= settings.trainer_lease_s / 3:
                 if not await retrying(lease.renew):
-                    return learner  # another trainer holds the model now: publish nothing
+                    return learner, None  # another trainer holds the model now: publish nothing
                 renewed = time.monotonic()
+            if time.monotonic() - asked_at >= _ROLLBACK_EVERY_S:
+                asked_at = time.monotonic()
+                wanted = await retrying(partial(_rollback_request, client, settings, checkpoints))
+                if wanted is not None:
+                    return learner, wanted
             records = await consumer.getmany(timeout_ms=50, max_records=settings.train_batch)
             if not gathered:
                 since = time.monotonic()
@@ -190,7 +213,7 @@ async def _train_holding(
             if pending and (pending >= settings.publish_events or due):
                 last_publish = time.monotonic()
                 if not await retrying(lease.renew):  # before the checkpoint is written
-                    return learner
+                    return learner, None
                 renewed = time.monotonic()
                 published = await _publish(publisher, learner, learned_ms, loss, metrics)
                 if published is None:
@@ -205,12 +228,35 @@ async def _train_holding(
                 )
         if pending and await retrying(lease.renew):
             await _publish(publisher, learner, learned_ms, loss, metrics)
-        return learner
+        return learner, None
     except FencedOffError as error:
         log.error("model version not published: %s; another trainer publishes now", error)
-        return learner
+        return learner, None
     finally:
         await consumer.stop()
+
+
+async def _rollback_request(
+    client: aioredis.Redis, settings: Settings, checkpoints: CheckpointStore
+) -> int | None:
+    """The version `recstream model rollback` asked for, with CURRENT pointed at it (None:
+    no request, or one for a version no longer on disk, which is dropped with an error)."""
+    key = RedisKeys(settings.keys_prefix).trainer_rollback
+    raw = await client.getdel(key)
+    if raw is None:
+        return None
+    try:
+        wanted = int(raw)
+        checkpoints.rollback(wanted)
+    except (ValueError, CheckpointError) as error:
+        log.error("rollback to %r refused: %s", raw, error)
+        return None
+    log.warning("rollback requested: resuming from version %d", wanted)
+    return wanted
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 async def _publish(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -60,8 +60,15 @@ class ModelPublisher:
         self._remember(ids, vectors)
         self._served = version
 
-    async def publish(self, learner: StreamLearner, learned_ms: int, loss: float) -> Published:
-        """A new version from the model as it is now; `learned_ms` is when its last step ended."""
+    async def publish(
+        self,
+        learner: StreamLearner,
+        learned_ms: int,
+        loss: float,
+        note: Mapping[str, object] | None = None,
+    ) -> Published:
+        """A new version from the model as it is now; `learned_ms` is when its last step ended;
+        `note` joins the version's info (a rollback says where it came from)."""
         began = time.perf_counter()
         ids, vectors = await asyncio.to_thread(
             _catalogue, learner, await retrying(self.state.tombstones)
@@ -76,6 +83,7 @@ class ModelPublisher:
             "events_learned": learner.events_learned,
             "loss": loss,
             "changed": int(changed.sum()),
+            **(note or {}),
         }
         changed_ids = [i for i, c in zip(ids, changed, strict=True) if c]
         await retrying(

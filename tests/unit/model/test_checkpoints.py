@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,20 @@ def test_a_truncated_current_checkpoint_falls_back_to_the_previous_version_loudl
     assert "falling back to version 2" in caplog.text
     with pytest.raises(CheckpointError):
         store.load(3)  # asked for by number: no silent substitute
+
+
+def test_besides_the_newest_one_version_a_minute_of_the_history_window_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A version a second and `keep=2` would leave two seconds to roll back to."""
+    now = [10_000.0]
+    store = CheckpointStore(tmp_path, keep=2, history_s=180, clock=lambda: now[0])
+    trainer = _trainer()
+    for step in range(8):  # versions 1..8 written 50 s apart: ages 350, 300, ..., 0 s
+        store.save(trainer, {"p": step})
+        stamp = now[0]
+        os.utime(tmp_path / f"checkpoint-{step + 1:08d}.pt", (stamp, stamp))
+        now[0] += 50
+    now[0] -= 50
+    # ages: v8 0 s, v7 50, v6 100, v5 150, v4 200 (outside 180 s): minutes 0, 0, 1, 2
+    assert store.versions() == [5, 6, 7, 8]
