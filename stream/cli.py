@@ -72,6 +72,15 @@ def _cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_namespace(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.ops.namespaces import drop_namespace
+
+    dropped = drop_namespace(settings, args.name)
+    where = f" and {dropped.model_dir}" if dropped.model_dir else ""
+    print(f"namespace {dropped.name!r} dropped: {dropped.keys:,} Redis keys{where}")
+    return 0
+
+
 def _cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     summary = produce_file(settings, args.file, progress=not args.quiet)
     print(summary.render(), file=sys.stderr)
@@ -303,6 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("version", type=int)
     back.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the trainer")
     model.set_defaults(run=_cmd_model)
+    namespace = sub.add_parser(
+        "namespace",
+        help="old namespaces: drop one (its Redis keys, build record and model directory)",
+        description="Needs Redis (RECSTREAM_REDIS_URL, RECSTREAM_REDIS_PREFIX) and the model "
+        "directory (RECSTREAM_MODEL_DIR). Refuses the serving namespace, the one "
+        "`recstream rollback` returns to, and the base namespace.",
+    )
+    namespace_sub = namespace.add_subparsers(dest="namespace_command", required=True)
+    drop = namespace_sub.add_parser("drop", help="delete namespace NAME")
+    drop.add_argument("name")
+    namespace.set_defaults(run=_cmd_namespace)
     keys = sub.add_parser("keys", help="make an API key: prints the key once, and its entry")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser("new", help="a random key; add the printed entry to the key list")
