@@ -46,15 +46,17 @@ def event_fingerprint(event_id: str) -> tuple[int, int]:
 
 
 # One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
-# then per event: seen bucket, history, purchased. ARGV: dedup ttl, history_len, user ttl, then
-# per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks, (item, count)..., n_orders,
-# (item, units)..., n_trending, (item, weight)... Returns per event 1 (applied), 0 (applied
-# before) or -1 (a key of its user holds another type: nothing written, not even its record,
-# so no error after a write leaves an event half applied). An event is new when its
-# fingerprint joins its bucket (SADD answers 1). A history stays newest first by
-# event time even when older events arrive late (a replay after newer ones): those are inserted
-# in place, and one older than every kept entry is kept only while the history has room. A
-# user's keys live `user ttl` seconds past their last event.
+# then per event: seen bucket, history, purchased. ARGV: dedup ttl, history_len, user ttl,
+# counters kept, then per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks,
+# (item, count)..., n_orders, (item, units)..., n_trending, (item, weight)... Returns per
+# event 1 (applied), 0 (applied before) or -1 (a key of its user holds another type: nothing
+# written, not even its record, so no error after a write leaves an event half applied).
+# An event is new when its fingerprint joins its bucket (SADD answers 1). A history stays
+# newest first by event time even when older events arrive late (a replay after newer ones):
+# those are inserted in place, and one older than every kept entry is kept only while the
+# history has room. A user's keys live `user ttl` seconds past their last event. An item
+# counter that reaches twice `counters kept` entries is cut back to its `counters kept`
+# highest (the popular ones).
 _APPLY_EVENTS = """
 local ttl, cap, user_ttl = ARGV[1], tonumber(ARGV[2]) - 1, ARGV[3]
 local function ts_of(entry)
@@ -86,7 +88,7 @@ local function push(history, ts, entry)
   if #kept <= cap then redis.call('RPUSH', history, entry) end
 end
 local applied, duplicates, out = 0, 0, {}
-local a = 4
+local a = 5
 for e = 0, (#KEYS - 5) / 3 - 1 do
   local seen, history, purchased = KEYS[6 + 3 * e], KEYS[7 + 3 * e], KEYS[8 + 3 * e]
   local usable = holds(seen, 'set') and holds(history, 'list') and holds(purchased, 'set')
@@ -127,6 +129,12 @@ for e = 0, (#KEYS - 5) / 3 - 1 do
     a = a + 2
   end
   if fresh then applied = applied + 1 elseif usable then duplicates = duplicates + 1 end
+end
+local kept = tonumber(ARGV[4])
+for _, counter in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
+  if redis.call('ZCARD', counter) >= 2 * kept then
+    redis.call('ZREMRANGEBYRANK', counter, 0, -(kept + 1))
+  end
 end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
@@ -176,11 +184,16 @@ class RedisInteractionStore:
         dedup_ttl_s: int = 7 * 24 * 3600,
         trending_half_life_s: float = 3 * 24 * 3600,
         user_ttl_s: int = 90 * 24 * 3600,
+        counters_kept: int = 100_000,
     ) -> None:
-        if min(history_len, dedup_ttl_s, user_ttl_s) < 1 or trending_half_life_s <= 0:
+        if min(history_len, dedup_ttl_s, user_ttl_s, counters_kept) < 1 or (
+            trending_half_life_s <= 0
+        ):
             raise ValueError(
-                "history_len, dedup_ttl_s, user_ttl_s and trending_half_life_s must be positive"
+                "history_len, dedup_ttl_s, user_ttl_s, counters_kept and trending_half_life_s "
+                "must be positive"
             )
+        self._counters_kept = counters_kept
         self._trending_half_life_ms = trending_half_life_s * 1000
         self._client = client
         self._keys = keys
@@ -238,7 +251,12 @@ class RedisInteractionStore:
             return []
         k = self._keys
         keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
-        args: list[str | int] = [self._dedup_ttl_s, self._history_len, self._user_ttl_s]
+        args: list[str | int] = [
+            self._dedup_ttl_s,
+            self._history_len,
+            self._user_ttl_s,
+            self._counters_kept,
+        ]
         for effect in effects:
             self._event_args(effect, keys, args)
         results = await self._apply(keys=keys, args=args)

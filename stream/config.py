@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         90 * 24 * 3600, ge=1, description="how long a user's Redis state outlives their last event"
     )
     history_len: int = Field(200, ge=1, description="interactions kept per user history")
+    popular_items_kept: int = Field(
+        100_000,
+        ge=1,
+        description="items each popularity counter keeps (the most popular; producer-chosen "
+        "ids would grow it without bound); cut back when it reaches twice that",
+    )
     repeats: bool = Field(
         False,
         description="recommend users their own past items again (groceries: yes; films: no); "

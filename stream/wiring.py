@@ -121,6 +121,7 @@ def interaction_store(settings: Settings, client: aioredis.Redis) -> RedisIntera
         dedup_ttl_s=settings.dedup_ttl_s,
         trending_half_life_s=settings.trending_half_life_s,
         user_ttl_s=settings.user_ttl_s,
+        counters_kept=settings.popular_items_kept,
     )
 
 

@@ -107,3 +107,34 @@ def test_an_event_whose_user_key_holds_another_type_writes_nothing_and_the_rest_
     assert again == [Applied.NEW]
     assert stats == {b"applied": b"3"}
     assert (kept, mended) == (2, 1)
+
+
+def test_item_counters_keep_the_top_items_not_every_id_a_producer_ever_sent(
+    settings: Settings,
+) -> None:
+    """Producer-chosen item ids are unbounded; the popularity sets keep the `counters_kept`
+    most popular (trimmed back when they reach twice that)."""
+
+    async def run() -> tuple[list[int], list[tuple[str, float]]]:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.keys_prefix)
+        store = RedisInteractionStore(client, keys, counters_kept=10)
+        try:
+            popular = [
+                EventEffect(f"p{n}", "u", (Interaction("u", "hit", "click", n),)) for n in range(5)
+            ]
+            await store.apply_many(popular)
+            one_offs = [
+                EventEffect(f"o{n}", "v", (Interaction("v", f"rare{n}", "click", 100 + n),))
+                for n in range(50)
+            ]
+            for start in range(0, 50, 5):
+                await store.apply_many(one_offs[start : start + 5])
+            sizes = [await client.zcard(k) for k in (keys.item_clicks, keys.item_trending)]
+            return sizes, await store.top_items("clicks", 1)
+        finally:
+            await client.aclose()
+
+    sizes, top = asyncio.run(run())
+    assert all(size <= 20 for size in sizes), sizes
+    assert top == [("hit", 5.0)]
