@@ -10,11 +10,14 @@ import logging
 import os
 import socket
 import time
+from functools import partial
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from store.redis_keys import RedisKeys, as_text
 from store.vector_state import Fence
+from stream.wiring import retrying
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +52,17 @@ class TrainerLease:
         """Wait until this trainer holds the lease (True), or until `stop` (False)."""
         said = float("-inf")
         while not stop.is_set():
-            token = await self._client.incr(self._keys.trainer_fence)  # grows for ever
-            value = f"{token} {self.holder}"
-            if await self._client.set(self._keys.trainer_lease, value, nx=True, px=self.ttl_ms):
+            token = await retrying(partial(self._client.incr, self._keys.trainer_fence))
+            value = f"{token} {self.holder}"  # the token only grows: a fence
+            taken = partial(
+                self._client.set, self._keys.trainer_lease, value, nx=True, px=self.ttl_ms
+            )
+            if await retrying(taken):
                 self._value = value
                 log.info("trainer lease taken (token %d)", token)
                 return True
             if time.monotonic() - said >= say_every_s:
-                held = as_text(await self._client.get(self._keys.trainer_lease) or b"?")
+                held = as_text(await retrying(self._lease) or b"?")
                 log.warning("another trainer holds this model's lease (%s): waiting", held)
                 said = time.monotonic()
             with contextlib.suppress(TimeoutError):
@@ -81,7 +87,15 @@ class TrainerLease:
         """The key and value a publish must still find (None: not held)."""
         return None if self._value is None else Fence(self._keys.trainer_lease, self._value)
 
+    async def _lease(self) -> bytes | str | None:
+        held: bytes | str | None = await self._client.get(self._keys.trainer_lease)
+        return held
+
     async def release(self) -> None:
+        """Give the lease up (best effort: with Redis away it simply expires)."""
         if self._value is not None:
-            await self._client.eval(_RELEASE, 1, self._keys.trainer_lease, self._value)
+            try:
+                await self._client.eval(_RELEASE, 1, self._keys.trainer_lease, self._value)
+            except (RedisError, OSError) as error:
+                log.warning("trainer lease not released (%s): it expires by itself", error)
             self._value = None
