@@ -96,11 +96,11 @@ async def _rollback(settings: Settings, version: int, wait_s: float) -> int:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             served = await state.model_version() or 0
-            if served > before:
-                info = await state.model_info(served)
+            for published in range(before + 1, served + 1):  # ours may be followed at once
+                info = await state.model_info(published)
                 if info.get("rolled_back_from") == version:
-                    return served
-                before = served  # a regular publish: keep waiting for ours
+                    return published
+            before = max(before, served)
             await asyncio.sleep(0.2)
         raise RollbackError(
             f"no trainer took the rollback to version {version} within {wait_s:.0f}s; the "
