@@ -64,6 +64,11 @@ class NamespaceRegistry:
         value = await self.client.get(self.serving_key)
         return BASE if value is None else as_text(value)
 
+    async def previous(self) -> str | None:
+        """What `rollback` would serve again (None: nothing served before a switch)."""
+        value = await self.client.get(self.previous_key)
+        return None if value is None else as_text(value)
+
     async def record(self, name: str) -> dict[str, Any] | None:
         value = await self.client.hget(self.info_key, name)
         if value is None:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -40,7 +40,14 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # replica after failover, a failed snapshot, a long script, loading its data, a cluster
 # resharding): an outage to wait out, never a fault of the data
 REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS")
-REFUSAL_ERRORS = (OutOfMemoryError, ReadOnlyError, BusyLoadingError, MasterDownError)
+# the refusals redis-py raises as classes of their own (their message no longer starts with
+# the code), by code
+REFUSAL_ERRORS: dict[type[RedisError], str] = {
+    OutOfMemoryError: "OOM",
+    ReadOnlyError: "READONLY",
+    BusyLoadingError: "LOADING",
+    MasterDownError: "MASTERDOWN",
+}
 HEALTH_CHECK_S = 15  # a connection idle this long is PINGed before its next use
 FOLLOW_EVERY_S = 0.5  # how often a process looks at the serving pointer
 T = TypeVar("T")
@@ -52,25 +59,24 @@ def redis_client(settings: Settings, timeout_s: float | None = None) -> aioredis
     and a PING before reusing a connection idle for a while: a Redis that went silent is
     noticed and retried (`retrying`), never waited on for the kernel's TCP timeout."""
     timeout = settings.redis_socket_timeout_s if timeout_s is None else timeout_s
-    return aioredis.from_url(
-        settings.redis_url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        socket_keepalive=True,
-        health_check_interval=HEALTH_CHECK_S,
-    )
+    return aioredis.from_url(settings.redis_url, **_connection_options(timeout))
 
 
 def blocking_redis_client(settings: Settings) -> redis.Redis:
     """A blocking Redis client, for SCANs over many keys from synchronous code; its calls
     time out as `redis_client`'s do."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_socket_timeout_s,
-        socket_connect_timeout=settings.redis_socket_timeout_s,
-        socket_keepalive=True,
-        health_check_interval=HEALTH_CHECK_S,
-    )
+    options = _connection_options(settings.redis_socket_timeout_s)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _connection_options(timeout_s: float) -> dict[str, Any]:
+    """Timeouts, keepalive and idle-connection PINGs: the same for every Redis client."""
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_S,
+    }
 
 
 def unavailable(error: BaseException) -> str | None:
@@ -78,8 +84,9 @@ def unavailable(error: BaseException) -> str | None:
     None for an error that retrying cannot cure (a bad script, a wrong key type)."""
     if isinstance(error, RedisTimeoutError):
         return "timeout"
-    if isinstance(error, REFUSAL_ERRORS):
-        return type(error).__name__
+    for refusal, code in REFUSAL_ERRORS.items():
+        if isinstance(error, refusal):
+            return code
     if isinstance(error, RETRYABLE):
         return "connection"
     if isinstance(error, ResponseError):

@@ -8,7 +8,6 @@ import asyncio
 import shutil
 from dataclasses import dataclass
 
-from store.redis_keys import as_text
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.wiring import delete_namespace_keys, namespace_registry, redis_client
@@ -49,8 +48,7 @@ async def _refuse_if_in_use(settings: Settings, name: str) -> None:
         registry = namespace_registry(settings, client)
         if await registry.serving() == name:
             raise NamespaceDropError(f"namespace {name!r} is serving: promote another first")
-        previous = await client.get(registry.previous_key)
-        if previous is not None and as_text(previous) == name:
+        if await registry.previous() == name:
             raise NamespaceDropError(
                 f"namespace {name!r} is what `recstream rollback` returns to: promote again first"
             )

@@ -19,6 +19,7 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import TopicNames
 from stream.local.stack import free_port
 from tests.conftest import (
@@ -40,6 +41,17 @@ def _settings(kafka_bootstrap: str, server: PrivateRedis, data_dir: Path) -> Set
     )
 
 
+def _send_until_applied(
+    settings: Settings, producer: EventProducer, events: list[ClickEvent | OrderEvent]
+) -> None:
+    """Send `events` to a fresh namespace and wait until the worker has applied them all."""
+    for event in events:
+        producer.send(event)
+    producer.flush()
+    n = len(events)
+    wait_until(lambda: ingest_counts(settings).get("applied") == n, 60, f"{n} applied")
+
+
 def test_redis_refusing_writes_makes_the_worker_wait_and_retry_not_dead_letter(
     kafka_bootstrap: str, private_redis: PrivateRedis, tmp_path: Path
 ) -> None:
@@ -50,10 +62,7 @@ def test_redis_refusing_writes_makes_the_worker_wait_and_retry_not_dead_letter(
     try:
         worker = processes.start("worker", settings)
         with EventProducer(settings) as producer:
-            for event in events[:200]:
-                producer.send(event)
-            producer.flush()
-            wait_until(lambda: ingest_counts(settings).get("applied") == 200, 60, "200 applied")
+            _send_until_applied(settings, producer, events[:200])
             client.config_set("maxmemory-policy", "noeviction")
             client.config_set("maxmemory", 1)  # from now on every write is refused: OOM
             for event in events[200:]:
@@ -128,10 +137,7 @@ def test_a_silent_redis_is_noticed_within_the_socket_timeout_and_ingest_recovers
     try:
         worker = processes.start("worker", settings)
         with EventProducer(settings) as producer:
-            for event in events[:200]:
-                producer.send(event)
-            producer.flush()
-            wait_until(lambda: ingest_counts(settings).get("applied") == 200, 60, "200 applied")
+            _send_until_applied(settings, producer, events[:200])
             os.kill(private_redis.pid, signal.SIGSTOP)
             try:
                 for event in events[200:]:
