@@ -35,6 +35,20 @@ class Applied(Enum):
     UNUSABLE_KEYS = -1  # a key of its user holds another type: nothing written
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionAdvance:
+    """A batch's last offset on one source partition ("topic:partition"), written with its
+    effects, and the offset Redis must hold for it now (None: none; "*": not checked)."""
+
+    partition: str
+    expected: int | str | None
+    applied: int
+
+
+class AppliedOffsetsMovedError(Exception):
+    """Redis holds another applied offset than the worker expects: nothing was written."""
+
+
 def event_fingerprint(event_id: str) -> tuple[int, int]:
     """(bucket, 64-bit fingerprint) of an event id: the idempotency record is the fingerprint
     in its bucket's set, 13-21 bytes an event at 200k-500k events an hour where a key per event
@@ -46,8 +60,9 @@ def event_fingerprint(event_id: str) -> tuple[int, int]:
 
 
 # One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
-# then per event: seen bucket, history, purchased. ARGV: dedup ttl, history_len, user ttl,
-# counters kept, then per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks,
+# applied offsets, then per event: seen bucket, history, purchased. ARGV: dedup ttl,
+# history_len, user ttl, counters kept, n_partitions, (partition, expected, applied)..., then
+# per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks,
 # (item, count)..., n_orders, (item, units)..., n_trending, (item, weight)... Returns per
 # event 1 (applied), 0 (applied before) or -1 (a key of its user holds another type: nothing
 # written, not even its record, so no error after a write leaves an event half applied).
@@ -56,7 +71,9 @@ def event_fingerprint(event_id: str) -> tuple[int, int]:
 # those are inserted in place, and one older than every kept entry is kept only while the
 # history has room. A user's keys live `user ttl` seconds past their last event. An item
 # counter that reaches twice `counters kept` entries is cut back to its `counters kept`
-# highest (the popular ones).
+# highest (the popular ones). Each partition's applied offset is written with the effects;
+# when one Redis holds differs from what the worker expects (Redis came back from an older
+# snapshot, or another worker moved it), nothing is written and the answer is {-2}.
 _APPLY_EVENTS = """
 local ttl, cap, user_ttl = ARGV[1], tonumber(ARGV[2]) - 1, ARGV[3]
 local function ts_of(entry)
@@ -69,8 +86,15 @@ local function holds(key, kind)
   return found == 'none' or found == kind
 end
 if not (holds(KEYS[1], 'zset') and holds(KEYS[2], 'zset') and holds(KEYS[3], 'zset')
-    and holds(KEYS[4], 'hash') and holds(KEYS[5], 'zset')) then
+    and holds(KEYS[4], 'hash') and holds(KEYS[5], 'zset') and holds(KEYS[6], 'hash')) then
   return redis.error_reply('WRONGTYPE a counter key of the namespace holds another type')
+end
+local n_partitions = tonumber(ARGV[5])
+for p = 0, n_partitions - 1 do
+  local expected = ARGV[7 + 3 * p]
+  if expected ~= '*' and (redis.call('HGET', KEYS[6], ARGV[6 + 3 * p]) or '') ~= expected then
+    return {-2}
+  end
 end
 local function push(history, ts, entry)
   local head = redis.call('LINDEX', history, 0)
@@ -88,9 +112,9 @@ local function push(history, ts, entry)
   if #kept <= cap then redis.call('RPUSH', history, entry) end
 end
 local applied, duplicates, out = 0, 0, {}
-local a = 5
-for e = 0, (#KEYS - 5) / 3 - 1 do
-  local seen, history, purchased = KEYS[6 + 3 * e], KEYS[7 + 3 * e], KEYS[8 + 3 * e]
+local a = 6 + 3 * n_partitions
+for e = 0, (#KEYS - 6) / 3 - 1 do
+  local seen, history, purchased = KEYS[7 + 3 * e], KEYS[8 + 3 * e], KEYS[9 + 3 * e]
   local usable = holds(seen, 'set') and holds(history, 'list') and holds(purchased, 'set')
   local fresh = false
   if usable then
@@ -138,6 +162,12 @@ for _, counter in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
 end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
+for p = 0, n_partitions - 1 do
+  local field, offset = ARGV[6 + 3 * p], tonumber(ARGV[8 + 3 * p])
+  if offset > (tonumber(redis.call('HGET', KEYS[6], field)) or -1) then
+    redis.call('HSET', KEYS[6], field, offset)
+  end
+end
 return out
 """
 
@@ -244,23 +274,45 @@ class RedisInteractionStore:
         exponent = (ts_ms - TRENDING_EPOCH_MS) / self._trending_half_life_ms
         return float(2.0 ** max(-1000.0, min(1000.0, exponent)))
 
-    async def apply_many(self, effects: Sequence[EventEffect]) -> list[Applied]:
-        """Apply each effect once, atomically with its idempotency marker: what became of each
-        (`Applied.UNUSABLE_KEYS`: nothing written for it; the rest of the batch is applied)."""
-        if not effects:
+    async def apply_many(
+        self, effects: Sequence[EventEffect], advances: Sequence[PartitionAdvance] = ()
+    ) -> list[Applied]:
+        """Apply each effect once, atomically with its idempotency marker and the batch's
+        partition offsets: what became of each (`Applied.UNUSABLE_KEYS`: nothing written for
+        it; the rest of the batch is applied). Raises `AppliedOffsetsMovedError` (nothing written)
+        when an offset Redis holds is not the one expected."""
+        if not effects and not advances:
             return []
         k = self._keys
         keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
+        keys.append(k.applied_offsets)
         args: list[str | int] = [
             self._dedup_ttl_s,
             self._history_len,
             self._user_ttl_s,
             self._counters_kept,
+            len(advances),
         ]
+        for advance in advances:
+            expected = "" if advance.expected is None else str(advance.expected)
+            args += [advance.partition, expected, advance.applied]
         for effect in effects:
             self._event_args(effect, keys, args)
         results = await self._apply(keys=keys, args=args)
+        if results and int(results[0]) == -2:
+            raise AppliedOffsetsMovedError(
+                "Redis holds other applied offsets than expected for "
+                + ", ".join(a.partition for a in advances)
+            )
         return [Applied(int(r)) for r in results]
+
+    async def applied_offsets(self, partitions: Sequence[str]) -> dict[str, int]:
+        """The last applied offset Redis holds for each of `partitions` ("topic:partition")
+        that has one."""
+        if not partitions:
+            return {}
+        values = await self._client.hmget(self._keys.applied_offsets, list(partitions))
+        return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
 
     async def was_dead_lettered(self, source: str) -> bool:
         """Whether the message at `source` (topic/partition/offset) already went to the DLQ."""

@@ -107,6 +107,12 @@ class RedisKeys:
         return f"{self.prefix}items:trending"
 
     @property
+    def applied_offsets(self) -> str:
+        """Hash: "topic:partition" -> the last ingest offset whose effects are here, written in
+        the same script as the effects (what a worker resumes from)."""
+        return f"{self.prefix}ingest:offsets"
+
+    @property
     def stats(self) -> str:
         """Hash of ingest counters: applied, duplicates, dead_lettered."""
         return f"{self.prefix}stats"

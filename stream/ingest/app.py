@@ -15,6 +15,7 @@ from stream.events.event_time import EventTimeLimits
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.topics import TopicNames
 from stream.ingest.metrics import WorkerMetrics
+from stream.ingest.positions import AppliedPositions
 from stream.ingest.processor import IngestProcessor, ProcessedOffsets
 from stream.ingest.transport import LowLatencyApp
 from stream.user_vectors import UserVectorWriter
@@ -61,6 +62,9 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     )
     metrics = metrics or WorkerMetrics.create()
     processed = ProcessedOffsets()
+    positions = AppliedPositions()
+    positions.on_rewind(app.rejoin_group)
+    app.resume_offsets = positions.resume_offsets
     names = TopicNames.from_settings(settings)
     ingest_topic = app.topic(*names.ingest, key_type=bytes, value_type=bytes)
     dlq_topic = app.topic(names.dlq, key_type=bytes, value_type=bytes)
@@ -78,6 +82,7 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
             processed,
             Pseudonyms.of(settings.pseudonym_key),
             EventTimeLimits.of(settings),
+            positions,
         )
         try:
             if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol
@@ -97,5 +102,13 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
         metrics.lag.set(processed.lag(app.consumer))
 
     app.timer(5.0)(measure_lag)
+
+    async def check_positions() -> None:
+        try:
+            await positions.check()
+        except Exception as error:  # Redis away: the batches wait it out and check again
+            log.debug("cannot compare applied offsets now: %s", error)
+
+    app.timer(1.0)(check_positions)
 
     return app

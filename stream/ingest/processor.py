@@ -3,7 +3,8 @@ topic, then the batch's users re-embedded with the served model version.
 
 Offsets are acked only after a batch's effects are in Redis (or its bad messages are in the
 dead-letter topic), so delivery is at-least-once; effects are idempotent on `event_id`, so
-the outcome is exactly-once.
+the outcome is exactly-once. Each batch's offsets are written to Redis with its effects
+(`AppliedPositions`): what the worker resumes from, even when Redis loses its newest writes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from typing import TypeVar
 from faust.types import TP, ConsumerT, EventT, TopicT
 
 from model.interaction import EventEffect
-from store.interaction_store import Applied, RedisInteractionStore
+from store.interaction_store import (
+    Applied,
+    AppliedOffsetsMovedError,
+    PartitionAdvance,
+    RedisInteractionStore,
+)
 from stream.events.event_time import EventTimeLimits
 from stream.events.handlers import (
     DeadLetter,
@@ -29,6 +35,7 @@ from stream.events.handlers import (
 )
 from stream.events.pseudonyms import Pseudonyms
 from stream.ingest.metrics import WorkerMetrics
+from stream.ingest.positions import AppliedPositions
 from stream.user_vectors import UserVectorWriter
 from stream.wiring import retrying
 
@@ -78,8 +85,11 @@ class IngestProcessor:
         offsets: ProcessedOffsets | None = None,
         pseudonyms: Pseudonyms | None = None,
         limits: EventTimeLimits | None = None,
+        positions: AppliedPositions | None = None,
     ) -> None:
         self._store = store
+        self.positions = positions or AppliedPositions()
+        self.positions.use(store)
         self._limits = limits
         self._dlq = dlq
         self._max_event_bytes = max_event_bytes
@@ -92,8 +102,11 @@ class IngestProcessor:
         """Write to another namespace from the next batch on (a promote or a rollback)."""
         self._store = store
         self._users = users
+        self.positions.use(store)
 
     async def process(self, events: Sequence[EventT[bytes]]) -> None:
+        if self.positions.rewinding:
+            return  # read again once the partitions are sought back to what Redis holds
         pending: list[_Pending] = []
         for event in events:
             msg = event.message
@@ -110,7 +123,13 @@ class IngestProcessor:
             else:
                 key, value = record_bytes(msg)
                 pending.append(_Pending(outcome, source, key, value or b"", msg.timestamp))
-        await self._apply(pending)
+        advances = self.positions.advances(events)
+        try:
+            await self._apply(pending, advances)
+        except AppliedOffsetsMovedError as moved:
+            await self.positions.rewind(str(moved))
+            return
+        self.positions.advanced(advances)
         if self._users is not None and pending:
             users = list(dict.fromkeys(p.effect.user_id for p in pending))
             try:
@@ -124,16 +143,17 @@ class IngestProcessor:
                 for item in pending:
                     self._metrics.freshness.observe(max(0.0, now - item.produced_s))
 
-    async def _apply(self, pending: list[_Pending]) -> None:
-        """Apply the batch in one call; an event the store cannot apply is dead-lettered with
-        the reason. Should the call itself fail (a bug, not an outage: outages are waited
-        out), each event is tried alone, so only the failing ones are dead-lettered."""
-        if not pending:
-            return
+    async def _apply(self, pending: list[_Pending], advances: list[PartitionAdvance]) -> None:
+        """Apply the batch and its partition offsets in one call; an event the store cannot
+        apply is dead-lettered with the reason. Should the call itself fail (a bug, not an
+        outage: outages are waited out), each event is tried alone, so only the failing ones
+        are dead-lettered, and the offsets are written last."""
         try:
             outcomes = await self._retrying(
-                partial(self._store.apply_many, [p.effect for p in pending])
+                partial(self._store.apply_many, [p.effect for p in pending], advances)
             )
+        except AppliedOffsetsMovedError:
+            raise
         except Exception:
             log.exception("batch apply failed; applying its %d events one by one", len(pending))
             for item in pending:
@@ -143,6 +163,7 @@ class IngestProcessor:
                     await self._cannot_apply(item, f"{type(error).__name__}: {error}")
                 else:
                     await self._count(item, alone[0])
+            await self._retrying(partial(self._store.apply_many, [], advances))
             return
         for item, outcome in zip(pending, outcomes, strict=True):
             await self._count(item, outcome)

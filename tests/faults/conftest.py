@@ -4,13 +4,17 @@ other tests, and an API poller that records every answer while the fault lasts."
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
@@ -88,6 +92,25 @@ class PrivateRedis:
 
     def restart_empty(self) -> None:
         stop(self.pid)
+        self.pid = start_redis(self.port, self.state_dir)
+
+    def snapshot(self) -> None:
+        """BGSAVE, returning once the snapshot is on disk."""
+        client = redis.Redis(port=self.port, socket_timeout=5)
+        try:
+            before = client.info("persistence")["rdb_saves"]
+            client.bgsave()
+            deadline = time.monotonic() + 30
+            while client.info("persistence")["rdb_saves"] == before:
+                assert time.monotonic() < deadline, "BGSAVE did not finish"
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def crash_and_restore(self) -> None:
+        """kill -9, then start again from the last snapshot (losing what came after it)."""
+        os.kill(self.pid, signal.SIGKILL)
+        stop(self.pid)  # reaps it
         self.pid = start_redis(self.port, self.state_dir)
 
     def stop(self) -> None:

@@ -9,7 +9,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from model.interaction import EventEffect, Interaction
-from store.interaction_store import Applied, RedisInteractionStore
+from store.interaction_store import (
+    Applied,
+    AppliedOffsetsMovedError,
+    PartitionAdvance,
+    RedisInteractionStore,
+)
 from store.redis_keys import RedisKeys
 from stream.config import Settings
 
@@ -138,3 +143,31 @@ def test_item_counters_keep_the_top_items_not_every_id_a_producer_ever_sent(
     sizes, top = asyncio.run(run())
     assert all(size <= 20 for size in sizes), sizes
     assert top == [("hit", 5.0)]
+
+
+def test_partition_offsets_are_written_with_the_effects_and_a_moved_offset_writes_nothing(
+    settings: Settings,
+) -> None:
+    async def run() -> tuple[dict[str, int], dict[str, int], int]:
+        client = aioredis.from_url(settings.redis_url)
+        store = RedisInteractionStore(client, RedisKeys(settings.keys_prefix))
+        try:
+            await store.apply_many([_click(1, 1_000)], [PartitionAdvance("t:0", None, 10)])
+            await store.apply_many(  # an older redelivery does not move it back
+                [_click(2, 2_000)],
+                [PartitionAdvance("t:0", 10, 7), PartitionAdvance("t:1", "*", 3)],
+            )
+            first = await store.applied_offsets(["t:0", "t:1", "t:2"])
+            with pytest.raises(AppliedOffsetsMovedError):  # Redis holds 10, not 12
+                await store.apply_many([_click(3, 3_000)], [PartitionAdvance("t:0", 12, 20)])
+            with pytest.raises(AppliedOffsetsMovedError):  # Redis holds one, none expected
+                await store.apply_many([_click(3, 3_000)], [PartitionAdvance("t:1", None, 20)])
+            after = await store.applied_offsets(["t:0", "t:1"])
+            return first, after, len(await store.history("u"))
+        finally:
+            await client.aclose()
+
+    first, after, history = asyncio.run(run())
+    assert first == {"t:0": 10, "t:1": 3}
+    assert after == first
+    assert history == 2  # e3 was written by neither refused call

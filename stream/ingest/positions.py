@@ -1,0 +1,107 @@
+"""Where each ingest partition was applied up to, with Redis as the source of truth.
+
+The worker writes each batch's last offset per partition in the same script as its effects, and
+on every assignment resumes from Redis's offsets (Kafka's committed offsets where Redis has
+none). Should Redis come back from an older snapshot while the worker runs, the offsets it holds
+fall behind what the worker wrote: the worker then stops writing and rejoins its group, so the
+new assignment re-reads everything Redis lost. No operator step, nothing applied twice (the
+idempotency records went back with the effects).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from faust.types import TP, EventT
+
+from store.interaction_store import PartitionAdvance, RedisInteractionStore
+
+log = logging.getLogger(__name__)
+
+REJOIN_AGAIN_S = 10.0  # a rejoin that brought no new assignment by then is asked for again
+
+
+def partition_of(tp: TP) -> str:
+    """The field of `tp` in the applied-offsets hash."""
+    return f"{tp.topic}:{tp.partition}"
+
+
+class AppliedPositions:
+    """The applied offsets this worker expects Redis to hold for its partitions."""
+
+    def __init__(self) -> None:
+        self._store: RedisInteractionStore | None = None
+        self._expected: dict[str, int | None] = {}
+        self._rejoin: Callable[[], Awaitable[None]] | None = None
+        self._rewinding_since: float | None = None
+
+    def use(self, store: RedisInteractionStore) -> None:
+        """Write to `store` from now on; offsets of another namespace are not checked until
+        this worker wrote them there."""
+        if store is not self._store:
+            self._store = store
+            self._expected.clear()
+
+    def on_rewind(self, rejoin: Callable[[], Awaitable[None]]) -> None:
+        """How to make the consumer group assign (and so seek) this worker's partitions anew."""
+        self._rejoin = rejoin
+
+    @property
+    def rewinding(self) -> bool:
+        """Whether Redis went back and the worker waits for its new assignment: batches
+        fetched meanwhile are not applied (they are read again after the seek)."""
+        return self._rewinding_since is not None
+
+    async def resume_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        """The next offset to read per partition that Redis holds an offset for; from now on
+        each of `tps` is expected to hold what Redis holds now."""
+        if self._store is None:
+            raise RuntimeError("the worker has no store yet")
+        by_field = {partition_of(tp): tp for tp in tps}
+        stored = await self._store.applied_offsets(list(by_field))
+        self._expected = {field: stored.get(field) for field in by_field}
+        if self._rewinding_since is not None:
+            log.warning("re-reading from the offsets Redis holds: %s", stored or "none")
+        self._rewinding_since = None
+        return {by_field[field]: offset + 1 for field, offset in stored.items()}
+
+    def advances(self, events: Sequence[EventT[bytes]]) -> list[PartitionAdvance]:
+        """Each partition's last offset in `events`, with the offset Redis should hold now."""
+        last: dict[str, int] = {}
+        for event in events:
+            field = partition_of(event.message.tp)
+            last[field] = max(last.get(field, -1), event.message.offset)
+        return [
+            PartitionAdvance(field, self._expected.get(field, "*"), offset)
+            for field, offset in last.items()
+        ]
+
+    def advanced(self, advances: Sequence[PartitionAdvance]) -> None:
+        """The advances are written: expect them."""
+        for advance in advances:
+            before = self._expected.get(advance.partition)
+            self._expected[advance.partition] = max(before or -1, advance.applied)
+
+    async def check(self) -> None:
+        """Compare Redis's offsets with the expected ones and rewind when they differ (Redis
+        restarted from an older snapshot while no batch came): run on a timer."""
+        if self._store is None:
+            return
+        if self._rewinding_since is not None:
+            if time.monotonic() - self._rewinding_since > REJOIN_AGAIN_S:
+                await self.rewind("no new assignment came")
+            return
+        expected = {f: o for f, o in self._expected.items() if o is not None}
+        stored = await self._store.applied_offsets(list(expected))
+        moved = {f: stored.get(f) for f, o in expected.items() if stored.get(f) != o}
+        if moved:
+            await self.rewind(f"Redis holds {moved}, this worker wrote {expected}")
+
+    async def rewind(self, why: str) -> None:
+        """Stop applying and ask for a new assignment, which seeks to Redis's offsets."""
+        log.error("applied offsets moved in Redis (%s): rejoining to re-read what it lost", why)
+        self._rewinding_since = time.monotonic()
+        if self._rejoin is not None:
+            await self._rejoin()
