@@ -1,7 +1,10 @@
-"""Redis bytes per stored thing: idempotency records (against a key per event id, the old
-layout, as the baseline in the same run), history entries and user vectors.
+"""Redis bytes per stored thing: idempotency records (against a key per event id, the
+simplest layout, as the baseline in the same run), history entries and user vectors.
 
     python bench/redis_memory.py [--events 500000] [--db 14]
+
+The records of `--events` events in one idempotency period: 500,000 is ~3,000 events an hour
+at the default 7-day horizon, 16M fills the 65,536 buckets' compact intsets.
 
 Uses its own Redis database index and empties it before and after (FLUSHDB).
 """
@@ -18,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from store.interaction_store import DEDUP_BUCKET_MS, RedisInteractionStore, event_fingerprint
+from store.interaction_store import RedisInteractionStore, event_fingerprint
 from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState, UserVector, UserVectorUpdate
 from stream.config import Settings
@@ -31,7 +34,7 @@ def _used(client: redis.Redis) -> int:
 
 
 def _per_event(client: redis.Redis, n: int, key_per_id: bool) -> float:
-    """Bytes per event of `n` idempotency records of 36-character ids within one hour."""
+    """Bytes per event of `n` idempotency records of 36-character ids within one period."""
     client.flushdb()
     before = _used(client)
     keys = RedisKeys("bench:")
@@ -42,8 +45,8 @@ def _per_event(client: redis.Redis, n: int, key_per_id: bool) -> float:
             pipe.set(f"bench:seen:{event_id}", "1", nx=True, ex=604_800)
         else:
             bucket, fingerprint = event_fingerprint(event_id)
-            key = keys.seen_events(1_780_000_000_000 // DEDUP_BUCKET_MS, bucket)
-            pipe.sadd(key, fingerprint)
+            key = keys.seen_events(2_945, bucket)
+            pipe.sadd(key, fingerprint, fingerprint ^ 0x5BD1E995)  # id's, id-and-content's
             pipe.expire(key, 604_800)
         if number % 5_000 == 4_999:
             pipe.execute()
@@ -61,7 +64,7 @@ async def _user_state(url: str) -> tuple[float, float]:
         for start in range(0, len(effects), 200):
             await store.apply_many(effects[start : start + 200])
         histories = [k async for k in client.scan_iter(match="bench:user:*:history")]
-        entries = sum([await client.llen(k) for k in histories])
+        entries = sum([await client.zcard(k) for k in histories])
         history_bytes = sum([await client.memory_usage(k, samples=0) or 0 for k in histories])
         dim = Settings().vector_dim
         vector = UserVector(np.ones(dim, np.float32), 12_345, 1_780_000_000_000, "s3-00012345")
@@ -92,7 +95,7 @@ def main() -> int:
         client.flushdb()
         client.close()
     print(f"idempotency record, key per event id (baseline): {baseline:7.1f} B/event")
-    print(f"idempotency record, fingerprint in hour bucket:  {compact:7.1f} B/event")
+    print(f"idempotency record, fingerprints in a bucket:    {compact:7.1f} B/event")
     print(f"  ratio: {baseline / compact:.1f}x smaller")
     print(f"history entry: {history:.0f} B   user vector: {vector:.0f} B")
     return 0

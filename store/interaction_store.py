@@ -9,22 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+import redis
 import redis.asyncio as aioredis
 
 from model.interaction import EventEffect, Interaction, kind_of
 from store.redis_keys import RedisKeys, as_text
 
 TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-# Applied events are remembered in sets, one per hour of event time and slice of the id's hash:
-# sets of up to 512 integers are compact intsets in Redis (set-max-intset-entries), which holds
-# until ~8M events per hour of event time; past that the sets still work, at ~5x the memory.
-DEDUP_BUCKET_MS = 3_600_000
-DEDUP_BUCKETS = 16_384
+# Applied events are remembered per event_id, whatever their event time: an event's record is
+# two 64-bit fingerprints (its id's and its id-and-content's) in a set chosen by the id's hash,
+# one set family per period of processing time as long as the idempotency horizon
+# (RECSTREAM_DEDUP_TTL_S). Lookups read the periods before and after the current one too, so a
+# record is found for at least one horizon after it was written (at most two, then the set
+# expires) and workers' clocks may differ by up to a period. Sets of up to 512 integers are
+# compact intsets (set-max-intset-entries): 65,536 buckets hold ~16M events a period that way.
+DEDUP_BUCKETS = 65_536
+# A batch is applied in scripts of at most this much work (an event counts one, plus one per
+# interaction), so no script holds Redis for long, whatever a producer sends: under 10 ms at
+# this bound on a 2-core machine (bench/hostile_batch.py); a batch of 500 clicks takes two.
+MAX_WORK_PER_SCRIPT = 500
 
 
 class Applied(Enum):
@@ -33,6 +42,7 @@ class Applied(Enum):
     NEW = 1  # its effects are written now
     DUPLICATE = 0  # it had been applied before: nothing written
     UNUSABLE_KEYS = -1  # a key of its user holds another type: nothing written
+    CONFLICT = -3  # its event_id was applied before with other content: nothing written
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,37 +60,60 @@ class AppliedOffsetsMovedError(Exception):
 
 
 def event_fingerprint(event_id: str) -> tuple[int, int]:
-    """(bucket, 64-bit fingerprint) of an event id: the idempotency record is the fingerprint
-    in its bucket's set, 13-21 bytes an event at 200k-500k events an hour where a key per event
-    id took 133-145 (bench/redis_memory.py). Two ids clash only if 78 hash bits agree within
-    one hour of event time (~1e-11 at 2M events/hour)."""
-    digest = hashlib.blake2b(event_id.encode(), digest_size=10).digest()
+    """(bucket, 64-bit fingerprint) of an event id. Two ids clash only if 80 hash bits agree
+    within one horizon (~1e-9 at 50M events a horizon)."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=10, person=b"event-id").digest()
     bucket = int.from_bytes(digest[:2], "little") % DEDUP_BUCKETS
     return bucket, int.from_bytes(digest[2:], "little", signed=True)
 
 
-# One call applies a whole batch. KEYS: item_clicks, item_orders, item_units, stats, trending,
-# applied offsets, then per event: seen bucket, history, purchased. ARGV: dedup ttl,
-# history_len, user ttl, counters kept, n_partitions, (partition, expected, applied)..., then
-# per event: fingerprint, n_history, (ts_ms, entry)..., n_clicks,
-# (item, count)..., n_orders, (item, units)..., n_trending, (item, weight)... Returns per
-# event 1 (applied), 0 (applied before) or -1 (a key of its user holds another type: nothing
-# written, not even its record, so no error after a write leaves an event half applied).
-# An event is new when its fingerprint joins its bucket (SADD answers 1). A history stays
-# newest first by event time even when older events arrive late (a replay after newer ones):
-# those are inserted in place, and one older than every kept entry is kept only while the
-# history has room. A user's keys live `user ttl` seconds past their last event. An item
-# counter that reaches twice `counters kept` entries is cut back to its `counters kept`
-# highest (the popular ones). Each partition's applied offset is written with the effects;
-# when one Redis holds differs from what the worker expects (Redis came back from an older
-# snapshot, or another worker moved it), nothing is written and the answer is {-2}.
+def content_fingerprint(effect: EventEffect) -> int:
+    """64-bit fingerprint of an event's id and content (user, items, kinds, times, units):
+    the same id with other content is a conflict, not a duplicate."""
+    parts = [effect.event_id, effect.user_id]
+    for it in effect.interactions:
+        parts += [it.item_id, it.kind, str(it.ts_ms), str(it.quantity)]
+    digest = hashlib.blake2b(
+        "\x1f".join(parts).encode(), digest_size=8, person=b"event-content"
+    ).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def history_member(event_id: str, line: int, it: Interaction) -> str:
+    """A history entry as a sorted-set member, unique per (event, line): applying an event
+    again adds nothing. Equal times sort by event id, then line (`line` is zero-padded so a
+    later line of an order reads as newer, as the trainer's history has it)."""
+    entry = {
+        "event_id": event_id,
+        "n": f"{line:03d}",
+        "item_id": it.item_id,
+        "kind": it.kind,
+        "ts_ms": it.ts_ms,
+    }
+    return json.dumps(entry, separators=(",", ":"))
+
+
+# One call applies a part of a batch. KEYS: item_clicks, item_orders, item_units, stats,
+# trending, applied offsets, then per event: records of the previous, current and next period
+# (its bucket), history, purchased. ARGV: records' expiry (unix s), history_len, user ttl,
+# counters kept, n_partitions, (partition, expected, applied)..., then per event: id
+# fingerprint, content fingerprint, n_history, (ts_ms, member)..., n_clicks, (item, count)...,
+# n_orders, (item, units)..., n_trending, (item, weight)... Returns per event 1 (applied),
+# 0 (applied before), -3 (its id was applied before with other content) or -1 (a key of its
+# user holds another type: nothing written, not even its record, so no error after a write
+# leaves an event half applied; the records' keys are not checked: an error there comes
+# before any write of its event, and the events before it stay whole). A history is a sorted
+# set by event time, cut to its newest `history_len`: an insert is O(log n) wherever its time
+# falls, in one ZADD per event; a list left by an older version is turned into one when its
+# user next gets an event. A user's keys live `user ttl` seconds
+# past their last event. An item counter that reaches twice `counters kept` entries is cut
+# back towards its `counters kept` highest (the popular ones), by at most 1,000 a script.
+# Each partition's applied offset is
+# written with the effects; when one Redis holds differs from what the worker expects (Redis
+# came back from an older snapshot, or another worker moved it), nothing is written and the
+# answer is {-2}.
 _APPLY_EVENTS = """
-local ttl, cap, user_ttl = ARGV[1], tonumber(ARGV[2]) - 1, ARGV[3]
-local function ts_of(entry)
-  local ok, decoded = pcall(cjson.decode, entry)
-  if ok and type(decoded) == 'table' then return tonumber(decoded['ts_ms']) or 0 end
-  return 0
-end
+local expire_at, cap, user_ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local function holds(key, kind)
   local found = redis.call('TYPE', key)['ok']
   return found == 'none' or found == kind
@@ -96,72 +129,92 @@ for p = 0, n_partitions - 1 do
     return {-2}
   end
 end
-local function push(history, ts, entry)
-  local head = redis.call('LINDEX', history, 0)
-  if not head or ts >= ts_of(head) then
-    redis.call('LPUSH', history, entry)
-    return
+local function migrate(history)
+  local legacy = redis.call('LRANGE', history, 0, cap - 1)
+  redis.call('DEL', history)
+  for _, entry in ipairs(legacy) do
+    local ok, decoded = pcall(cjson.decode, entry)
+    local ts = ok and type(decoded) == 'table' and tonumber(decoded['ts_ms']) or 0
+    redis.call('ZADD', history, ts, entry)
   end
-  local kept = redis.call('LRANGE', history, 0, cap)
-  for i = 2, #kept do
-    if ts >= ts_of(kept[i]) then
-      redis.call('LINSERT', history, 'BEFORE', kept[i], entry)
-      return
+end
+local function recorded(records, member)
+  for _, key in ipairs(records) do
+    if redis.call('SISMEMBER', key, member) == 1 then return true end
+  end
+  return false
+end
+local applied, duplicates, conflicts, out = 0, 0, 0, {}
+local a = 6 + 3 * n_partitions
+for e = 0, (#KEYS - 6) / 5 - 1 do
+  local k = 7 + 5 * e
+  local records = {KEYS[k], KEYS[k + 1], KEYS[k + 2]}
+  local history, purchased = KEYS[k + 3], KEYS[k + 4]
+  local history_type = redis.call('TYPE', history)['ok']
+  local usable = holds(purchased, 'set')
+    and (history_type == 'none' or history_type == 'zset' or history_type == 'list')
+  local id, content = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  local fresh, outcome = false, -1
+  if usable then
+    if not recorded(records, id) then
+      fresh, outcome = true, 1
+      redis.call('SADD', records[2], id, content)
+      redis.call('EXPIREAT', records[2], expire_at)
+    elseif recorded(records, content) then
+      outcome = 0
+    else
+      outcome = -3
     end
   end
-  if #kept <= cap then redis.call('RPUSH', history, entry) end
-end
-local applied, duplicates, out = 0, 0, {}
-local a = 6 + 3 * n_partitions
-for e = 0, (#KEYS - 6) / 3 - 1 do
-  local seen, history, purchased = KEYS[7 + 3 * e], KEYS[8 + 3 * e], KEYS[9 + 3 * e]
-  local usable = holds(seen, 'set') and holds(history, 'list') and holds(purchased, 'set')
-  local fresh = false
-  if usable then
-    fresh = redis.call('SADD', seen, ARGV[a]) == 1
-    redis.call('EXPIRE', seen, ttl)
-  end
-  a = a + 1
-  out[e + 1] = usable and (fresh and 1 or 0) or -1
+  out[e + 1] = outcome
   local n = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n do
-    if fresh then push(history, tonumber(ARGV[a]), ARGV[a + 1]) end
-    a = a + 2
-  end
   if fresh and n > 0 then
-    redis.call('LTRIM', history, 0, cap)
+    if history_type == 'list' then migrate(history) end
+    redis.call('ZADD', history, unpack(ARGV, a, a + 2 * n - 1))
+    if redis.call('ZCARD', history) > cap then
+      redis.call('ZREMRANGEBYRANK', history, 0, -(cap + 1))
+    end
     redis.call('EXPIRE', history, user_ttl)
   end
+  a = a + 2 * n
   n = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n do
     if fresh then redis.call('ZINCRBY', KEYS[1], ARGV[a + 1], ARGV[a]) end
     a = a + 2
   end
   n = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n do
-    if fresh then
-      redis.call('ZINCRBY', KEYS[2], 1, ARGV[a])
-      redis.call('ZINCRBY', KEYS[3], ARGV[a + 1], ARGV[a])
-      redis.call('SADD', purchased, ARGV[a])
-      redis.call('EXPIRE', purchased, user_ttl)
+  if fresh and n > 0 then
+    local bought = {}
+    for i = 0, n - 1 do
+      local item = ARGV[a + 2 * i]
+      redis.call('ZINCRBY', KEYS[2], 1, item)
+      redis.call('ZINCRBY', KEYS[3], ARGV[a + 2 * i + 1], item)
+      bought[i + 1] = item
     end
-    a = a + 2
+    redis.call('SADD', purchased, unpack(bought))
+    redis.call('EXPIRE', purchased, user_ttl)
   end
+  a = a + 2 * n
   n = tonumber(ARGV[a]); a = a + 1
   for _ = 1, n do
     if fresh then redis.call('ZINCRBY', KEYS[5], ARGV[a + 1], ARGV[a]) end
     a = a + 2
   end
-  if fresh then applied = applied + 1 elseif usable then duplicates = duplicates + 1 end
+  if outcome == 1 then applied = applied + 1
+  elseif outcome == 0 then duplicates = duplicates + 1
+  elseif outcome == -3 then conflicts = conflicts + 1 end
 end
 local kept = tonumber(ARGV[4])
 for _, counter in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
-  if redis.call('ZCARD', counter) >= 2 * kept then
-    redis.call('ZREMRANGEBYRANK', counter, 0, -(kept + 1))
+  local size = redis.call('ZCARD', counter)
+  if size >= 2 * kept then
+    redis.call('ZREMRANGEBYRANK', counter, 0, math.min(size - kept, 1000) - 1)
   end
 end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
+if conflicts > 0 then redis.call('HINCRBY', KEYS[4], 'conflicts', conflicts) end
 for p = 0, n_partitions - 1 do
   local field, offset = ARGV[6 + 3 * p], tonumber(ARGV[8 + 3 * p])
   if offset > (tonumber(redis.call('HGET', KEYS[6], field)) or -1) then
@@ -200,6 +253,7 @@ class IngestStats:
     applied: int
     duplicates: int
     dead_lettered: int
+    conflicts: int = 0
 
 
 class RedisInteractionStore:
@@ -232,27 +286,20 @@ class RedisInteractionStore:
         self._user_ttl_s = user_ttl_s
         self._apply = client.register_script(_APPLY_EVENTS)
 
-    def _event_args(self, effect: EventEffect, keys: list[str], args: list[str | int]) -> None:
+    def _event_args(
+        self, effect: EventEffect, period: int, keys: list[str], args: list[str | int]
+    ) -> None:
         bucket, fingerprint = event_fingerprint(effect.event_id)
-        keys += [
-            self._keys.seen_events(effect.ts_ms // DEDUP_BUCKET_MS, bucket),
-            self._keys.history(effect.user_id),
-            self._keys.purchased(effect.user_id),
-        ]
-        args.append(fingerprint)
+        keys += [self._keys.seen_events(p, bucket) for p in (period - 1, period, period + 1)]
+        keys += [self._keys.history(effect.user_id), self._keys.purchased(effect.user_id)]
+        args += [fingerprint, content_fingerprint(effect)]
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
         trending: dict[str, float] = defaultdict(float)
         history: list[str | int] = []
-        for it in effect.interactions:
+        for line, it in enumerate(effect.interactions):
             trending[it.item_id] += self.trending_weight(it.ts_ms)
-            entry = {
-                "item_id": it.item_id,
-                "kind": it.kind,
-                "ts_ms": it.ts_ms,
-                "event_id": effect.event_id,
-            }
-            history += [it.ts_ms, json.dumps(entry, separators=(",", ":"))]
+            history += [it.ts_ms, history_member(effect.event_id, line, it)]
             if it.kind == "click":
                 clicks[it.item_id] += 1
             else:
@@ -277,17 +324,37 @@ class RedisInteractionStore:
     async def apply_many(
         self, effects: Sequence[EventEffect], advances: Sequence[PartitionAdvance] = ()
     ) -> list[Applied]:
-        """Apply each effect once, atomically with its idempotency marker and the batch's
-        partition offsets: what became of each (`Applied.UNUSABLE_KEYS`: nothing written for
-        it; the rest of the batch is applied). Raises `AppliedOffsetsMovedError` (nothing written)
-        when an offset Redis holds is not the one expected."""
+        """Apply each effect once, atomically with its idempotency record: what became of each
+        (`Applied.UNUSABLE_KEYS`: nothing written for it; the rest of the batch is applied).
+        The batch goes in scripts of at most `MAX_WORK_PER_SCRIPT` work, the partition
+        offsets with the last; raises `AppliedOffsetsMovedError` (that script wrote
+        nothing) when an offset Redis holds is not the one expected."""
+        parts: list[list[EventEffect]] = [[]]
+        size = 0
+        for effect in effects:
+            work = 1 + len(effect.interactions)
+            if parts[-1] and size + work > MAX_WORK_PER_SCRIPT:
+                parts.append([])
+                size = 0
+            parts[-1].append(effect)
+            size += work
+        outcomes: list[Applied] = []
+        for n, part in enumerate(parts):
+            last = n == len(parts) - 1
+            outcomes += await self._apply_part(part, advances if last else ())
+        return outcomes
+
+    async def _apply_part(
+        self, effects: Sequence[EventEffect], advances: Sequence[PartitionAdvance]
+    ) -> list[Applied]:
         if not effects and not advances:
             return []
         k = self._keys
         keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
         keys.append(k.applied_offsets)
+        period = int(time.time()) // self._dedup_ttl_s
         args: list[str | int] = [
-            self._dedup_ttl_s,
+            (period + 2) * self._dedup_ttl_s + 60,
             self._history_len,
             self._user_ttl_s,
             self._counters_kept,
@@ -297,7 +364,7 @@ class RedisInteractionStore:
             expected = "" if advance.expected is None else str(advance.expected)
             args += [advance.partition, expected, advance.applied]
         for effect in effects:
-            self._event_args(effect, keys, args)
+            self._event_args(effect, period, keys, args)
         results = await self._apply(keys=keys, args=args)
         if results and int(results[0]) == -2:
             raise AppliedOffsetsMovedError(
@@ -327,17 +394,28 @@ class RedisInteractionStore:
 
     async def history(self, user_id: str, limit: int | None = None) -> list[HistoryEntry]:
         """The user's recent interactions, newest first."""
-        end = -1 if limit is None else limit - 1
-        raw = await self._client.lrange(self._keys.history(user_id), 0, end)
-        return _entries(raw)
+        return (await self.histories([user_id], limit or self._history_len))[user_id]
 
     async def histories(self, user_ids: Sequence[str], limit: int) -> dict[str, list[HistoryEntry]]:
         """The newest `limit` interactions of each user (newest first), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.lrange(self._keys.history(user_id), 0, limit - 1)
-        raws = await pipe.execute()
-        return {u: _entries(raw) for u, raw in zip(user_ids, raws, strict=True)}
+            pipe.zrevrange(self._keys.history(user_id), 0, limit - 1)
+        raws = await pipe.execute(raise_on_error=False)
+        return {
+            u: await self._entries_of(u, raw, limit) for u, raw in zip(user_ids, raws, strict=True)
+        }
+
+    async def _entries_of(self, user_id: str, raw: object, limit: int) -> list[HistoryEntry]:
+        """Entries from a ZREVRANGE answer; a history still kept as a list by an older version
+        (WRONGTYPE until its user's next event migrates it) is read as one."""
+        if isinstance(raw, redis.ResponseError):
+            if not str(raw).startswith("WRONGTYPE"):
+                raise raw
+            raw = await self._client.lrange(self._keys.history(user_id), 0, limit - 1)
+        if not isinstance(raw, list):
+            raise TypeError(f"unexpected history reply {type(raw).__name__}")
+        return _entries(raw)
 
     async def purchased(self, user_id: str) -> set[str]:
         """Items the user has ordered."""
@@ -347,10 +425,12 @@ class RedisInteractionStore:
     async def user_context(self, user_id: str, limit: int) -> tuple[list[HistoryEntry], set[str]]:
         """`history(user_id, limit)` and `purchased(user_id)` in one round trip."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.lrange(self._keys.history(user_id), 0, limit - 1)
+        pipe.zrevrange(self._keys.history(user_id), 0, limit - 1)
         pipe.smembers(self._keys.purchased(user_id))
-        raw, members = await pipe.execute()
-        return _entries(raw), {as_text(m) for m in members}
+        raw, members = await pipe.execute(raise_on_error=False)
+        if isinstance(members, Exception):
+            raise members
+        return await self._entries_of(user_id, raw, limit), {as_text(m) for m in members}
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
         """Top `n` items (all when None) by `counter`: clicks, orders, units or trending."""
@@ -369,4 +449,5 @@ class RedisInteractionStore:
             applied=values.get("applied", 0),
             duplicates=values.get("duplicates", 0),
             dead_lettered=values.get("dead_lettered", 0),
+            conflicts=values.get("conflicts", 0),
         )

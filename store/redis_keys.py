@@ -13,17 +13,18 @@ class RedisKeys:
 
     prefix: str = "recstream:"
 
-    def seen_events(self, hour: int, bucket: int) -> str:
-        """Set of the fingerprints of applied events of one hour of event time and one hash
-        bucket (the idempotency records; see `event_fingerprint`)."""
-        return f"{self.prefix}seen:{hour}:{bucket}"
+    def seen_events(self, period: int, bucket: int) -> str:
+        """Set of the fingerprints of events applied in one period of processing time (one
+        idempotency horizon long) whose id hashes to `bucket`: the idempotency records (see
+        `event_fingerprint`)."""
+        return f"{self.prefix}seen:{period}:{bucket}"
 
     def dead_lettered(self, source: str) -> str:
         """Marker that the message at `source` (topic/partition/offset) is in the DLQ."""
         return f"{self.prefix}dlq:{source}"
 
     def history(self, user_id: str) -> str:
-        """The user's recent interactions, newest first."""
+        """Sorted set: the user's recent interactions (JSON entries) by event time."""
         return f"{self.prefix}user:{user_id}:history"
 
     def purchased(self, user_id: str) -> str:
@@ -114,7 +115,7 @@ class RedisKeys:
 
     @property
     def stats(self) -> str:
-        """Hash of ingest counters: applied, duplicates, dead_lettered."""
+        """Hash of ingest counters: applied, duplicates, conflicts, dead_lettered."""
         return f"{self.prefix}stats"
 
 

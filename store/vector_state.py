@@ -189,23 +189,36 @@ class RedisVectorState:
         fence: Fence | None = None,
     ) -> None:
         """Publish `model_version`: its changed item vectors, their versions, a feed entry and
-        the served version, in one transaction (followers see all of it or none). With
-        `fence`, only while its key holds its value, checked in the same transaction (WATCH):
-        else `FencedOffError` and nothing is written."""
+        the served version, in one transaction (followers see all of it or none). Items with
+        a tombstone are left out, checked in the same transaction (WATCH), so an item deleted
+        while the version was being prepared stays deleted. With `fence`, only while its key
+        holds its value, checked the same way: else `FencedOffError` and nothing is written."""
         matrix = as_matrix(vectors, self.dim) if len(item_ids) else None
         if matrix is not None and len(item_ids) != len(matrix):
             raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
-        async with self._client.pipeline(transaction=True) as pipe:
-            if fence is not None:
-                await pipe.watch(fence.key)
-                if as_text(await pipe.get(fence.key) or b"") != fence.value:
+        while True:
+            async with self._client.pipeline(transaction=True) as pipe:
+                watched = [self._keys.item_tombstones] + ([fence.key] if fence else [])
+                await pipe.watch(*watched)
+                if fence is not None and as_text(await pipe.get(fence.key) or b"") != fence.value:
                     raise FencedOffError(f"{fence.key} no longer holds {fence.value!r}")
+                ids, kept = list(item_ids), matrix
+                if ids:
+                    deleted = await pipe.smismember(self._keys.item_tombstones, ids)
+                    if any(deleted):
+                        rows = [n for n, gone in enumerate(deleted) if not gone]
+                        ids = [ids[n] for n in rows]
+                        kept = None if matrix is None or not ids else matrix[rows]
                 pipe.multi()  # type: ignore[no-untyped-call]
-            self._queue_publish(pipe, item_ids, matrix, model_version, info)
-            try:
-                await pipe.execute()
-            except WatchError:
-                raise FencedOffError(f"{fence.key if fence else '?'} changed mid-publish") from None
+                self._queue_publish(pipe, ids, kept, model_version, info)
+                try:
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    if fence is None:
+                        continue  # a delete came mid-publish: look at the tombstones again
+                    if as_text(await self._client.get(fence.key) or b"") != fence.value:
+                        raise FencedOffError(f"{fence.key} changed mid-publish") from None
 
     def _queue_publish(
         self,

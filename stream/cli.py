@@ -134,6 +134,7 @@ def _replay_kafka(settings: Settings, args: argparse.Namespace) -> int:
             rate=args.rate,
             dry_run=args.dry_run,
             progress=not args.quiet,
+            past_horizon=args.past_horizon,
         )
     except ValueError as error:
         print(f"recstream replay: {error}", file=sys.stderr)
@@ -267,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--since", default=None, help="--from-kafka: start time (ISO or epoch)")
     replay.add_argument("--until", default=None, help="--from-kafka: end time, exclusive")
     replay.add_argument("--topics", nargs="+", default=None, help="--from-kafka: topic names")
+    replay.add_argument(
+        "--past-horizon",
+        action="store_true",
+        help="--from-kafka: also apply messages older than RECSTREAM_DEDUP_TTL_S (may count "
+        "them twice where their idempotency records expired)",
+    )
     speed = replay.add_mutually_exclusive_group()
     speed.add_argument("--rate", type=float, default=None, help="events per second")
     speed.add_argument("--speedup", type=float, default=None, help="event time / this")

@@ -25,7 +25,9 @@ def switch(settings: Settings, name: str | None, *, progress: bool = True) -> Sw
         time.sleep(FOLLOW_S)  # let workers move to the new namespace before catching up
         record = asyncio.run(_record(settings, done.after)) or {}
         since = int(record.get("complete_ms", 0)) - CATCH_UP_MARGIN_MS
-        replay_kafka(settings.in_namespace(done.after), max(since, 0), progress=progress)
+        # the log since then never reached that namespace: no record there to outlive
+        target = settings.in_namespace(done.after)
+        replay_kafka(target, max(since, 0), progress=progress, past_horizon=True)
     return done
 
 

@@ -1,6 +1,8 @@
 """`recstream replay --from-kafka --since T [--until T]`: re-apply a time range of the ingest
 topics through the same handlers, under a consumer group of its own (the live group's offsets
-are untouched). Effects are idempotent on `event_id`, so nothing is counted twice."""
+are untouched). Effects are idempotent on `event_id` within the idempotency horizon
+(`RECSTREAM_DEDUP_TTL_S`), so nothing is counted twice; a range that reaches messages older
+than the horizon is refused unless asked for (`--past-horizon`): their records may be gone."""
 
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class KafkaReplaySummary:
     duplicates: int = 0
     invalid: int = 0
     unusable: int = 0  # valid events whose user's Redis keys hold another type: not applied
+    conflicts: int = 0  # event ids applied before with other content: not applied
+    past_horizon: int = 0  # messages older than the idempotency horizon, applied when asked
     dry_run: bool = False
 
     def render(self) -> str:
@@ -46,6 +50,18 @@ class KafkaReplaySummary:
             + (
                 f", {self.unusable} not applied: a Redis key of their user holds another type"
                 if self.unusable
+                else ""
+            )
+            + (
+                f", {self.conflicts} not applied: their event_id was applied before with other "
+                "content (the live workers dead-letter those as conflicts)"
+                if self.conflicts
+                else ""
+            )
+            + (
+                f"; {self.past_horizon} were older than the idempotency horizon "
+                "(RECSTREAM_DEDUP_TTL_S): those may have counted twice"
+                if self.past_horizon
                 else ""
             )
         )
@@ -104,6 +120,26 @@ class RangeReader:
         finally:
             consumer.close()
 
+    def count_before(self, cutoff_ms: int) -> int:
+        """Messages of the range whose broker timestamp is before `cutoff_ms`, counted by
+        reading them (some Kafka-protocol brokers answer time lookups per batch)."""
+        if self.since_ms >= cutoff_ms:
+            return 0
+        until = cutoff_ms if self.until_ms is None else min(cutoff_ms, self.until_ms)
+        head = RangeReader(self.settings, self.since_ms, until, self.topics)
+        return sum(len(batch) for batch in head.batches(progress=False))
+
+    def _partitions(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        known = consumer.topics()
+        missing = [t for t in self.topics if t not in known]
+        if missing:
+            raise ValueError(f"no such topic: {', '.join(missing)}")
+        return [
+            TopicPartition(t, p)
+            for t in self.topics
+            for p in sorted(consumer.partitions_for_topic(t))
+        ]
+
     def _decoded(
         self, consumer: KafkaConsumer, tp: TopicPartition, messages: list[ConsumerRecord]
     ) -> Decoded:
@@ -129,15 +165,7 @@ class RangeReader:
     def _starts(self, consumer: KafkaConsumer) -> dict[TopicPartition, int]:
         """The first offset at or after `since_ms` of each partition that has one; the others
         (nothing that recent) start `position` at their end."""
-        known = consumer.topics()
-        missing = [t for t in self.topics if t not in known]
-        if missing:
-            raise ValueError(f"no such topic: {', '.join(missing)}")
-        partitions = [
-            TopicPartition(t, p)
-            for t in self.topics
-            for p in sorted(consumer.partitions_for_topic(t))
-        ]
+        partitions = self._partitions(consumer)
         found = consumer.offsets_for_times(dict.fromkeys(partitions, self.since_ms))
         quiet = [tp for tp, at in found.items() if at is None]
         ends = consumer.end_offsets(quiet) if quiet else {}
@@ -166,14 +194,26 @@ def replay_kafka(
     rate: float | None = None,
     dry_run: bool = False,
     progress: bool = True,
+    past_horizon: bool = False,
 ) -> KafkaReplaySummary:
     """Re-apply every message of `topics` (default: clicks and orders) whose broker
     timestamp is in [since_ms, until_ms) to Redis, through the ingest handlers, at most
-    `rate` messages/s; `dry_run` reads and validates but applies nothing."""
+    `rate` messages/s; `dry_run` reads and validates but applies nothing. Messages older
+    than the idempotency horizon are refused (ValueError, nothing applied) unless
+    `past_horizon`: their idempotency records may have expired, so they could count twice."""
     if rate is not None and rate <= 0:
         raise ValueError("the rate must be positive")
     reader = RangeReader(settings, since_ms, until_ms, topics)
     summary = KafkaReplaySummary(dry_run=dry_run)
+    horizon_ms = int(time.time() * 1000) - settings.dedup_ttl_s * 1000
+    summary.past_horizon = reader.count_before(horizon_ms)
+    if summary.past_horizon and not (past_horizon or dry_run):
+        raise ValueError(
+            f"{summary.past_horizon:,} messages of the range were appended more than "
+            f"RECSTREAM_DEDUP_TTL_S ({settings.dedup_ttl_s:,} s) ago: their idempotency "
+            "records may be gone, so applying them again could count them twice. Start "
+            "--since later, or pass --past-horizon (e.g. into an empty Redis) to apply them"
+        )
     began = time.monotonic()
     for batch in reader.batches(progress=progress):
         summary.messages += len(batch)
@@ -183,6 +223,7 @@ def replay_kafka(
         summary.applied += applied.count(Applied.NEW)
         summary.duplicates += applied.count(Applied.DUPLICATE)
         summary.unusable += applied.count(Applied.UNUSABLE_KEYS)
+        summary.conflicts += applied.count(Applied.CONFLICT)
         if rate is not None:
             time.sleep(max(0.0, began + summary.messages / rate - time.monotonic()))
     return summary

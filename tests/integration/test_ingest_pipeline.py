@@ -258,3 +258,41 @@ def _send_and_check_times(settings: Settings, times: dict[str, datetime]) -> Non
             await client.aclose()
 
     assert sorted(asyncio.run(history())) == ["i-ok-recent", "i-ok-skewed"]
+
+
+def test_an_event_id_sent_again_with_other_content_is_dead_lettered_as_a_conflict(
+    settings: Settings,
+) -> None:
+    """Idempotency is per event_id: the first content is kept, whatever time the second has."""
+    now = datetime.now(UTC)
+    first = ClickEvent(event_id="c1", user_id="u-c", ts=now, item_id="a")
+    events = [
+        first,
+        first,  # the same event again: a silent duplicate
+        ClickEvent(event_id="c1", user_id="u-c", ts=now - timedelta(hours=5), item_id="a"),
+        ClickEvent(event_id="c1", user_id="u-c", ts=now, item_id="b"),
+    ]
+    topics = TopicNames.from_settings(settings)
+    ensure_topics(settings)
+    processes = Processes()
+    processes.start("worker", settings)
+    try:
+        with EventProducer(settings) as producer:
+            for event in events:
+                producer.send_raw(topics.clicks, event.to_json(), key=b"u-c")
+            producer.flush()
+        letters = read_topic(settings.kafka_bootstrap, topics.dlq, expected=2, timeout_s=60)
+        wait_until(lambda: stats_of(settings).duplicates == 1, 30, "the duplicate skipped")
+    finally:
+        processes.stop_all()
+    assert [letter["reason"].split(":")[0] for letter in letters] == ["conflict", "conflict"]
+    assert stats_of(settings).applied == 1
+
+    async def history() -> list[str]:
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            return [h.item_id for h in await _store(client, settings).history("u-c")]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(history()) == ["a"]

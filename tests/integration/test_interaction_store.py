@@ -4,6 +4,7 @@ order events arrive in (a replay after newer events), within their cap, each eve
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,7 +16,7 @@ from store.interaction_store import (
     PartitionAdvance,
     RedisInteractionStore,
 )
-from store.redis_keys import RedisKeys
+from store.redis_keys import RedisKeys, as_text
 from stream.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -72,9 +73,9 @@ def test_each_event_is_applied_once_its_records_and_the_users_keys_expire(
     first, again, buckets, fingerprints, ttls = asyncio.run(run())
     assert set(first) == {Applied.NEW}
     assert set(again) == {Applied.DUPLICATE}
-    assert fingerprints == 120
+    assert fingerprints == 240  # an id's and an id-and-content's each
     assert buckets <= 120
-    assert all(0 < t <= 600 for t in ttls[:3])
+    assert all(600 < t <= 2 * 600 + 60 for t in ttls[:3])  # one to two horizons
     assert 600 < ttls[3] <= 3_600
     assert 600 < ttls[4] <= 3_600
 
@@ -92,7 +93,7 @@ def test_an_event_whose_user_key_holds_another_type_writes_nothing_and_the_rest_
         keys = RedisKeys(settings.keys_prefix)
         store = RedisInteractionStore(client, keys)
         try:
-            await client.set(keys.history("broken"), "not a list")
+            await client.set(keys.history("broken"), "not a sorted set")
             broken = EventEffect("b1", "broken", (Interaction("broken", "i9", "click", 5),))
             first = await store.apply_many([_click(1, 1_000), broken, _click(2, 2_000)])
             await client.delete(keys.history("broken"))
@@ -101,8 +102,8 @@ def test_an_event_whose_user_key_holds_another_type_writes_nothing_and_the_rest_
                 first,
                 again,
                 await client.hgetall(keys.stats),
-                await client.llen(keys.history("u")),
-                await client.llen(keys.history("broken")),
+                await client.zcard(keys.history("u")),
+                await client.zcard(keys.history("broken")),
             )
         finally:
             await client.aclose()
@@ -171,3 +172,88 @@ def test_partition_offsets_are_written_with_the_effects_and_a_moved_offset_write
     assert first == {"t:0": 10, "t:1": 3}
     assert after == first
     assert history == 2  # e3 was written by neither refused call
+
+
+def _click_at(event_id: str, item: str, ts_ms: int) -> EventEffect:
+    return EventEffect(event_id, "u", (Interaction("u", item, "click", ts_ms),))
+
+
+def test_an_event_id_is_applied_once_whatever_its_time_and_other_content_is_a_conflict(
+    settings: Settings,
+) -> None:
+    async def run() -> tuple[list[Applied], list[str], dict[str, int]]:
+        client = aioredis.from_url(settings.redis_url)
+        store = RedisInteractionStore(client, RedisKeys(settings.keys_prefix))
+        try:
+            hour = 3_600_000
+            first = _click_at("e1", "a", 1_000_000 * hour)
+            outcomes = await store.apply_many(
+                [
+                    first,
+                    _click_at("e1", "a", 1_000_000 * hour),  # the same event again
+                    _click_at("e1", "a", 1_000_005 * hour),  # same id, another hour
+                    _click_at("e1", "b", 1_000_000 * hour),  # same id and hour, other item
+                ]
+            )
+            history = [h.item_id for h in await store.history("u")]
+            stats = await client.hgetall(RedisKeys(settings.keys_prefix).stats)
+            return outcomes, history, {as_text(k): int(v) for k, v in stats.items()}
+        finally:
+            await client.aclose()
+
+    outcomes, history, stats = asyncio.run(run())
+    assert outcomes == [Applied.NEW, Applied.DUPLICATE, Applied.CONFLICT, Applied.CONFLICT]
+    assert history == ["a"]
+    assert stats == {"applied": 1, "duplicates": 1, "conflicts": 2}
+
+
+def test_histories_are_idempotent_on_the_event_even_once_its_record_is_gone(
+    settings: Settings,
+) -> None:
+    async def run() -> list[str]:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.keys_prefix)
+        store = RedisInteractionStore(client, keys)
+        try:
+            order = EventEffect(
+                "o1",
+                "u",
+                tuple(Interaction("u", f"i{n}", "order", 5_000, 1) for n in range(12)),
+            )
+            await store.apply_many([_click_at("e1", "a", 1_000), order])
+            async for key in client.scan_iter(match=f"{keys.prefix}seen:*"):
+                await client.delete(key)  # the idempotency records expired
+            await store.apply_many([order, _click_at("e1", "a", 1_000)])
+            return [h.item_id for h in await store.history("u")]
+        finally:
+            await client.aclose()
+
+    history = asyncio.run(run())
+    assert history == [f"i{n}" for n in reversed(range(12))] + ["a"]  # lines newest first
+
+
+def test_histories_are_sorted_by_time_and_a_list_left_by_an_older_version_is_migrated(
+    settings: Settings,
+) -> None:
+    async def run() -> tuple[list[str], list[str], str, int]:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.keys_prefix)
+        store = RedisInteractionStore(client, keys, history_len=3)
+        legacy = [  # newest first, as older versions kept them
+            {"item_id": "b", "kind": "click", "ts_ms": 2_000, "event_id": "old2"},
+            {"item_id": "a", "kind": "click", "ts_ms": 1_000, "event_id": "old1"},
+        ]
+        try:
+            await client.rpush(keys.history("u"), *[json.dumps(e) for e in legacy])
+            before = [h.item_id for h in await store.history("u")]  # read while still a list
+            await store.apply_many([_click_at("e3", "c", 1_500), _click_at("e4", "d", 3_000)])
+            after = [h.item_id for h in await store.history("u")]
+            kind = as_text(await client.type(keys.history("u")))
+            return before, after, kind, await client.zcard(keys.history("u"))
+        finally:
+            await client.aclose()
+
+    before, after, kind, size = asyncio.run(run())
+    assert before == ["b", "a"]
+    assert after == ["d", "b", "c"]  # the oldest went past the cap of 3
+    assert (kind, size) == ("zset", 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from store.vector_state import ItemMeta
@@ -46,3 +47,26 @@ def test_the_trainer_learns_item_metadata_changes_from_the_feed(settings: Settin
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_publish_prepared_before_a_delete_does_not_bring_the_item_back(
+    settings: Settings,
+) -> None:
+    """The trainer reads the tombstones, then trains and checkpoints for a while before it
+    writes: an item deleted meanwhile must stay deleted, so the write itself leaves it out."""
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        client = redis_client(settings)
+        state = vector_state(settings, client)
+        try:
+            await state.put_item_vectors(["tent", "boot"], np.ones((2, state.dim)), 1)
+            await state.delete_items(["boot"])  # after the publisher read no tombstones
+            await state.put_item_vectors(["tent", "boot"], np.ones((2, state.dim)), 2)
+            published = await state.published(["tent", "boot"])
+            return set(published.ids), await state.tombstones()
+        finally:
+            await client.aclose()
+
+    published, tombstones = asyncio.run(scenario())
+    assert published == {"tent"}
+    assert tombstones == {"boot"}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from kafka import KafkaProducer
 
 from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
-from stream.events.topics import ensure_topics
+from stream.events.topics import TopicNames, ensure_topics
 from stream.ops.replay_kafka import replay_kafka
 from tests.conftest import Spawner, ingest_counts, wait_until
 
@@ -60,3 +61,34 @@ def test_a_dry_run_reads_and_counts_but_applies_nothing(settings: Settings) -> N
     assert (summary.messages, summary.applied, summary.invalid) == (40, 0, 0)
     assert "dry run" in summary.render()
     assert ingest_counts(settings).get("applied") is None
+
+
+def test_a_range_older_than_the_idempotency_horizon_is_refused_unless_asked_for(
+    settings: Settings,
+) -> None:
+    """Idempotency records last RECSTREAM_DEDUP_TTL_S: messages appended before that could
+    count twice, so the replay says how many and applies nothing without --past-horizon."""
+    settings = settings.model_copy(update={"dedup_ttl_s": 3_600})
+    ensure_topics(settings)
+    topics = TopicNames.from_settings(settings)
+    now_ms = int(time.time() * 1000)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        for n, event in enumerate(sample_events(30, seed=13)):
+            old = n < 10  # appended two hours ago, as far as the log's timestamps say
+            producer.send(
+                topics.clicks if event.type == "click" else topics.orders,
+                event.to_json(),
+                timestamp_ms=now_ms - (7_200_000 if old else 0),
+            )
+        producer.flush()
+    finally:
+        producer.close()
+    with pytest.raises(ValueError, match="10 messages of the range were appended more than"):
+        replay_kafka(settings, 0, progress=False)
+    assert ingest_counts(settings).get("applied") is None
+    recent = replay_kafka(settings, now_ms - 60_000, progress=False)  # within the horizon
+    assert (recent.messages, recent.applied, recent.past_horizon) == (20, 20, 0)
+    forced = replay_kafka(settings, 0, progress=False, past_horizon=True)
+    assert (forced.messages, forced.applied, forced.past_horizon) == (30, 10, 10)
+    assert "may have counted twice" in forced.render()

@@ -97,7 +97,7 @@ def test_replaying_a_file_twice_leaves_the_state_of_one_pass(
         client = redis.Redis.from_url(settings.redis_url)
         keys = RedisKeys(settings.redis_prefix)
         applied = int(client.hget(keys.stats, "applied") or 0)
-        history = client.lrange(keys.history("user-000001"), 0, -1)
+        history = client.zrange(keys.history("user-000001"), 0, -1)
         clicks = client.zrange(keys.item_clicks, 0, -1, withscores=True)
         client.close()
         return applied, history, clicks

@@ -61,7 +61,7 @@ def test_keys_guard_every_route_and_raw_user_ids_never_reach_kafka_or_redis(
         try:
             wait_until(lambda: int(client.hget(keys.stats, "applied") or 0) == 8, 60, "applied")
             stored = [k.decode() for k in client.scan_iter(match=f"{secured.redis_prefix}*")]
-            histories = [str(client.lrange(k, 0, -1)) for k in stored if k.endswith(":history")]
+            histories = [str(client.zrange(k, 0, -1)) for k in stored if k.endswith(":history")]
         finally:
             client.close()
         assert len(histories) == 5
