@@ -139,7 +139,8 @@ def dead_letter(
 
 
 Outcome = EventEffect | DeadLetter
-Decoded = list[tuple[SourcePosition, Outcome]]
+DecodedRecord = tuple[SourcePosition, Outcome]
+Decoded = list[DecodedRecord]
 
 
 class KafkaRecord(Protocol):
@@ -201,13 +202,17 @@ def _event_order(item: tuple[SourcePosition, Outcome]) -> tuple[int, str]:
     return (outcome.interactions[0].ts_ms, outcome.event_id)
 
 
-def in_event_order(
-    decoded: Iterable[tuple[SourcePosition, Outcome]],
-) -> Iterator[tuple[SourcePosition, Outcome]]:
+def in_event_order(decoded: Iterable[DecodedRecord]) -> Iterator[DecodedRecord]:
     """Records of several partitions merged by (event time, event id), each partition's own
     order kept, as offline training sees them: the same records give the same sequence
     however the reads interleaved. Dead letters and empty effects sort first."""
     partitions: dict[str, Decoded] = {}
     for item in decoded:
         partitions.setdefault(item[0].partition_key, []).append(item)
-    return heapq.merge(*(partitions[p] for p in sorted(partitions)), key=_event_order)
+    return merged_in_event_order([partitions[p] for p in sorted(partitions)])
+
+
+def merged_in_event_order(partitions: Iterable[Iterable[DecodedRecord]]) -> Iterator[DecodedRecord]:
+    """`in_event_order` of records already split by partition (sorted by partition key), each
+    in its own order: streams are merged lazily, nothing is held but their heads."""
+    return heapq.merge(*partitions, key=_event_order)

@@ -1,6 +1,8 @@
 """`recstream rebuild --into NAME`: build the whole serving state of namespace NAME from the
 log (histories and counters, a model trained from a fixed seed, item vectors, user vectors)
-while the serving namespace keeps serving; `recstream promote` then switches to it."""
+while the serving namespace keeps serving; `recstream promote` then switches to it. The log is
+read once, applied to Redis as it comes and spooled to disk for training in event-time order,
+so memory holds a read buffer, not the log."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys
 from stream.config import Settings
-from stream.events.handlers import DeadLetter, Decoded, in_event_order
+from stream.events.handlers import DeadLetter, Decoded
+from stream.ops.event_spool import EventSpool
 from stream.ops.replay_kafka import RangeReader
 from stream.training.learner import StreamLearner
 from stream.training.loop import fresh_learner
@@ -118,25 +121,24 @@ async def _rebuild(
         complete_ms = int(time.time() * 1000)
         began = time.perf_counter()
         reader = RangeReader(shadow, since_ms)
-        decoded: Decoded = []
-        for batch in reader.batches(progress=progress, desc=f"read into {shadow.namespace}"):
-            decoded += batch
-            await _apply(store, batch)
-        read_s = time.perf_counter() - began
+        with EventSpool(shadow.data_dir / "rebuild") as spool:
+            for batch in reader.batches(progress=progress, desc=f"read into {shadow.namespace}"):
+                spool.extend(batch)
+                await _apply(store, batch)
+            read_s = time.perf_counter() - began
 
-        began = time.perf_counter()
-        learner = fresh_learner(shadow, seed)
-        total = len(decoded)
-        step = shadow.train_step_events
-        loss = 0.0
-        with tqdm(
-            total=total, desc="train", unit="ev", disable=not progress, file=sys.stderr
-        ) as bar:
-            ordered = in_event_order(decoded)
-            while chunk := list(islice(ordered, step)):
-                learned = await asyncio.to_thread(learner.learn, chunk)
-                loss = learned.report.loss if learned.report is not None else loss
-                bar.update(len(chunk))
+            began = time.perf_counter()
+            learner = fresh_learner(shadow, seed)
+            step = shadow.train_step_events
+            loss = 0.0
+            with tqdm(
+                total=spool.records, desc="train", unit="ev", disable=not progress, file=sys.stderr
+            ) as bar:
+                ordered = spool.in_event_order()
+                while chunk := list(islice(ordered, step)):
+                    learned = await asyncio.to_thread(learner.learn, chunk)
+                    loss = learned.report.loss if learned.report is not None else loss
+                    bar.update(len(chunk))
         learner.position = dict(reader.position)
         train_s = time.perf_counter() - began
 
