@@ -46,14 +46,9 @@ class IdVocabulary:
     def __init__(
         self, *, admit_after: int = 1, expire_after_ms: int | None = None, chunk: int = 1024
     ) -> None:
-        if admit_after < 1:
-            raise VocabularyError(f"admit_after must be >= 1, got {admit_after}")
         if chunk < 1:
             raise VocabularyError(f"chunk must be >= 1, got {chunk}")
-        if expire_after_ms is not None and expire_after_ms <= 0:
-            raise VocabularyError(f"expire_after_ms must be positive, got {expire_after_ms}")
-        self.admit_after = admit_after
-        self.expire_after_ms = expire_after_ms
+        self.configure(admit_after=admit_after, expire_after_ms=expire_after_ms)
         self.chunk = chunk
         self._rows: dict[str, int] = {}
         self._ids: list[str | None] = [None]
@@ -61,6 +56,15 @@ class IdVocabulary:
         self._pending: dict[str, tuple[int, int]] = {}
         self._free: list[int] = []
         self.capacity = chunk
+
+    def configure(self, *, admit_after: int, expire_after_ms: int | None) -> None:
+        """Set the admission threshold and expiry (from the next `observe` / `expire` on)."""
+        if admit_after < 1:
+            raise VocabularyError(f"admit_after must be >= 1, got {admit_after}")
+        if expire_after_ms is not None and expire_after_ms <= 0:
+            raise VocabularyError(f"expire_after_ms must be positive, got {expire_after_ms}")
+        self.admit_after = admit_after
+        self.expire_after_ms = expire_after_ms
 
     def __len__(self) -> int:
         """Ids that own a row."""

@@ -96,24 +96,26 @@ def history_member(event_id: str, line: int, it: Interaction) -> str:
 # One call applies a part of a batch. KEYS: item_clicks, item_orders, item_units, stats,
 # trending, applied offsets, then per event: records of the previous, current and next period
 # (its bucket), history, purchased. ARGV: records' expiry (unix s), history_len, user ttl,
-# counters kept, n_partitions, (partition, expected, applied)..., then per event: id
-# fingerprint, content fingerprint, n_history, (ts_ms, member)..., n_clicks, (item, count)...,
-# n_orders, (item, units)..., n_trending, (item, weight)... Returns per event 1 (applied),
-# 0 (applied before), -3 (its id was applied before with other content) or -1 (a key of its
-# user holds another type: nothing written, not even its record, so no error after a write
-# leaves an event half applied; the records' keys are not checked: an error there comes
-# before any write of its event, and the events before it stay whole). A history is a sorted
-# set by event time, cut to its newest `history_len`: an insert is O(log n) wherever its time
-# falls, in one ZADD per event; a list left by an older version is turned into one when its
-# user next gets an event. A user's keys live `user ttl` seconds
-# past their last event. An item counter that reaches twice `counters kept` entries is cut
-# back towards its `counters kept` highest (the popular ones), by at most 1,000 a script.
-# Each partition's applied offset is
-# written with the effects; when one Redis holds differs from what the worker expects (Redis
-# came back from an older snapshot, or another worker moved it), nothing is written and the
-# answer is {-2}.
+# counters kept, n_partitions, purchased kept, (partition, expected, applied)..., then per
+# event: id fingerprint, content fingerprint, n_history, (ts_ms, member)..., n_clicks,
+# (item, count)..., n_orders, ts_ms, (item, units)..., n_trending, (item, weight)...
+# Returns per event 1 (applied), 0 (applied before), -3 (its id was applied before with other
+# content) or -1 (a key of its user holds another type: nothing written, not even its record,
+# so no error after a write leaves an event half applied; the records' keys are not checked:
+# an error there comes before any write of its event, and the events before it stay whole).
+# A history is a sorted set by event time, cut to its newest `history_len`: an insert is
+# O(log n) wherever its time falls, in one ZADD per event; a list left by an older version is
+# turned into one when its user next gets an event. Purchased items are a sorted set by last
+# order time, cut to the newest `purchased kept` (an older version's set is turned into one
+# likewise). A user's keys live `user ttl` seconds past their last event. An item counter
+# that reaches twice `counters kept` entries is cut back towards its `counters kept` highest
+# (the popular ones), by at most 1,000 a script. Each partition's applied offset is written
+# with the effects; when one Redis holds differs from what the worker expects (Redis came
+# back from an older snapshot, or another worker moved it), nothing is written and the answer
+# is {-2}.
 _APPLY_EVENTS = """
 local expire_at, cap, user_ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local purchased_cap = tonumber(ARGV[6])
 local function holds(key, kind)
   local found = redis.call('TYPE', key)['ok']
   return found == 'none' or found == kind
@@ -124,8 +126,8 @@ if not (holds(KEYS[1], 'zset') and holds(KEYS[2], 'zset') and holds(KEYS[3], 'zs
 end
 local n_partitions = tonumber(ARGV[5])
 for p = 0, n_partitions - 1 do
-  local expected = ARGV[7 + 3 * p]
-  if expected ~= '*' and (redis.call('HGET', KEYS[6], ARGV[6 + 3 * p]) or '') ~= expected then
+  local expected = ARGV[8 + 3 * p]
+  if expected ~= '*' and (redis.call('HGET', KEYS[6], ARGV[7 + 3 * p]) or '') ~= expected then
     return {-2}
   end
 end
@@ -145,13 +147,14 @@ local function recorded(records, member)
   return false
 end
 local applied, duplicates, conflicts, out = 0, 0, 0, {}
-local a = 6 + 3 * n_partitions
+local a = 7 + 3 * n_partitions
 for e = 0, (#KEYS - 6) / 5 - 1 do
   local k = 7 + 5 * e
   local records = {KEYS[k], KEYS[k + 1], KEYS[k + 2]}
   local history, purchased = KEYS[k + 3], KEYS[k + 4]
   local history_type = redis.call('TYPE', history)['ok']
-  local usable = holds(purchased, 'set')
+  local purchased_type = redis.call('TYPE', purchased)['ok']
+  local usable = (purchased_type == 'none' or purchased_type == 'zset' or purchased_type == 'set')
     and (history_type == 'none' or history_type == 'zset' or history_type == 'list')
   local id, content = ARGV[a], ARGV[a + 1]
   a = a + 2
@@ -184,15 +187,25 @@ for e = 0, (#KEYS - 6) / 5 - 1 do
     a = a + 2
   end
   n = tonumber(ARGV[a]); a = a + 1
+  local bought_at = ARGV[a]; a = a + 1
   if fresh and n > 0 then
+    if purchased_type == 'set' then
+      local legacy = redis.call('SMEMBERS', purchased)
+      redis.call('DEL', purchased)
+      for _, item in ipairs(legacy) do redis.call('ZADD', purchased, 0, item) end
+    end
     local bought = {}
     for i = 0, n - 1 do
       local item = ARGV[a + 2 * i]
       redis.call('ZINCRBY', KEYS[2], 1, item)
       redis.call('ZINCRBY', KEYS[3], ARGV[a + 2 * i + 1], item)
-      bought[i + 1] = item
+      bought[2 * i + 1] = bought_at
+      bought[2 * i + 2] = item
     end
-    redis.call('SADD', purchased, unpack(bought))
+    redis.call('ZADD', purchased, 'GT', unpack(bought))
+    if redis.call('ZCARD', purchased) > purchased_cap then
+      redis.call('ZREMRANGEBYRANK', purchased, 0, -(purchased_cap + 1))
+    end
     redis.call('EXPIRE', purchased, user_ttl)
   end
   a = a + 2 * n
@@ -216,7 +229,7 @@ if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
 if conflicts > 0 then redis.call('HINCRBY', KEYS[4], 'conflicts', conflicts) end
 for p = 0, n_partitions - 1 do
-  local field, offset = ARGV[6 + 3 * p], tonumber(ARGV[8 + 3 * p])
+  local field, offset = ARGV[7 + 3 * p], tonumber(ARGV[9 + 3 * p])
   if offset > (tonumber(redis.call('HGET', KEYS[6], field)) or -1) then
     redis.call('HSET', KEYS[6], field, offset)
   end
@@ -269,15 +282,17 @@ class RedisInteractionStore:
         trending_half_life_s: float = 3 * 24 * 3600,
         user_ttl_s: int = 90 * 24 * 3600,
         counters_kept: int = 100_000,
+        purchased_kept: int = 1_000,
     ) -> None:
-        if min(history_len, dedup_ttl_s, user_ttl_s, counters_kept) < 1 or (
+        if min(history_len, dedup_ttl_s, user_ttl_s, counters_kept, purchased_kept) < 1 or (
             trending_half_life_s <= 0
         ):
             raise ValueError(
-                "history_len, dedup_ttl_s, user_ttl_s, counters_kept and trending_half_life_s "
-                "must be positive"
+                "history_len, dedup_ttl_s, user_ttl_s, counters_kept, purchased_kept and "
+                "trending_half_life_s must be positive"
             )
         self._counters_kept = counters_kept
+        self._purchased_kept = purchased_kept
         self._trending_half_life_ms = trending_half_life_s * 1000
         self._client = client
         self._keys = keys
@@ -307,6 +322,8 @@ class RedisInteractionStore:
         args += [len(history) // 2, *history]
         for counts in (clicks, units):
             args.append(len(counts))
+            if counts is units:
+                args.append(effect.interactions[0].ts_ms if effect.interactions else 0)
             for item_id, count in counts.items():
                 args += [item_id, count]
         args.append(len(trending))
@@ -359,6 +376,7 @@ class RedisInteractionStore:
             self._user_ttl_s,
             self._counters_kept,
             len(advances),
+            self._purchased_kept,
         ]
         for advance in advances:
             expected = "" if advance.expected is None else str(advance.expected)
@@ -418,19 +436,31 @@ class RedisInteractionStore:
         return _entries(raw)
 
     async def purchased(self, user_id: str) -> set[str]:
-        """Items the user has ordered."""
-        members = await self._client.smembers(self._keys.purchased(user_id))
-        return {as_text(m) for m in members}
+        """Items the user has ordered (the newest `purchased_kept`)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrange(self._keys.purchased(user_id), 0, -1)
+        (members,) = await pipe.execute(raise_on_error=False)
+        return await self._purchased_of(user_id, members)
+
+    async def _purchased_of(self, user_id: str, raw: object) -> set[str]:
+        """Items from a ZRANGE answer; a set left by an older version is read as one."""
+        if isinstance(raw, redis.ResponseError):
+            if not str(raw).startswith("WRONGTYPE"):
+                raise raw
+            raw = await self._client.smembers(self._keys.purchased(user_id))
+        if not isinstance(raw, list | set):
+            raise TypeError(f"unexpected purchased reply {type(raw).__name__}")
+        return {as_text(m) for m in raw}
 
     async def user_context(self, user_id: str, limit: int) -> tuple[list[HistoryEntry], set[str]]:
         """`history(user_id, limit)` and `purchased(user_id)` in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         pipe.zrevrange(self._keys.history(user_id), 0, limit - 1)
-        pipe.smembers(self._keys.purchased(user_id))
+        pipe.zrange(self._keys.purchased(user_id), 0, -1)
         raw, members = await pipe.execute(raise_on_error=False)
-        if isinstance(members, Exception):
-            raise members
-        return await self._entries_of(user_id, raw, limit), {as_text(m) for m in members}
+        return await self._entries_of(user_id, raw, limit), await self._purchased_of(
+            user_id, members
+        )
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
         """Top `n` items (all when None) by `counter`: clicks, orders, units or trending."""

@@ -28,7 +28,7 @@ class RedisKeys:
         return f"{self.prefix}user:{user_id}:history"
 
     def purchased(self, user_id: str) -> str:
-        """Set of item ids the user has ordered."""
+        """Sorted set: item ids the user has ordered, by last order time (the newest kept)."""
         return f"{self.prefix}user:{user_id}:purchased"
 
     @property

@@ -187,9 +187,11 @@ class RedisVectorState:
         model_version: int,
         info: Mapping[str, object] | None = None,
         fence: Fence | None = None,
+        retired: Sequence[str] = (),
     ) -> None:
         """Publish `model_version`: its changed item vectors, their versions, a feed entry and
-        the served version, in one transaction (followers see all of it or none). Items with
+        the served version, in one transaction (followers see all of it or none); `retired`
+        items (gone from the model: expired) lose their vectors, keeping their metadata. Items with
         a tombstone are left out, checked in the same transaction (WATCH), so an item deleted
         while the version was being prepared stays deleted. With `fence`, only while its key
         holds its value, checked the same way: else `FencedOffError` and nothing is written."""
@@ -210,7 +212,10 @@ class RedisVectorState:
                         ids = [ids[n] for n in rows]
                         kept = None if matrix is None or not ids else matrix[rows]
                 pipe.multi()  # type: ignore[no-untyped-call]
-                self._queue_publish(pipe, ids, kept, model_version, info)
+                if retired:
+                    pipe.hdel(self._keys.item_vectors, *retired)
+                    pipe.hdel(self._keys.item_versions, *retired)
+                self._queue_publish(pipe, ids, kept, model_version, info, retired)
                 try:
                     await pipe.execute()
                     return
@@ -227,6 +232,7 @@ class RedisVectorState:
         matrix: npt.NDArray[np.float32] | None,
         model_version: int,
         info: Mapping[str, object] | None,
+        retired: Sequence[str] = (),
     ) -> None:
         if matrix is not None:
             pipe.hset(
@@ -237,7 +243,8 @@ class RedisVectorState:
         if info is not None:
             pipe.hset(self._keys.model_info, str(model_version), json.dumps(dict(info)))
             pipe.hdel(self._keys.model_info, str(model_version - MODEL_INFO_KEPT))
-        self._announce(pipe, "upsert", item_ids, model_version)
+        # followers read retired items as missing, and drop them from their index
+        self._announce(pipe, "upsert", [*item_ids, *retired], model_version)
         pipe.set(self._keys.model_version, model_version)
 
     async def published(self, item_ids: Sequence[str]) -> PublishedItems:

@@ -53,11 +53,15 @@ class Settings(BaseSettings):
         90 * 24 * 3600, ge=1, description="how long a user's Redis state outlives their last event"
     )
     history_len: int = Field(200, ge=1, description="interactions kept per user history")
+    purchased_kept: int = Field(
+        1_000, ge=1, description="items kept per user's purchased set (the most recently ordered)"
+    )
     popular_items_kept: int = Field(
         100_000,
         ge=1,
         description="items each popularity counter keeps (the most popular; producer-chosen "
-        "ids would grow it without bound); cut back when it reaches twice that",
+        "ids would grow it without bound); cut back, at most 1,000 a script, once it reaches "
+        "twice that",
     )
     repeats: bool = Field(
         False,
@@ -135,6 +139,18 @@ class Settings(BaseSettings):
     )
     trainer_max_users: int = Field(
         100_000, ge=1, description="user histories the trainer keeps (least recently active go)"
+    )
+    item_admit_after: int = Field(
+        1,
+        ge=1,
+        description="sightings (events) before an item id gets an embedding row of its own; "
+        "until then it shares the unknown row and is not published",
+    )
+    item_expire_s: float = Field(
+        180 * 86_400.0,
+        ge=0,
+        description="event time an item may go unseen before its row is freed and its vector "
+        "leaves the served catalogue (it comes back as new if seen again; 0: never)",
     )
     trainer_nice: int = Field(
         10, ge=0, le=19, description="CPU niceness of the trainer: serving and ingest go first"

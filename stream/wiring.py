@@ -129,6 +129,7 @@ def interaction_store(settings: Settings, client: aioredis.Redis) -> RedisIntera
         trending_half_life_s=settings.trending_half_life_s,
         user_ttl_s=settings.user_ttl_s,
         counters_kept=settings.popular_items_kept,
+        purchased_kept=settings.purchased_kept,
     )
 
 

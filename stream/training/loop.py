@@ -18,6 +18,7 @@ from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import ITEM_FEATURE_FIELDS, TwoTowerConfig, TwoTowerRecommender
+from model.vocabulary import IdVocabulary
 from store.redis_keys import RedisKeys
 from store.vector_state import FencedOffError
 from stream.config import Settings
@@ -53,6 +54,7 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
             checkpoint.trainer, settings.trainer_dedup_window, settings.trainer_max_users
         )
         learner.restore(checkpoint.extra, checkpoint.position, checkpoint.ranking)
+        configure_items(settings, checkpoint.trainer.model.vocabulary)
         log.info(
             "resuming from checkpoint %d: %d events learned, position %s",
             checkpoint.version,
@@ -63,10 +65,19 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
     return fresh_learner(settings, seed=0), 0
 
 
+def configure_items(settings: Settings, vocabulary: IdVocabulary) -> None:
+    """The item vocabulary's admission threshold and expiry, from the settings (they apply
+    to a resumed model too, whatever it was saved with)."""
+    expire_ms = int(settings.item_expire_s * 1000) or None
+    vocabulary.configure(admit_after=settings.item_admit_after, expire_after_ms=expire_ms)
+
+
 def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
     """An untrained model whose every random draw follows from `seed`."""
     shape = TwoTowerConfig(dim=settings.vector_dim, feature_fields=ITEM_FEATURE_FIELDS)
-    model = TwoTowerRecommender(shape, seed=seed)
+    vocabulary = IdVocabulary()
+    configure_items(settings, vocabulary)
+    model = TwoTowerRecommender(shape, vocabulary, seed=seed)
     config = TrainerConfig(seed=seed)
     trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
     return StreamLearner(trainer, settings.trainer_dedup_window, settings.trainer_max_users)

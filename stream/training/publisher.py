@@ -76,6 +76,8 @@ class ModelPublisher:
         if await retrying(self.state.model_version) != self._served:
             self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
         changed = self._changed(ids, vectors)
+        current = set(ids)
+        retired = [i for i in self._row_of if i not in current]  # expired since the last
         version = await asyncio.to_thread(self._checkpoint, learner)
         info = {
             "learned_ms": learned_ms,
@@ -83,6 +85,7 @@ class ModelPublisher:
             "events_learned": learner.events_learned,
             "loss": loss,
             "changed": int(changed.sum()),
+            "retired": len(retired),
             **(note or {}),
         }
         changed_ids = [i for i, c in zip(ids, changed, strict=True) if c]
@@ -94,6 +97,7 @@ class ModelPublisher:
                 version,
                 info,
                 self.fence(),
+                retired,
             )
         )
         self._remember(ids, vectors)

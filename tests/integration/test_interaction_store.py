@@ -257,3 +257,30 @@ def test_histories_are_sorted_by_time_and_a_list_left_by_an_older_version_is_mig
     assert before == ["b", "a"]
     assert after == ["d", "b", "c"]  # the oldest went past the cap of 3
     assert (kind, size) == ("zset", 3)
+
+
+def test_a_users_purchased_items_keep_the_newest_within_their_cap_and_an_old_set_migrates(
+    settings: Settings,
+) -> None:
+    async def run() -> tuple[set[str], set[str], str]:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.keys_prefix)
+        store = RedisInteractionStore(client, keys, purchased_kept=3)
+        try:
+            await client.sadd(keys.purchased("u"), "legacy")  # as older versions kept it
+            before = await store.purchased("u")
+            for n in range(5):
+                line = Interaction("u", f"i{n}", "order", 1_000 + n, 1)
+                await store.apply_many([EventEffect(f"o{n}", "u", (line,))])
+            return (
+                before,
+                await store.purchased("u"),
+                as_text(await client.type(keys.purchased("u"))),
+            )
+        finally:
+            await client.aclose()
+
+    before, after, kind = asyncio.run(run())
+    assert before == {"legacy"}
+    assert after == {"i2", "i3", "i4"}  # the newest three
+    assert kind == "zset"

@@ -7,11 +7,14 @@ import asyncio
 import numpy as np
 import pytest
 
+from model.interaction import EventEffect, Interaction
 from store.vector_state import ItemMeta
 from stream.config import Settings
+from stream.events.handlers import SourcePosition
 from stream.training.item_metadata import ItemMetadataFollower
 from stream.training.loop import fresh_learner
-from stream.wiring import redis_client, vector_state
+from stream.training.publisher import ModelPublisher
+from stream.wiring import checkpoint_store, redis_client, vector_state
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +73,44 @@ def test_a_publish_prepared_before_a_delete_does_not_bring_the_item_back(
     published, tombstones = asyncio.run(scenario())
     assert published == {"tent"}
     assert tombstones == {"boot"}
+
+
+def test_item_ids_need_the_admission_threshold_and_expired_items_leave_the_catalogue(
+    settings: Settings,
+) -> None:
+    """Producer-chosen item ids are unbounded: one sighting below RECSTREAM_ITEM_ADMIT_AFTER
+    publishes nothing, and an item unseen for RECSTREAM_ITEM_EXPIRE_S of event time is freed
+    and its vector unpublished (it comes back as new if seen again)."""
+    settings = settings.model_copy(update={"item_admit_after": 2, "item_expire_s": 3_600.0})
+    learner = fresh_learner(settings, seed=0)
+    hour = 3_600_000
+
+    def clicks(start: int, ts_ms: int, *items: str) -> list[tuple[SourcePosition, EventEffect]]:
+        return [
+            (
+                SourcePosition("clicks", 0, start + n),
+                EventEffect(f"e{start + n}", f"u{n}", (Interaction(f"u{n}", i, "click", ts_ms),)),
+            )
+            for n, i in enumerate(items)
+        ]
+
+    async def scenario() -> tuple[set[str], set[str]]:
+        client = redis_client(settings)
+        state = vector_state(settings, client)
+        publisher = ModelPublisher(state, checkpoint_store(settings))
+        try:
+            learner.learn(clicks(0, 100 * hour, "tent", "tent", "boot", "once"))
+            learner.learn(clicks(10, 100 * hour + 1, "boot"))
+            await publisher.publish(learner, 1, 0.0)
+            first = set((await state.published(["tent", "boot", "once"])).ids)
+            learner.learn(clicks(20, 102 * hour, "tent", "tent"))  # boot unseen for 2 hours
+            learner.learn(clicks(30, 102 * hour + 1, "tent"))
+            await publisher.publish(learner, 2, 0.0)
+            later = set((await state.published(["tent", "boot", "once"])).ids)
+            return first, later
+        finally:
+            await client.aclose()
+
+    first, later = asyncio.run(scenario())
+    assert first == {"tent", "boot"}  # "once" was seen once: below the threshold
+    assert later == {"tent"}  # boot expired and was unpublished
