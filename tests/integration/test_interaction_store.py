@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from model.interaction import EventEffect, Interaction
 from store.interaction_store import (
+    MAX_WORK_PER_SCRIPT,
     Applied,
     AppliedOffsetsMovedError,
     PartitionAdvance,
@@ -284,3 +285,36 @@ def test_a_users_purchased_items_keep_the_newest_within_their_cap_and_an_old_set
     assert before == {"legacy"}
     assert after == {"i2", "i3", "i4"}  # the newest three
     assert kind == "zset"
+
+
+def test_a_big_batch_goes_in_scripts_of_bounded_work_and_offsets_ride_with_the_last(
+    settings: Settings,
+) -> None:
+    """One script must not hold Redis for long: 30 orders of 100 lines (3,030 work) take
+    several scripts, each event whole in one of them."""
+
+    async def run() -> tuple[int, list[Applied], dict[str, int], int]:
+        client = aioredis.from_url(settings.redis_url)
+        store = RedisInteractionStore(client, RedisKeys(settings.keys_prefix))
+        try:
+            before = (await client.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+            orders = [
+                EventEffect(
+                    f"o{n}",
+                    f"u{n}",
+                    tuple(Interaction(f"u{n}", f"i{k}", "order", 1_000, 1) for k in range(100)),
+                )
+                for n in range(30)
+            ]
+            outcomes = await store.apply_many(orders, [PartitionAdvance("t:0", None, 29)])
+            after = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
+            offsets = await store.applied_offsets(["t:0"])
+            return int(after) - int(before), outcomes, offsets, len(await store.history("u7"))
+        finally:
+            await client.aclose()
+
+    scripts, outcomes, offsets, history = asyncio.run(run())
+    assert scripts >= 3030 // MAX_WORK_PER_SCRIPT
+    assert outcomes == [Applied.NEW] * 30
+    assert offsets == {"t:0": 29}
+    assert history == 100
