@@ -60,6 +60,13 @@ class IndexFollower:
         self.on_served: Callable[[ServedVersion], None] | None = None
         self._before_version = before_version
         self._pending: set[str] = set()
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Make `run`/`follow` return within one feed poll. Cancelling alone is not enough:
+        redis-py's read timeouts can absorb a cancellation (`uncancel`), and a retry loop that
+        missed it would keep its task, and the shutdown waiting for it, alive for ever."""
+        self._stopping = True
 
     async def rebuild(self) -> int:
         """Load every item vector and metadata, dropping items Redis no longer has; returns
@@ -137,13 +144,13 @@ class IndexFollower:
     async def run(self, block_ms: int = 1_000) -> None:
         """Rebuild (retrying while Redis is away), then follow the feed, until cancelled."""
         while True:
-            _raise_if_cancelling()
+            self._raise_if_stopping()
             try:
                 loaded = await self.rebuild()
                 log.info("index built from Redis: %d items", loaded)
                 break
             except Exception:
-                _unless_cancelled("index build failed")
+                self._unless_stopping("index build failed")
                 await asyncio.sleep(1.0)
         await self.follow(block_ms)
 
@@ -153,7 +160,7 @@ class IndexFollower:
         (it fell behind by more than the retention) rebuilds from Redis instead of skipping."""
         checked = time.monotonic()
         while True:
-            _raise_if_cancelling()
+            self._raise_if_stopping()
             try:
                 if time.monotonic() - checked >= check_every_s:
                     if not await self.state.feed_kept_since(self.position):
@@ -166,20 +173,19 @@ class IndexFollower:
                 if entries:
                     await self.settle()
             except Exception:
-                _unless_cancelled("item feed: read failed")
+                self._unless_stopping("item feed: read failed")
                 checked = 0.0
                 await asyncio.sleep(1.0)
 
 
-def _raise_if_cancelling() -> None:
-    """redis-py can absorb a cancellation that lands during a read (it may surface as
-    ConnectionError, or not at all): a retry loop must check for it, or it never stops."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    def _raise_if_stopping(self) -> None:
+        """redis-py can absorb a cancellation that lands during a read (it may surface as
+        ConnectionError, or not at all): a retry loop must check for it, or it never stops."""
+        task = asyncio.current_task()
+        if self._stopping or (task is not None and task.cancelling()):
+            raise asyncio.CancelledError
 
-
-def _unless_cancelled(what: str) -> None:
-    """Log a failure to retry it, unless the task is being cancelled (then stop)."""
-    _raise_if_cancelling()
-    log.exception("%s, retrying in 1 s", what)
+    def _unless_stopping(self, what: str) -> None:
+        """Log a failure to retry it, unless the follower is stopping (then stop)."""
+        self._raise_if_stopping()
+        log.exception("%s, retrying in 1 s", what)

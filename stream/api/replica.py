@@ -75,6 +75,7 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     try:
         yield Serving(client, state, index, follower, retriever, models, settings.namespace)
     finally:
+        follower.stop()
         task.cancel()
         await asyncio.wait([task], timeout=_SHUTDOWN_S)
         for each in (client, feed_client):

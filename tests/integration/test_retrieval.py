@@ -369,3 +369,34 @@ def test_a_filter_nothing_matches_searches_at_most_max_scan_items(settings: Sett
         assert max(fetched) <= 300
 
     run(settings, scenario)
+
+
+def test_a_follower_stops_even_when_redis_py_absorbed_its_cancellation(
+    settings: Settings,
+) -> None:
+    """A cancel that redis-py's read timeout swallows (`uncancel`) left the replica's shutdown
+    waiting for the follower for ever; `stop` ends it within one feed poll."""
+
+    async def scenario(world: World) -> None:
+        read_feed = world.follower.state.read_feed
+
+        async def absorbing(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await read_feed(*args, **kwargs)
+            except asyncio.CancelledError:  # as a timeout inside a Redis read may do
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                return []
+
+        world.follower.state.read_feed = absorbing  # type: ignore[method-assign]
+        following = asyncio.create_task(world.follower.run(block_ms=200))
+        await asyncio.sleep(0.5)
+        following.cancel()
+        await asyncio.sleep(0.5)
+        assert not following.done()  # the absorbed cancel alone did not stop it
+        world.follower.stop()
+        done, _ = await asyncio.wait([following], timeout=3)
+        assert following in done
+
+    run(settings, scenario)
