@@ -177,7 +177,6 @@ class IndexFollower:
                 checked = 0.0
                 await asyncio.sleep(1.0)
 
-
     def _raise_if_stopping(self) -> None:
         """redis-py can absorb a cancellation that lands during a read (it may surface as
         ConnectionError, or not at all): a retry loop must check for it, or it never stops."""
