@@ -100,9 +100,10 @@ def history_member(event_id: str, line: int, it: Interaction) -> str:
 # event: id fingerprint, content fingerprint, n_history, (ts_ms, member)..., n_clicks,
 # (item, count)..., n_orders, ts_ms, (item, units)..., n_trending, (item, weight)...
 # Returns per event 1 (applied), 0 (applied before), -3 (its id was applied before with other
-# content) or -1 (a key of its user holds another type: nothing written, not even its record,
-# so no error after a write leaves an event half applied; the records' keys are not checked:
-# an error there comes before any write of its event, and the events before it stay whole).
+# content: not counted here, the worker dead-letters it) or -1 (a key of its user holds
+# another type: nothing written, not even its record, so no error after a write leaves an
+# event half applied; the records' keys are not checked: an error there comes before any
+# write of its event, and the events before it stay whole).
 # A history is a sorted set by event time, cut to its newest `history_len`: an insert is
 # O(log n) wherever its time falls, in one ZADD per event; a list left by an older version is
 # turned into one when its user next gets an event. Purchased items are a sorted set by last
@@ -146,7 +147,7 @@ local function recorded(records, member)
   end
   return false
 end
-local applied, duplicates, conflicts, out = 0, 0, 0, {}
+local applied, duplicates, out = 0, 0, {}
 local a = 7 + 3 * n_partitions
 for e = 0, (#KEYS - 6) / 5 - 1 do
   local k = 7 + 5 * e
@@ -215,8 +216,7 @@ for e = 0, (#KEYS - 6) / 5 - 1 do
     a = a + 2
   end
   if outcome == 1 then applied = applied + 1
-  elseif outcome == 0 then duplicates = duplicates + 1
-  elseif outcome == -3 then conflicts = conflicts + 1 end
+  elseif outcome == 0 then duplicates = duplicates + 1 end
 end
 local kept = tonumber(ARGV[4])
 for _, counter in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
@@ -227,7 +227,6 @@ for _, counter in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[5]}) do
 end
 if applied > 0 then redis.call('HINCRBY', KEYS[4], 'applied', applied) end
 if duplicates > 0 then redis.call('HINCRBY', KEYS[4], 'duplicates', duplicates) end
-if conflicts > 0 then redis.call('HINCRBY', KEYS[4], 'conflicts', conflicts) end
 for p = 0, n_partitions - 1 do
   local field, offset = ARGV[7 + 3 * p], tonumber(ARGV[9 + 3 * p])
   if offset > (tonumber(redis.call('HGET', KEYS[6], field)) or -1) then
@@ -266,7 +265,6 @@ class IngestStats:
     applied: int
     duplicates: int
     dead_lettered: int
-    conflicts: int = 0
 
 
 class RedisInteractionStore:
@@ -479,5 +477,4 @@ class RedisInteractionStore:
             applied=values.get("applied", 0),
             duplicates=values.get("duplicates", 0),
             dead_lettered=values.get("dead_lettered", 0),
-            conflicts=values.get("conflicts", 0),
         )

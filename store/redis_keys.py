@@ -115,7 +115,8 @@ class RedisKeys:
 
     @property
     def stats(self) -> str:
-        """Hash of ingest counters: applied, duplicates, conflicts, dead_lettered."""
+        """Hash of ingest counters: applied, duplicates, dead_lettered (conflicts among them); each
+        message counts in exactly one."""
         return f"{self.prefix}stats"
 
 
