@@ -85,8 +85,9 @@ class AppliedPositions:
             self._expected[advance.partition] = max(before or -1, advance.applied)
 
     async def check(self) -> None:
-        """Compare Redis's offsets with the expected ones and rewind when they differ (Redis
-        restarted from an older snapshot while no batch came): run on a timer."""
+        """Rewind when Redis holds less than this worker wrote (it restarted from an older
+        snapshot while no batch came): run on a timer. More than expected is no sign: a
+        batch in flight may have written its offsets already (its script checks them)."""
         if self._store is None:
             return
         if self._rewinding_since is not None:
@@ -95,9 +96,9 @@ class AppliedPositions:
             return
         expected = {f: o for f, o in self._expected.items() if o is not None}
         stored = await self._store.applied_offsets(list(expected))
-        moved = {f: stored.get(f) for f, o in expected.items() if stored.get(f) != o}
-        if moved:
-            await self.rewind(f"Redis holds {moved}, this worker wrote {expected}")
+        behind = {f: stored.get(f) for f, o in expected.items() if stored.get(f, -1) < o}
+        if behind:
+            await self.rewind(f"Redis holds {behind}, behind what this worker wrote")
 
     async def rewind(self, why: str) -> None:
         """Stop applying and ask for a new assignment, which seeks to Redis's offsets."""

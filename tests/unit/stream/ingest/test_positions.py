@@ -1,0 +1,46 @@
+"""When the worker rewinds to Redis's applied offsets, and when it must not."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import cast
+
+from store.interaction_store import PartitionAdvance, RedisInteractionStore
+from stream.ingest.positions import AppliedPositions
+
+
+class _Offsets:
+    """Just the applied offsets of a store."""
+
+    def __init__(self, held: dict[str, int]) -> None:
+        self.held = held
+
+    async def applied_offsets(self, partitions: Sequence[str]) -> dict[str, int]:
+        return {p: self.held[p] for p in partitions if p in self.held}
+
+
+def _positions(held: dict[str, int]) -> tuple[AppliedPositions, list[str]]:
+    positions = AppliedPositions()
+    positions.use(cast(RedisInteractionStore, _Offsets(held)))
+    rejoins: list[str] = []
+
+    async def rejoin() -> None:
+        rejoins.append("rejoin")
+
+    positions.on_rewind(rejoin)
+    positions.advanced([PartitionAdvance("t:0", None, 10), PartitionAdvance("t:1", None, 5)])
+    return positions, rejoins
+
+
+def test_offsets_ahead_of_the_expected_ones_are_a_batch_in_flight_not_a_rewind() -> None:
+    positions, rejoins = _positions({"t:0": 12, "t:1": 5})  # a batch's script wrote 12
+    asyncio.run(positions.check())
+    assert (positions.rewinding, rejoins) == (False, [])
+
+
+def test_offsets_behind_or_missing_mean_redis_went_back_and_the_worker_rewinds() -> None:
+    for held in ({"t:0": 7, "t:1": 5}, {"t:1": 5}):
+        positions, rejoins = _positions(held)
+        asyncio.run(positions.check())
+        assert (positions.rewinding, rejoins) == (True, ["rejoin"])
