@@ -25,11 +25,13 @@ TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # Applied events are remembered per event_id, whatever their event time: an event's record is
 # two 64-bit fingerprints (its id's and its id-and-content's) in a set chosen by the id's hash,
 # one set family per period of processing time as long as the idempotency horizon
-# (RECSTREAM_DEDUP_TTL_S). Lookups read the periods before and after the current one too, so a
-# record is found for at least one horizon after it was written (at most two, then the set
-# expires) and workers' clocks may differ by up to a period. Sets of up to 512 integers are
+# (RECSTREAM_DEDUP_TTL_S). Lookups read the period before the current one too, so a record is
+# found for at least one horizon after it was written (at most two, then the set expires), and
+# within `CLOCK_SKEW_ALLOWED_S` of a period's end the next one, for workers whose clocks are
+# ahead. Sets of up to 512 integers are
 # compact intsets (set-max-intset-entries): 65,536 buckets hold ~16M events a period that way.
 DEDUP_BUCKETS = 65_536
+CLOCK_SKEW_ALLOWED_S = 3_600  # between workers' clocks, for the period a record goes to
 # A batch is applied in scripts of at most this much work (an event counts one, plus one per
 # interaction), so no script holds Redis for long, whatever a producer sends: under 10 ms at
 # this bound on a 2-core machine (bench/hostile_batch.py); a batch of 500 clicks takes two.
@@ -95,10 +97,12 @@ def history_member(event_id: str, line: int, it: Interaction) -> str:
 
 # One call applies a part of a batch. KEYS: item_clicks, item_orders, item_units, stats,
 # trending, applied offsets, then per event: records of the previous, current and next period
-# (its bucket), history, purchased. ARGV: records' expiry (unix s), history_len, user ttl,
-# counters kept, n_partitions, purchased kept, (partition, expected, applied)..., then per
-# event: id fingerprint, content fingerprint, n_history, (ts_ms, member)..., n_clicks,
-# (item, count)..., n_orders, ts_ms, (item, units)..., n_trending, (item, weight)...
+# (its bucket; the next is the current again far from a period's end), history, purchased.
+# ARGV: records' expiry (unix s), history_len, user ttl,
+# counters kept, n_partitions, purchased kept, (partition, expected, applied)..., then the
+# events as one JSON array (one argument, so the client packs one string, not ~20 per event)
+# of [id fingerprint, content fingerprint, [ts_ms, member, ...], [item, clicks, ...], order
+# time, [item, units, ...], [item, trending weight, ...]], fingerprints as text.
 # Returns per event 1 (applied), 0 (applied before), -3 (its id was applied before with other
 # content: not counted here, the worker dead-letters it) or -1 (a key of its user holds
 # another type: nothing written, not even its record, so no error after a write leaves an
@@ -148,17 +152,17 @@ local function recorded(records, member)
   return false
 end
 local applied, duplicates, out = 0, 0, {}
-local a = 7 + 3 * n_partitions
-for e = 0, (#KEYS - 6) / 5 - 1 do
-  local k = 7 + 5 * e
-  local records = {KEYS[k], KEYS[k + 1], KEYS[k + 2]}
+local events = cjson.decode(ARGV[7 + 3 * n_partitions])
+for e, event in ipairs(events) do
+  local k = 7 + 5 * (e - 1)
+  local records = {KEYS[k], KEYS[k + 1]}
+  if KEYS[k + 2] ~= KEYS[k + 1] then records[3] = KEYS[k + 2] end
   local history, purchased = KEYS[k + 3], KEYS[k + 4]
+  local id, content, lines, clicks, bought_at, units, trending = unpack(event)
   local history_type = redis.call('TYPE', history)['ok']
-  local purchased_type = redis.call('TYPE', purchased)['ok']
+  local purchased_type = #units > 0 and redis.call('TYPE', purchased)['ok'] or 'none'
   local usable = (purchased_type == 'none' or purchased_type == 'zset' or purchased_type == 'set')
     and (history_type == 'none' or history_type == 'zset' or history_type == 'list')
-  local id, content = ARGV[a], ARGV[a + 1]
-  a = a + 2
   local fresh, outcome = false, -1
   if usable then
     if not recorded(records, id) then
@@ -171,37 +175,30 @@ for e = 0, (#KEYS - 6) / 5 - 1 do
       outcome = -3
     end
   end
-  out[e + 1] = outcome
-  local n = tonumber(ARGV[a]); a = a + 1
-  if fresh and n > 0 then
+  out[e] = outcome
+  if fresh and #lines > 0 then
     if history_type == 'list' then migrate(history) end
-    redis.call('ZADD', history, unpack(ARGV, a, a + 2 * n - 1))
+    redis.call('ZADD', history, unpack(lines))
     if redis.call('ZCARD', history) > cap then
       redis.call('ZREMRANGEBYRANK', history, 0, -(cap + 1))
     end
     redis.call('EXPIRE', history, user_ttl)
   end
-  a = a + 2 * n
-  n = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n do
-    if fresh then redis.call('ZINCRBY', KEYS[1], ARGV[a + 1], ARGV[a]) end
-    a = a + 2
+  if fresh then
+    for i = 1, #clicks, 2 do redis.call('ZINCRBY', KEYS[1], clicks[i + 1], clicks[i]) end
   end
-  n = tonumber(ARGV[a]); a = a + 1
-  local bought_at = ARGV[a]; a = a + 1
-  if fresh and n > 0 then
+  if fresh and #units > 0 then
     if purchased_type == 'set' then
       local legacy = redis.call('SMEMBERS', purchased)
       redis.call('DEL', purchased)
       for _, item in ipairs(legacy) do redis.call('ZADD', purchased, 0, item) end
     end
     local bought = {}
-    for i = 0, n - 1 do
-      local item = ARGV[a + 2 * i]
+    for i = 1, #units, 2 do
+      local item = units[i]
       redis.call('ZINCRBY', KEYS[2], 1, item)
-      redis.call('ZINCRBY', KEYS[3], ARGV[a + 2 * i + 1], item)
-      bought[2 * i + 1] = bought_at
-      bought[2 * i + 2] = item
+      redis.call('ZINCRBY', KEYS[3], units[i + 1], item)
+      bought[i], bought[i + 1] = bought_at, item
     end
     redis.call('ZADD', purchased, 'GT', unpack(bought))
     if redis.call('ZCARD', purchased) > purchased_cap then
@@ -209,11 +206,10 @@ for e = 0, (#KEYS - 6) / 5 - 1 do
     end
     redis.call('EXPIRE', purchased, user_ttl)
   end
-  a = a + 2 * n
-  n = tonumber(ARGV[a]); a = a + 1
-  for _ = 1, n do
-    if fresh then redis.call('ZINCRBY', KEYS[5], ARGV[a + 1], ARGV[a]) end
-    a = a + 2
+  if fresh then
+    for i = 1, #trending, 2 do
+      redis.call('ZINCRBY', KEYS[5], trending[i + 1], trending[i])
+    end
   end
   if outcome == 1 then applied = applied + 1
   elseif outcome == 0 then duplicates = duplicates + 1 end
@@ -300,33 +296,36 @@ class RedisInteractionStore:
         self._apply = client.register_script(_APPLY_EVENTS)
 
     def _event_args(
-        self, effect: EventEffect, period: int, keys: list[str], args: list[str | int]
-    ) -> None:
+        self, effect: EventEffect, period: int, near_next: bool, keys: list[str]
+    ) -> list[object]:
+        """The event's keys (appended to `keys`) and its entry of the script's event array."""
         bucket, fingerprint = event_fingerprint(effect.event_id)
-        keys += [self._keys.seen_events(p, bucket) for p in (period - 1, period, period + 1)]
+        now = self._keys.seen_events(period, bucket)
+        # the next period's records can exist only near its start (workers' clocks differ)
+        later = self._keys.seen_events(period + 1, bucket) if near_next else now
+        keys += [self._keys.seen_events(period - 1, bucket), now, later]
         keys += [self._keys.history(effect.user_id), self._keys.purchased(effect.user_id)]
-        args += [fingerprint, content_fingerprint(effect)]
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
         trending: dict[str, float] = defaultdict(float)
-        history: list[str | int] = []
+        lines: list[object] = []
         for line, it in enumerate(effect.interactions):
             trending[it.item_id] += self.trending_weight(it.ts_ms)
-            history += [it.ts_ms, history_member(effect.event_id, line, it)]
+            lines += [it.ts_ms, history_member(effect.event_id, line, it)]
             if it.kind == "click":
                 clicks[it.item_id] += 1
             else:
                 units[it.item_id] += it.quantity
-        args += [len(history) // 2, *history]
-        for counts in (clicks, units):
-            args.append(len(counts))
-            if counts is units:
-                args.append(effect.interactions[0].ts_ms if effect.interactions else 0)
-            for item_id, count in counts.items():
-                args += [item_id, count]
-        args.append(len(trending))
-        for item_id, weight in trending.items():
-            args += [item_id, repr(weight)]
+        bought_at = effect.interactions[0].ts_ms if effect.interactions else 0
+        return [
+            str(fingerprint),  # as text: Lua numbers are doubles
+            str(content_fingerprint(effect)),
+            lines,
+            [x for pair in clicks.items() for x in pair],
+            bought_at,
+            [x for pair in units.items() for x in pair],
+            [x for pair in trending.items() for x in pair],
+        ]
 
     def trending_weight(self, ts_ms: int) -> float:
         """2^(age since 2026 in half-lives): a newer event outweighs an older one, so the
@@ -367,7 +366,9 @@ class RedisInteractionStore:
         k = self._keys
         keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
         keys.append(k.applied_offsets)
-        period = int(time.time()) // self._dedup_ttl_s
+        now_s = int(time.time())
+        period = now_s // self._dedup_ttl_s
+        near_next = (period + 1) * self._dedup_ttl_s - now_s < CLOCK_SKEW_ALLOWED_S
         args: list[str | int] = [
             (period + 2) * self._dedup_ttl_s + 60,
             self._history_len,
@@ -379,8 +380,8 @@ class RedisInteractionStore:
         for advance in advances:
             expected = "" if advance.expected is None else str(advance.expected)
             args += [advance.partition, expected, advance.applied]
-        for effect in effects:
-            self._event_args(effect, period, keys, args)
+        events = [self._event_args(e, period, near_next, keys) for e in effects]
+        args.append(json.dumps(events, separators=(",", ":")))
         results = await self._apply(keys=keys, args=args)
         if results and int(results[0]) == -2:
             raise AppliedOffsetsMovedError(
