@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 
@@ -31,6 +32,7 @@ TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # ahead. Sets of up to 512 integers are
 # compact intsets (set-max-intset-entries): 65,536 buckets hold ~16M events a period that way.
 DEDUP_BUCKETS = 65_536
+_MSGPACK = msgspec.msgpack.Encoder()
 CLOCK_SKEW_ALLOWED_S = 3_600  # between workers' clocks, for the period a record goes to
 # A batch is applied in scripts of at most this much work (an event counts one, plus one per
 # interaction), so no script holds Redis for long, whatever a producer sends: under 10 ms at
@@ -100,9 +102,10 @@ def history_member(event_id: str, line: int, it: Interaction) -> str:
 # (its bucket; the next is the current again far from a period's end), history, purchased.
 # ARGV: records' expiry (unix s), history_len, user ttl,
 # counters kept, n_partitions, purchased kept, (partition, expected, applied)..., then the
-# events as one JSON array (one argument, so the client packs one string, not ~20 per event)
-# of [id fingerprint, content fingerprint, [ts_ms, member, ...], [item, clicks, ...], order
-# time, [item, units, ...], [item, trending weight, ...]], fingerprints as text.
+# events as one MessagePack array (one argument, so the client packs one string, not ~20 per
+# event, and the script reads strings without unescaping them) of [id fingerprint, content
+# fingerprint, [ts_ms, member, ...], [item, clicks, ...], order time, [item, units, ...],
+# [item, trending weight, ...]], fingerprints as text (Lua numbers are doubles).
 # Returns per event 1 (applied), 0 (applied before), -3 (its id was applied before with other
 # content: not counted here, the worker dead-letters it) or -1 (a key of its user holds
 # another type: nothing written, not even its record, so no error after a write leaves an
@@ -152,7 +155,7 @@ local function recorded(records, member)
   return false
 end
 local applied, duplicates, out = 0, 0, {}
-local events = cjson.decode(ARGV[7 + 3 * n_partitions])
+local events = cmsgpack.unpack(ARGV[7 + 3 * n_partitions])
 for e, event in ipairs(events) do
   local k = 7 + 5 * (e - 1)
   local records = {KEYS[k], KEYS[k + 1]}
@@ -369,7 +372,7 @@ class RedisInteractionStore:
         now_s = int(time.time())
         period = now_s // self._dedup_ttl_s
         near_next = (period + 1) * self._dedup_ttl_s - now_s < CLOCK_SKEW_ALLOWED_S
-        args: list[str | int] = [
+        args: list[str | int | bytes] = [
             (period + 2) * self._dedup_ttl_s + 60,
             self._history_len,
             self._user_ttl_s,
@@ -381,7 +384,7 @@ class RedisInteractionStore:
             expected = "" if advance.expected is None else str(advance.expected)
             args += [advance.partition, expected, advance.applied]
         events = [self._event_args(e, period, near_next, keys) for e in effects]
-        args.append(json.dumps(events, separators=(",", ":")))
+        args.append(_MSGPACK.encode(events))
         results = await self._apply(keys=keys, args=args)
         if results and int(results[0]) == -2:
             raise AppliedOffsetsMovedError(
