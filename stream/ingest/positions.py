@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from faust.types import TP, EventT
+from redis.exceptions import RedisError
 
 from store.interaction_store import PartitionAdvance, RedisInteractionStore
 
@@ -54,13 +55,27 @@ class AppliedPositions:
         fetched meanwhile are not applied (they are read again after the seek)."""
         return self._rewinding_since is not None
 
-    async def resume_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+    async def resume_offsets(
+        self, tps: Iterable[TP], committed: Mapping[TP, int | None] | None = None
+    ) -> dict[TP, int]:
         """The next offset to read per partition that Redis holds an offset for; from now on
-        each of `tps` is expected to hold what Redis holds now."""
+        each of `tps` is expected to hold what Redis holds now. With Redis away, none: the
+        worker reads on from Kafka's `committed` offsets (a rebalance cannot wait) and expects
+        Redis to hold at least the offset before each, which `check` verifies once it is back."""
         if self._store is None:
             raise RuntimeError("the worker has no store yet")
         by_field = {partition_of(tp): tp for tp in tps}
-        stored = await self._store.applied_offsets(list(by_field))
+        try:
+            stored = await self._store.applied_offsets(list(by_field))
+        except (RedisError, OSError) as error:
+            log.warning("Redis away at assignment (%s): resuming from Kafka's offsets", error)
+            known = committed or {}
+            self._expected = {
+                f: None if known.get(tp) is None else int(known[tp] or 0) - 1
+                for f, tp in by_field.items()
+            }
+            self._rewinding_since = None
+            return {}
         self._expected = {field: stored.get(field) for field in by_field}
         if self._rewinding_since is not None:
             log.warning("re-reading from the offsets Redis holds: %s", stored or "none")

@@ -163,3 +163,27 @@ def test_redis_restored_from_an_older_snapshot_gets_back_what_it_lost_with_no_op
         assert clicks == {item: float(n) for item, n in expected_clicks.items()}
     finally:
         processes.stop_all()
+
+
+def test_a_worker_assigned_its_partitions_while_redis_is_away_waits_and_applies_everything(
+    kafka_bootstrap: str, private_redis: PrivateRedis, tmp_path: Path
+) -> None:
+    """Where to resume is read from Redis at each assignment: Redis away then must not stop
+    the worker (it resumes from Kafka's offsets and checks Redis once it is back)."""
+    settings = _settings(kafka_bootstrap, private_redis, tmp_path / "data")
+    events = list(sample_events(200, users=40, items=60, seed=44))
+    private_redis.stop()
+    processes = Processes()
+    try:
+        worker = processes.start("worker", settings)
+        with EventProducer(settings) as producer:
+            for event in events:
+                producer.send(event)
+            producer.flush()
+        time.sleep(8.0)  # the worker joins its group and is assigned meanwhile
+        assert worker.poll() is None, "the worker exited"
+        private_redis.restart_empty()
+        wait_until(lambda: ingest_counts(settings).get("applied") == 200, 90, "200 applied")
+        assert worker.poll() is None
+    finally:
+        processes.stop_all()

@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import cast
 
+from faust.types import TP
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from store.interaction_store import PartitionAdvance, RedisInteractionStore
 from stream.ingest.positions import AppliedPositions
 
@@ -44,3 +47,29 @@ def test_offsets_behind_or_missing_mean_redis_went_back_and_the_worker_rewinds()
         positions, rejoins = _positions(held)
         asyncio.run(positions.check())
         assert (positions.rewinding, rejoins) == (True, ["rejoin"])
+
+
+class _Flaky(_Offsets):
+    """A store whose Redis does not answer until told."""
+
+    away = True
+
+    async def applied_offsets(self, partitions: Sequence[str]) -> dict[str, int]:
+        if self.away:
+            raise RedisConnectionError("Redis is away")
+        return await super().applied_offsets(partitions)
+
+
+def test_an_assignment_while_redis_is_away_resumes_from_kafka_and_checks_redis_later() -> None:
+    """The seek cannot wait for Redis (the rebalance would time out): it keeps Kafka's
+    committed offsets, and expects Redis to hold at least the offset before them, so a Redis
+    that comes back with less still makes the worker rewind."""
+    store = _Flaky({"t:0": 7})
+    positions = AppliedPositions()
+    positions.use(cast(RedisInteractionStore, store))
+    tp = TP("t", 0)
+    resumed = asyncio.run(positions.resume_offsets([tp], committed={tp: 11}))
+    assert (resumed, positions.rewinding) == ({}, False)
+    store.away = False  # back, but behind what Kafka says was applied
+    asyncio.run(positions.check())
+    assert positions.rewinding
