@@ -296,8 +296,10 @@ def test_every_response_is_ranked_by_one_model_version(loop: Loop) -> None:
     answers: list[dict[str, Any]] = []
     now_ms = int(time.time() * 1000)
     try:
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
+        began = time.monotonic()  # 6 s at least; longer (up to 30 s) on a loaded machine
+        while time.monotonic() - began < 6 or (
+            len({a["model_version"] for a in answers}) < 3 and time.monotonic() - began < 30
+        ):
             answers.extend(_recommend(loop.api, u, now_ms) for u in probes)
     finally:
         stop.set()
