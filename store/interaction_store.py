@@ -11,9 +11,10 @@ import hashlib
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 
 import msgspec
 import redis
@@ -29,15 +30,16 @@ TRENDING_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 # (RECSTREAM_DEDUP_TTL_S). Lookups read the period before the current one too, so a record is
 # found for at least one horizon after it was written (at most two, then the set expires), and
 # within `CLOCK_SKEW_ALLOWED_S` of a period's end the next one, for workers whose clocks are
-# ahead. Sets of up to 512 integers are
-# compact intsets (set-max-intset-entries): 65,536 buckets hold ~16M events a period that way.
+# ahead. Sets of up to 512 integers are compact intsets (set-max-intset-entries): 65,536
+# buckets hold ~16M events a period that way.
 DEDUP_BUCKETS = 65_536
-_MSGPACK = msgspec.msgpack.Encoder()
 CLOCK_SKEW_ALLOWED_S = 3_600  # between workers' clocks, for the period a record goes to
 # A batch is applied in scripts of at most this much work (an event counts one, plus one per
-# interaction), so no script holds Redis for long, whatever a producer sends: under 10 ms at
-# this bound on a 2-core machine (bench/hostile_batch.py); a batch of 500 clicks takes two.
+# interaction), so no script holds Redis for long, whatever a producer sends: ~6 ms for 500
+# clicks' worth on a 2-core machine, ~10 ms for one 500-line order, which cannot be split
+# (bench/hostile_batch.py); a batch of 500 clicks takes two scripts.
 MAX_WORK_PER_SCRIPT = 500
+_MSGPACK = msgspec.msgpack.Encoder()
 
 
 class Applied(Enum):
@@ -51,7 +53,7 @@ class Applied(Enum):
 
 @dataclass(frozen=True, slots=True)
 class PartitionAdvance:
-    """A batch's last offset on one source partition ("topic:partition"), written with its
+    """A batch's last offset on one source partition ("topic/partition"), written with its
     effects, and the offset Redis must hold for it now (None: none; "*": not checked)."""
 
     partition: str
@@ -236,6 +238,17 @@ return out
 """
 
 
+async def _or_legacy(raw: object, legacy: Callable[[], Awaitable[object]]) -> object:
+    """A pipeline reply (taken with raise_on_error=False), or where it is WRONGTYPE, what
+    `legacy` reads: the key still has the type an older version gave it (a user's keys are
+    migrated by the apply script at their next event)."""
+    if isinstance(raw, redis.ResponseError):
+        if not str(raw).startswith("WRONGTYPE"):
+            raise raw
+        return await legacy()
+    return raw
+
+
 def _entries(raw: Sequence[bytes | str]) -> list[HistoryEntry]:
     docs = [json.loads(r) for r in raw]
     return [
@@ -394,7 +407,7 @@ class RedisInteractionStore:
         return [Applied(int(r)) for r in results]
 
     async def applied_offsets(self, partitions: Sequence[str]) -> dict[str, int]:
-        """The last applied offset Redis holds for each of `partitions` ("topic:partition")
+        """The last applied offset Redis holds for each of `partitions` ("topic/partition")
         that has one."""
         if not partitions:
             return {}
@@ -427,12 +440,10 @@ class RedisInteractionStore:
         }
 
     async def _entries_of(self, user_id: str, raw: object, limit: int) -> list[HistoryEntry]:
-        """Entries from a ZREVRANGE answer; a history still kept as a list by an older version
-        (WRONGTYPE until its user's next event migrates it) is read as one."""
-        if isinstance(raw, redis.ResponseError):
-            if not str(raw).startswith("WRONGTYPE"):
-                raise raw
-            raw = await self._client.lrange(self._keys.history(user_id), 0, limit - 1)
+        """Entries from a ZREVRANGE reply; a history still kept as a list by an older version
+        is read as one."""
+        legacy = partial(self._client.lrange, self._keys.history(user_id), 0, limit - 1)
+        raw = await _or_legacy(raw, legacy)
         if not isinstance(raw, list):
             raise TypeError(f"unexpected history reply {type(raw).__name__}")
         return _entries(raw)
@@ -445,11 +456,8 @@ class RedisInteractionStore:
         return await self._purchased_of(user_id, members)
 
     async def _purchased_of(self, user_id: str, raw: object) -> set[str]:
-        """Items from a ZRANGE answer; a set left by an older version is read as one."""
-        if isinstance(raw, redis.ResponseError):
-            if not str(raw).startswith("WRONGTYPE"):
-                raise raw
-            raw = await self._client.smembers(self._keys.purchased(user_id))
+        """Items from a ZRANGE reply; a set left by an older version is read as one."""
+        raw = await _or_legacy(raw, partial(self._client.smembers, self._keys.purchased(user_id)))
         if not isinstance(raw, list | set):
             raise TypeError(f"unexpected purchased reply {type(raw).__name__}")
         return {as_text(m) for m in raw}

@@ -109,7 +109,7 @@ class RedisKeys:
 
     @property
     def applied_offsets(self) -> str:
-        """Hash: "topic:partition" -> the last ingest offset whose effects are here, written in
+        """Hash: "topic/partition" -> the last ingest offset whose effects are here, written in
         the same script as the effects (what a worker resumes from)."""
         return f"{self.prefix}ingest:offsets"
 

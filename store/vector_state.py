@@ -212,9 +212,6 @@ class RedisVectorState:
                         ids = [ids[n] for n in rows]
                         kept = None if matrix is None or not ids else matrix[rows]
                 pipe.multi()  # type: ignore[no-untyped-call]
-                if retired:
-                    pipe.hdel(self._keys.item_vectors, *retired)
-                    pipe.hdel(self._keys.item_versions, *retired)
                 self._queue_publish(pipe, ids, kept, model_version, info, retired)
                 try:
                     await pipe.execute()
@@ -243,7 +240,9 @@ class RedisVectorState:
         if info is not None:
             pipe.hset(self._keys.model_info, str(model_version), json.dumps(dict(info)))
             pipe.hdel(self._keys.model_info, str(model_version - MODEL_INFO_KEPT))
-        # followers read retired items as missing, and drop them from their index
+        if retired:  # followers read them as missing, and drop them from their index
+            pipe.hdel(self._keys.item_vectors, *retired)
+            pipe.hdel(self._keys.item_versions, *retired)
         self._announce(pipe, "upsert", [*item_ids, *retired], model_version)
         pipe.set(self._keys.model_version, model_version)
 

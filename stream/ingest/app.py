@@ -8,6 +8,7 @@ import logging
 import faust
 import redis.asyncio as aioredis
 from faust.types import StreamT
+from redis.exceptions import RedisError
 
 from store.interaction_store import RedisInteractionStore
 from stream.config import Settings
@@ -106,7 +107,7 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     async def check_positions() -> None:
         try:
             await positions.check()
-        except Exception as error:  # Redis away: the batches wait it out and check again
+        except (RedisError, OSError) as error:  # Redis away: batches wait it out; check again
             log.debug("cannot compare applied offsets now: %s", error)
 
     app.timer(1.0)(check_positions)

@@ -18,15 +18,11 @@ from faust.types import TP, EventT
 from redis.exceptions import RedisError
 
 from store.interaction_store import PartitionAdvance, RedisInteractionStore
+from stream.events.handlers import partition_key
 
 log = logging.getLogger(__name__)
 
 REJOIN_AGAIN_S = 10.0  # a rejoin that brought no new assignment by then is asked for again
-
-
-def partition_of(tp: TP) -> str:
-    """The field of `tp` in the applied-offsets hash."""
-    return f"{tp.topic}:{tp.partition}"
 
 
 class AppliedPositions:
@@ -64,14 +60,14 @@ class AppliedPositions:
         Redis to hold at least the offset before each, which `check` verifies once it is back."""
         if self._store is None:
             raise RuntimeError("the worker has no store yet")
-        by_field = {partition_of(tp): tp for tp in tps}
+        by_field = {partition_key(tp.topic, tp.partition): tp for tp in tps}
         try:
             stored = await self._store.applied_offsets(list(by_field))
         except (RedisError, OSError) as error:
             log.warning("Redis away at assignment (%s): resuming from Kafka's offsets", error)
             known = committed or {}
             self._expected = {
-                f: None if known.get(tp) is None else int(known[tp] or 0) - 1
+                f: None if (offset := known.get(tp)) is None else offset - 1
                 for f, tp in by_field.items()
             }
             self._rewinding_since = None
@@ -86,7 +82,7 @@ class AppliedPositions:
         """Each partition's last offset in `events`, with the offset Redis should hold now."""
         last: dict[str, int] = {}
         for event in events:
-            field = partition_of(event.message.tp)
+            field = partition_key(event.message.tp.topic, event.message.tp.partition)
             last[field] = max(last.get(field, -1), event.message.offset)
         return [
             PartitionAdvance(field, self._expected.get(field, "*"), offset)

@@ -174,19 +174,17 @@ class IngestProcessor:
         elif outcome is Applied.UNUSABLE_KEYS:
             await self._cannot_apply(item, "a Redis key of this user holds another type")
         elif outcome is Applied.CONFLICT:
-            await self._dead_letter(
-                dead_letter(
-                    f"conflict: event_id {item.effect.event_id!r} was applied before with "
-                    "other content (user, items, time or quantities); the first is kept",
-                    item.source,
-                    item.key,
-                    item.payload,
-                    self._pseudonyms,
-                )
+            await self._refuse(
+                item,
+                f"conflict: event_id {item.effect.event_id!r} was applied before with other "
+                "content (user, items, time or quantities); the first is kept",
             )
 
     async def _cannot_apply(self, item: _Pending, why: str) -> None:
-        reason = f"handler error: {why}"[:500]
+        await self._refuse(item, f"handler error: {why}"[:500])
+
+    async def _refuse(self, item: _Pending, reason: str) -> None:
+        """Dead-letter a decoded event the store did not apply, with the reason."""
         await self._dead_letter(
             dead_letter(reason, item.source, item.key, item.payload, self._pseudonyms)
         )

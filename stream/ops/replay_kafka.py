@@ -77,6 +77,7 @@ class RangeReader:
         since_ms: int | None,
         until_ms: int | None = None,
         topics: Sequence[str] | None = None,
+        older_than_ms: int | None = None,
     ) -> None:
         if since_ms is not None and until_ms is not None and until_ms <= since_ms:
             raise ValueError("impossible time range: --until must be after --since")
@@ -87,6 +88,8 @@ class RangeReader:
         self.position: dict[str, int] = {}
         self.pseudonyms = Pseudonyms.of(settings.pseudonym_key)
         self.limits = EventTimeLimits.of(settings)
+        self.older_than_ms = older_than_ms
+        self.older = 0  # messages read whose broker timestamp is before `older_than_ms`
 
     def batches(self, *, progress: bool = True, desc: str = "replay") -> Iterator[Decoded]:
         """Decoded messages in partition order, a poll at a time, until every partition's end
@@ -151,6 +154,8 @@ class RangeReader:
                 consumer.pause(tp)
                 break
             self.position[partition_key(tp.topic, tp.partition)] = message.offset + 1
+            if self.older_than_ms is not None and message.timestamp < self.older_than_ms:
+                self.older += 1
             out.append(
                 decode_record(
                     message,
@@ -203,13 +208,15 @@ def replay_kafka(
     `past_horizon`: their idempotency records may have expired, so they could count twice."""
     if rate is not None and rate <= 0:
         raise ValueError("the rate must be positive")
-    reader = RangeReader(settings, since_ms, until_ms, topics)
-    summary = KafkaReplaySummary(dry_run=dry_run)
     horizon_ms = int(time.time() * 1000) - settings.dedup_ttl_s * 1000
-    summary.past_horizon = reader.count_before(horizon_ms)
-    if summary.past_horizon and not (past_horizon or dry_run):
+    reader = RangeReader(settings, since_ms, until_ms, topics, older_than_ms=horizon_ms)
+    summary = KafkaReplaySummary(dry_run=dry_run)
+    # the range's head is read first only where it may be refused before anything is applied;
+    # otherwise the messages past the horizon are counted as they are read (`reader.older`)
+    older = 0 if past_horizon or dry_run else reader.count_before(horizon_ms)
+    if older:
         raise ValueError(
-            f"{summary.past_horizon:,} messages of the range were appended more than "
+            f"{older:,} messages of the range were appended more than "
             f"RECSTREAM_DEDUP_TTL_S ({settings.dedup_ttl_s:,} s) ago: their idempotency "
             "records may be gone, so applying them again could count them twice. Start "
             "--since later, or pass --past-horizon (e.g. into an empty Redis) to apply them"
@@ -226,4 +233,5 @@ def replay_kafka(
         summary.conflicts += applied.count(Applied.CONFLICT)
         if rate is not None:
             time.sleep(max(0.0, began + summary.messages / rate - time.monotonic()))
+    summary.past_horizon = reader.older
     return summary

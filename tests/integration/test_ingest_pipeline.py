@@ -68,6 +68,19 @@ def _store(client: aioredis.Redis, settings: Settings) -> RedisInteractionStore:
     return RedisInteractionStore(client, RedisKeys(settings.redis_prefix))
 
 
+def history_items(settings: Settings, user_id: str) -> list[str]:
+    """The items of the user's history as Redis holds it, newest first."""
+
+    async def read() -> list[str]:
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            return [h.item_id for h in await _store(client, settings).history(user_id)]
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
 def stats_of(settings: Settings) -> IngestStats:
     async def read() -> IngestStats:
         client = aioredis.from_url(settings.redis_url)
@@ -249,15 +262,7 @@ def _send_and_check_times(settings: Settings, times: dict[str, datetime]) -> Non
     assert "RECSTREAM_MAX_CLOCK_SKEW_S" in reasons["future-2099"]
     assert "RECSTREAM_MAX_EVENT_AGE_S" in reasons["too-old"]
     wait_until(lambda: stats_of(settings).applied == 2, 30, "the two good events applied")
-
-    async def history() -> list[str]:
-        client = aioredis.from_url(settings.redis_url)
-        try:
-            return [h.item_id for h in await _store(client, settings).history("u-time")]
-        finally:
-            await client.aclose()
-
-    assert sorted(asyncio.run(history())) == ["i-ok-recent", "i-ok-skewed"]
+    assert sorted(history_items(settings, "u-time")) == ["i-ok-recent", "i-ok-skewed"]
 
 
 def test_an_event_id_sent_again_with_other_content_is_dead_lettered_as_a_conflict(
@@ -287,12 +292,4 @@ def test_an_event_id_sent_again_with_other_content_is_dead_lettered_as_a_conflic
         processes.stop_all()
     assert [letter["reason"].split(":")[0] for letter in letters] == ["conflict", "conflict"]
     assert stats_of(settings).applied == 1
-
-    async def history() -> list[str]:
-        client = aioredis.from_url(settings.redis_url)
-        try:
-            return [h.item_id for h in await _store(client, settings).history("u-c")]
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(history()) == ["a"]
+    assert history_items(settings, "u-c") == ["a"]

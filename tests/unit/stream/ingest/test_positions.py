@@ -32,18 +32,18 @@ def _positions(held: dict[str, int]) -> tuple[AppliedPositions, list[str]]:
         rejoins.append("rejoin")
 
     positions.on_rewind(rejoin)
-    positions.advanced([PartitionAdvance("t:0", None, 10), PartitionAdvance("t:1", None, 5)])
+    positions.advanced([PartitionAdvance("t/0", None, 10), PartitionAdvance("t/1", None, 5)])
     return positions, rejoins
 
 
 def test_offsets_ahead_of_the_expected_ones_are_a_batch_in_flight_not_a_rewind() -> None:
-    positions, rejoins = _positions({"t:0": 12, "t:1": 5})  # a batch's script wrote 12
+    positions, rejoins = _positions({"t/0": 12, "t/1": 5})  # a batch's script wrote 12
     asyncio.run(positions.check())
     assert (positions.rewinding, rejoins) == (False, [])
 
 
 def test_offsets_behind_or_missing_mean_redis_went_back_and_the_worker_rewinds() -> None:
-    for held in ({"t:0": 7, "t:1": 5}, {"t:1": 5}):
+    for held in ({"t/0": 7, "t/1": 5}, {"t/1": 5}):
         positions, rejoins = _positions(held)
         asyncio.run(positions.check())
         assert (positions.rewinding, rejoins) == (True, ["rejoin"])
@@ -64,7 +64,7 @@ def test_an_assignment_while_redis_is_away_resumes_from_kafka_and_checks_redis_l
     """The seek cannot wait for Redis (the rebalance would time out): it keeps Kafka's
     committed offsets, and expects Redis to hold at least the offset before them, so a Redis
     that comes back with less still makes the worker rewind."""
-    store = _Flaky({"t:0": 7})
+    store = _Flaky({"t/0": 7})
     positions = AppliedPositions()
     positions.use(cast(RedisInteractionStore, store))
     tp = TP("t", 0)
