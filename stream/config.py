@@ -87,8 +87,9 @@ class Settings(BaseSettings):
         description="reject events older than this before their arrival (default: any age, "
         "so replays of old logs apply)",
     )
-    batch_size: int = Field(500, ge=1, description="events an agent applies per Redis round trip")
-    batch_wait_ms: int = Field(5, ge=0, description="longest an agent waits to fill a batch")
+    batch_size: int = Field(
+        500, ge=1, description="most events a worker applies per Redis call (of one fetch)"
+    )
     fetch_max_wait_ms: int = Field(20, ge=1, description="broker long-poll wait of the consumer")
     session_timeout_s: float = Field(10.0, gt=0, description="consumer group session timeout")
     commit_interval_s: float = Field(1.0, gt=0, description="how often processed offsets commit")

@@ -1,5 +1,5 @@
-"""The Faust ingest app: one thin agent that batches the ingest topics into an
-`IngestProcessor` and follows the serving namespace."""
+"""The Faust ingest app: one task that applies the consumer's batches of the ingest topics
+with an `IngestProcessor` and follows the serving namespace."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 
 import faust
 import redis.asyncio as aioredis
-from faust.types import StreamT
 from redis.exceptions import RedisError
 
 from store.interaction_store import RedisInteractionStore
@@ -15,6 +14,7 @@ from stream.config import Settings
 from stream.events.event_time import EventTimeLimits
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.topics import TopicNames
+from stream.ingest.batches import BatchChannel
 from stream.ingest.metrics import WorkerMetrics
 from stream.ingest.positions import AppliedPositions
 from stream.ingest.processor import IngestProcessor, ProcessedOffsets
@@ -43,9 +43,12 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     session_timeout = settings.session_timeout_s
     datadir = settings.data_dir / "worker" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
+    names = TopicNames.from_settings(settings)
+    batches = BatchChannel(names.ingest, settings.batch_size)
     app = LowLatencyApp(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        batches=batches,
         broker=_broker_urls(settings.kafka_bootstrap),
         key_serializer="raw",
         value_serializer="raw",
@@ -66,17 +69,19 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     positions = AppliedPositions()
     positions.on_rewind(app.rejoin_group)
     app.resume_offsets = positions.resume_offsets
-    names = TopicNames.from_settings(settings)
-    ingest_topic = app.topic(*names.ingest, key_type=bytes, value_type=bytes)
+    app.topics.add(app.topic(*names.ingest, key_type=bytes, value_type=bytes))
     dlq_topic = app.topic(names.dlq, key_type=bytes, value_type=bytes)
 
-    @app.agent(ingest_topic, name="ingest")
-    async def ingest(stream: StreamT[bytes]) -> None:
-        client = redis_client(settings)
-        watch = NamespaceWatch(settings, client)
-        name = await watch.current()
+    client = redis_client(settings)
+    watch = NamespaceWatch(settings, client)
+    processor: IngestProcessor | None = None
+
+    async def prepare() -> None:
+        """The processor, writing to the serving namespace: before any assignment, whose
+        seek asks it where Redis's effects reach."""
+        nonlocal processor
         processor = IngestProcessor(
-            *_sinks(watch.settings_of(name), client),
+            *_sinks(watch.settings_of(await watch.current()), client),
             dlq_topic,
             settings.max_event_bytes,
             metrics,
@@ -85,19 +90,30 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
             EventTimeLimits.of(settings),
             positions,
         )
+
+    async def ingest() -> None:
+        """Apply each batch the consumer fetched, then ack its messages (Faust commits acked
+        offsets); batches of an earlier assignment are left to be read again."""
+        if processor is None:
+            raise RuntimeError("the ingest processor was not prepared")
+        name = await watch.current()
         try:
-            if not isinstance(stream, faust.Stream):  # take_events is not on the StreamT protocol
-                raise TypeError(f"expected a faust.Stream, got {type(stream).__name__}")
-            async for events in stream.take_events(
-                settings.batch_size, within=settings.batch_wait_ms / 1000
-            ):
+            while True:
+                messages = await batches.get()
+                if messages[0].generation_id != app.consumer_generation_id:
+                    continue
                 if (now := await watch.current()) != name:
                     log.info("writing to namespace %r (was %r)", now, name)
                     processor.retarget(*_sinks(watch.settings_of(now), client))
                     name = now
-                await processor.process(events)
+                if await processor.process(messages):
+                    for message in messages:
+                        app.consumer.ack(message)
         finally:
             await client.aclose()
+
+    app.before_consuming(prepare)
+    app.task(ingest)
 
     async def measure_lag() -> None:
         metrics.lag.set(processed.lag(app.consumer))

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
-from faust.types import TP, EventT
+from faust.types import TP, Message
 from redis.exceptions import RedisError
 
 from store.interaction_store import PartitionAdvance, RedisInteractionStore
@@ -78,12 +78,12 @@ class AppliedPositions:
         self._rewinding_since = None
         return {by_field[field]: offset + 1 for field, offset in stored.items()}
 
-    def advances(self, events: Sequence[EventT[bytes]]) -> list[PartitionAdvance]:
-        """Each partition's last offset in `events`, with the offset Redis should hold now."""
+    def advances(self, messages: Sequence[Message]) -> list[PartitionAdvance]:
+        """Each partition's last offset in `messages`, with the offset Redis should hold now."""
         last: dict[str, int] = {}
-        for event in events:
-            field = partition_key(event.message.tp.topic, event.message.tp.partition)
-            last[field] = max(last.get(field, -1), event.message.offset)
+        for message in messages:
+            field = partition_key(message.topic, message.partition)
+            last[field] = max(last.get(field, -1), message.offset)
         return [
             PartitionAdvance(field, self._expected.get(field, "*"), offset)
             for field, offset in last.items()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from faust.types import TP, ConsumerT, EventT, TopicT
+from faust.types import TP, ConsumerT, Message, TopicT
 
 from model.interaction import EventEffect
 from store.interaction_store import (
@@ -104,12 +104,13 @@ class IngestProcessor:
         self._users = users
         self.positions.use(store)
 
-    async def process(self, events: Sequence[EventT[bytes]]) -> None:
+    async def process(self, messages: Sequence[Message]) -> bool:
+        """Apply a batch; False where it was left to be read again (Redis went back to an
+        older snapshot: its partitions are being sought back to what Redis holds)."""
         if self.positions.rewinding:
-            return  # read again once the partitions are sought back to what Redis holds
+            return False
         pending: list[_Pending] = []
-        for event in events:
-            msg = event.message
+        for msg in messages:
             self.offsets.seen(msg.tp, msg.offset)
             source, outcome = decode_record(
                 msg,
@@ -123,12 +124,12 @@ class IngestProcessor:
             else:
                 key, value = record_bytes(msg)
                 pending.append(_Pending(outcome, source, key, value or b"", msg.timestamp))
-        advances = self.positions.advances(events)
+        advances = self.positions.advances(messages)
         try:
             await self._apply(pending, advances)
         except AppliedOffsetsMovedError as moved:
             await self.positions.rewind(str(moved))
-            return
+            return False
         self.positions.advanced(advances)
         if self._users is not None and pending:
             users = list(dict.fromkeys(p.effect.user_id for p in pending))
@@ -136,12 +137,13 @@ class IngestProcessor:
                 written = await self._retrying(partial(self._users.refresh, users))
             except Exception:
                 log.exception("re-embedding %d users failed; their vectors stay older", len(users))
-                return
+                return True
             self._metrics.user_vectors.inc(written)
             if written:  # freshness counts events whose user vector now reflects them
                 now = time.time()
                 for item in pending:
                     self._metrics.freshness.observe(max(0.0, now - item.produced_s))
+        return True
 
     async def _apply(self, pending: list[_Pending], advances: list[PartitionAdvance]) -> None:
         """Apply the batch and its partition offsets in one call; an event the store cannot
