@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,10 +86,21 @@ def content_fingerprint(effect: EventEffect) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
+# Printable ASCII but the quote and the backslash: text json.dumps writes as it is.
+_PLAIN_JSON_TEXT = re.compile(r"[ !#-\[\]-~]*")
+
+
 def history_member(event_id: str, line: int, it: Interaction) -> str:
     """A history entry as a sorted-set member, unique per (event, line): applying an event
     again adds nothing. Equal times sort by event id, then line (`line` is zero-padded so a
-    later line of an order reads as newer, as the trainer's history has it)."""
+    later line of an order reads as newer, as the trainer's history has it). Plain ids are
+    formatted directly, byte for byte what `json.dumps` gives, at a fifth of its cost."""
+    plain = _PLAIN_JSON_TEXT.fullmatch
+    if plain(event_id) and plain(it.item_id) and plain(it.kind) and type(it.ts_ms) is int:
+        return (
+            f'{{"event_id":"{event_id}","n":"{line:03d}","item_id":"{it.item_id}",'
+            f'"kind":"{it.kind}","ts_ms":{it.ts_ms}}}'
+        )
     entry = {
         "event_id": event_id,
         "n": f"{line:03d}",

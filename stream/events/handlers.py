@@ -78,19 +78,18 @@ class DeadLetter:
         return json.dumps(record, separators=(",", ":")).encode()
 
 
-def effect_of(event: ClickEvent | OrderEvent) -> EventEffect:
-    """The interactions an event contributes to user and item state."""
+def effect_of(event: ClickEvent | OrderEvent, user_id: str | None = None) -> EventEffect:
+    """The interactions an event contributes to user and item state; with `user_id`, as that
+    user's (a pseudonym) instead of the event's."""
     ts = event.ts_ms
+    user = event.user_id if user_id is None else user_id
     if isinstance(event, ClickEvent):
-        interactions: tuple[Interaction, ...] = (
-            Interaction(event.user_id, event.item_id, "click", ts),
-        )
+        interactions: tuple[Interaction, ...] = (Interaction(user, event.item_id, "click", ts),)
     else:
         interactions = tuple(
-            Interaction(event.user_id, line.item_id, "order", ts, line.quantity)
-            for line in event.items
+            Interaction(user, line.item_id, "order", ts, line.quantity) for line in event.items
         )
-    return EventEffect(event.event_id, event.user_id, interactions)
+    return EventEffect(event.event_id, user, interactions)
 
 
 def handle_message(
@@ -113,9 +112,7 @@ def handle_message(
         event = decode_event(payload, max_bytes)
         if limits is not None:
             limits.check(event.ts_ms, arrival_ms)
-        if pseudonyms is not None:
-            event = event.model_copy(update={"user_id": pseudonyms.user(event.user_id)})
-        return effect_of(event)
+        return effect_of(event, None if pseudonyms is None else pseudonyms.user(event.user_id))
     except EventError as error:
         reason = error.reason
     except Exception as error:

@@ -201,9 +201,26 @@ def validate_event(document: Any) -> ClickEvent | OrderEvent:
 
 
 def decode_event(payload: bytes, max_bytes: int) -> ClickEvent | OrderEvent:
-    """Wire bytes -> event, or EventError. Never raises anything else."""
+    """Wire bytes -> event, or EventError. Never raises anything else.
+
+    Parsing and validating in one step (pydantic's own JSON parser) takes a third of the time
+    of `json.loads` and then validating; what it refuses, and any event with a context (whose
+    size is checked on the document), goes the reference way below, which gives the reason.
+    """
     if len(payload) > max_bytes:
         raise EventError(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        event = _event_adapter.validate_json(payload)
+    except Exception:  # the reference decode below says what is wrong
+        pass
+    else:
+        if event.context is None:
+            return event
+    return _decode_reference(payload)
+
+
+def _decode_reference(payload: bytes) -> ClickEvent | OrderEvent:
+    """`json.loads`, then `validate_event`: the decode whose outcome defines the schema."""
     try:
         document = json.loads(payload)
     except RecursionError:

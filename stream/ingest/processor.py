@@ -167,8 +167,10 @@ class IngestProcessor:
                     await self._count(item, alone[0])
             await self._retrying(partial(self._store.apply_many, [], advances))
             return
+        self._metrics.events.inc(outcomes.count(Applied.NEW))
         for item, outcome in zip(pending, outcomes, strict=True):
-            await self._count(item, outcome)
+            if outcome is not Applied.NEW and outcome is not Applied.DUPLICATE:
+                await self._count(item, outcome)
 
     async def _count(self, item: _Pending, outcome: Applied) -> None:
         if outcome is Applied.NEW:

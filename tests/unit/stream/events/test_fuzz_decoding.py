@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.events import handlers
+from stream.events import handlers, schema
 from stream.events.handlers import DeadLetter, SourcePosition, handle_message
+from stream.events.schema import EventError
 from tests.strategies import encode, event_like, payloads
 
 SOURCE = SourcePosition("clicks", 0, 1)
@@ -95,3 +96,46 @@ def test_an_unexpected_error_while_decoding_costs_one_record_as_a_dead_letter(
     outcome = handle_message(_click_at("2024-05-01T10:00:00Z"), b"k", SOURCE, MAX_BYTES)
     assert isinstance(outcome, DeadLetter)
     assert outcome.reason == "cannot decode: OverflowError: date value out of range"
+
+
+def _reference_or_reason(payload: bytes) -> object:
+    try:
+        return schema._decode_reference(payload)
+    except EventError as error:
+        return error.reason
+
+
+def _decoded_or_reason(payload: bytes) -> object:
+    try:
+        return schema.decode_event(payload, MAX_BYTES)
+    except EventError as error:
+        return error.reason
+
+
+@settings(max_examples=1_500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=payloads | event_like.map(encode))
+def test_the_fast_decode_accepts_and_refuses_exactly_what_the_reference_decode_does(
+    payload: bytes,
+) -> None:
+    if len(payload) <= MAX_BYTES:
+        assert _decoded_or_reason(payload) == _reference_or_reason(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"event_id":"a","event_id":"b","user_id":"u","ts":"2026-01-01T00:00:00Z",'
+        b'"type":"click","item_id":"i"}',
+        b'{"event_id":"a\\ud800","user_id":"u","ts":"2026-01-01T00:00:00Z","type":"click",'
+        b'"item_id":"i"}',
+        b'\xef\xbb\xbf{"event_id":"a","user_id":"u","ts":"2026-01-01T00:00:00Z","type":"click",'
+        b'"item_id":"i"}',
+        b'{"event_id":"a","user_id":"u","ts":1767225600000,"type":"order","order_id":"o",'
+        b'"items":[{"item_id":"i","quantity":2,"price":NaN}]}',
+        b'{"event_id":"a","user_id":"u","ts":"2026-01-01T00:00:00Z","type":"click",'
+        b'"item_id":"i","context":{"query":"' + "\N{GRINNING FACE}".encode() * 512 + b'"}}',
+    ],
+    ids=["duplicate key", "lone surrogate", "byte order mark", "NaN price", "context"],
+)
+def test_the_fast_decode_agrees_with_the_reference_on_json_corner_cases(payload: bytes) -> None:
+    assert _decoded_or_reason(payload) == _reference_or_reason(payload)

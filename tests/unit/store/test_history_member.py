@@ -1,0 +1,29 @@
+"""History entries are sorted-set members: the same (event, line) must give the same bytes."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from model.interaction import Interaction
+from store.interaction_store import history_member
+
+ids = st.text(max_size=20) | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126))
+
+
+@given(
+    event_id=ids,
+    item_id=ids,
+    line=st.integers(0, 1_000),
+    kind=st.sampled_from(["click", "order"]),
+    ts_ms=st.integers(0, 2**53),
+)
+def test_a_history_member_is_the_compact_json_of_its_entry_whatever_the_ids(
+    event_id: str, item_id: str, line: int, kind: str, ts_ms: int
+) -> None:
+    entry = {"event_id": event_id, "n": f"{line:03d}", "item_id": item_id, "kind": kind}
+    expected = json.dumps(entry | {"ts_ms": ts_ms}, separators=(",", ":"))
+    member = history_member(event_id, line, Interaction("u", item_id, kind, ts_ms))  # type: ignore[arg-type]
+    assert member == expected
