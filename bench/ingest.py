@@ -1,10 +1,14 @@
 """Ingest benchmark: sustained events/s end to end and produce-to-effect latency (prints figures).
 
-    python bench/ingest.py [--events 100000] [--runs 3] [--rate 5000] [--seconds 15]
+    python bench/ingest.py [--events 100000] [--runs 3] [--workers 1 2] [--rate 1000 10000]
+                           [--seconds 15]
 
 End to end = SDK -> broker -> Faust worker -> Redis effects. Baseline in the same run: the same
 events applied straight to Redis by the store (no broker, no Faust), i.e. the ceiling of the
-Redis side alone. Starts the local stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker.
+Redis side alone; and the producer alone (the same SDK sending to the broker with no worker
+running), the rate no end-to-end run on this box can pass. Each run is also repeated as a
+backlog the workers drain with the producer done: what the workers reach without sharing the
+cores with it. Starts the local stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import spawn, stop
 from stream.local.stack import local_stack
+
+SETTLE_S = 8.0  # for several workers to settle their partitions after the first joined
 
 
 def _isolated(settings: Settings, tag: str) -> Settings:
@@ -83,33 +89,65 @@ def baseline_redis_only(settings: Settings, events: list[ClickEvent | OrderEvent
 
 
 @contextmanager
-def _warm_worker(
-    settings: Settings, client: redis.Redis, linger_ms: int
-) -> Iterator[EventProducer]:
-    """A producer, with a worker that has joined its group and applied a first event."""
+def _workers(settings: Settings, n: int) -> Iterator[None]:
+    """`n` worker processes of one consumer group."""
     ensure_topics(settings)
-    worker = spawn("worker", settings, settings.data_dir / "bench-worker.log")
+    logs = settings.data_dir
+    workers = [spawn("worker", settings, logs / f"bench-worker-{i}.log") for i in range(n)]
     try:
-        with EventProducer(settings, linger_ms=linger_ms) as producer:
-            producer.send(_probe("warmup"))
-            producer.flush()
-            _wait_applied(client, settings, 1, timeout_s=120)
-            yield producer
+        yield
     finally:
-        stop(worker)
+        for worker in workers:
+            stop(worker)
+
+
+@contextmanager
+def _warm_worker(
+    settings: Settings, client: redis.Redis, linger_ms: int, workers: int = 1
+) -> Iterator[EventProducer]:
+    """A producer, with workers that have joined their group and applied a first event (and,
+    with several, `SETTLE_S` for the group to settle on sharing the partitions)."""
+    with _workers(settings, workers), EventProducer(settings, linger_ms=linger_ms) as producer:
+        producer.send(_probe("warmup"))
+        producer.flush()
+        _wait_applied(client, settings, 1, timeout_s=120)
+        if workers > 1:
+            time.sleep(SETTLE_S)
+        yield producer
+
+
+def _produce(producer: EventProducer, events: list[ClickEvent | OrderEvent]) -> None:
+    for event in tqdm(events, desc="produce", unit="ev", file=sys.stderr, mininterval=1):
+        producer.send(event)
+    producer.flush()
 
 
 def throughput_run(
-    settings: Settings, events: list[ClickEvent | OrderEvent], client: redis.Redis
+    settings: Settings, events: list[ClickEvent | OrderEvent], client: redis.Redis, workers: int
 ) -> float:
-    """Events/s from the first send to the last effect in Redis, with a warmed-up worker."""
-    with _warm_worker(settings, client, linger_ms=5) as producer:
+    """Events/s from the first send to the last effect in Redis, with warmed-up workers."""
+    with _warm_worker(settings, client, linger_ms=5, workers=workers) as producer:
         start = time.monotonic()
-        for event in tqdm(events, desc="produce", unit="ev", file=sys.stderr, mininterval=1):
-            producer.send(event)
-        producer.flush()
+        _produce(producer, events)
         end = _wait_applied(client, settings, len(events) + 1, timeout_s=600)
     return len(events) / (end - start)
+
+
+def backlog_run(
+    settings: Settings, events: list[ClickEvent | OrderEvent], client: redis.Redis, workers: int
+) -> tuple[float, float]:
+    """(producer alone, workers alone) in events/s: the events are produced with no worker
+    running (the SDK -> broker floor), then workers drain them, timed from the first tenth
+    applied (past joining the group) to the last."""
+    ensure_topics(settings)
+    with EventProducer(settings, linger_ms=5) as producer:
+        start = time.monotonic()
+        _produce(producer, events)
+        produced = len(events) / (time.monotonic() - start)
+    with _workers(settings, workers):
+        first = _wait_applied(client, settings, len(events) // 10, timeout_s=180)
+        end = _wait_applied(client, settings, len(events), timeout_s=600)
+    return produced, (len(events) - len(events) // 10) / (end - first)
 
 
 def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Redis) -> list[float]:
@@ -163,7 +201,12 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=100_000, help="events per throughput run")
     parser.add_argument("--runs", type=int, default=3, help="throughput runs (median reported)")
-    parser.add_argument("--rate", type=int, nargs="+", default=[1_000, 5_000], help="latency loads")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker processes per run"
+    )
+    parser.add_argument(
+        "--rate", type=int, nargs="+", default=[1_000, 10_000], help="latency loads"
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each latency run")
     args = parser.parse_args()
 
@@ -173,12 +216,26 @@ def main() -> int:
         baseline_settings = _isolated(base, uuid.uuid4().hex[:8])
         baseline = baseline_redis_only(baseline_settings, events)
         delete_prefixed(client, baseline_settings.redis_prefix)
-        rates: list[float] = []
-        for _ in range(args.runs):
-            run_settings = _isolated(base, uuid.uuid4().hex[:8])
-            rates.append(throughput_run(run_settings, events, client))
-            delete_prefixed(client, run_settings.redis_prefix)
-            print(f"  run: {rates[-1]:,.0f} events/s end to end", file=sys.stderr)
+        live: dict[int, list[float]] = {}
+        drained: dict[int, list[float]] = {}
+        produced: list[float] = []
+        for workers in args.workers:
+            for _ in range(args.runs):
+                run_settings = _isolated(base, uuid.uuid4().hex[:8])
+                live.setdefault(workers, []).append(
+                    throughput_run(run_settings, events, client, workers)
+                )
+                delete_prefixed(client, run_settings.redis_prefix)
+                run_settings = _isolated(base, uuid.uuid4().hex[:8])
+                alone, drain = backlog_run(run_settings, events, client, workers)
+                delete_prefixed(client, run_settings.redis_prefix)
+                produced.append(alone)
+                drained.setdefault(workers, []).append(drain)
+                print(
+                    f"  {workers} worker(s): {live[workers][-1]:,.0f} events/s end to end, "
+                    f"{drain:,.0f} draining a backlog; producer alone {alone:,.0f}",
+                    file=sys.stderr,
+                )
         latency_rows = []
         for rate in args.rate:
             run_settings = _isolated(base, uuid.uuid4().hex[:8])
@@ -186,20 +243,25 @@ def main() -> int:
             delete_prefixed(client, run_settings.redis_prefix)
             latency_rows.append((rate, len(lat), _pct(lat, 0.5), _pct(lat, 0.99), max(lat)))
 
-    median = statistics.median(rates)
+    producer_floor = statistics.median(produced)
     print(
         f"\ningest benchmark ({args.events:,} events per run, {args.runs} runs, "
         f"batch {base.batch_size}, fetch wait {base.fetch_max_wait_ms} ms)"
     )
     print(
-        f"  end to end (SDK -> broker -> Faust -> Redis): median {median:,.0f} events/s "
-        f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+        f"  floors: store alone (no broker/Faust) {baseline:,.0f} events/s; "
+        f"producer alone (SDK -> broker, no worker) {producer_floor:,.0f} events/s"
     )
-    print(
-        f"  baseline, store alone (no broker/Faust):      {baseline:,.0f} events/s "
-        f"(end to end = {median / baseline:.0%} of it)"
-    )
-    print("  produce-to-effect latency (probe every 10 ms under a steady load):")
+    for workers in args.workers:
+        median = statistics.median(live[workers])
+        drain = statistics.median(drained[workers])
+        print(
+            f"  {workers} worker(s): end to end (SDK -> broker -> Faust -> Redis, all on this "
+            f"box) median {median:,.0f} events/s = {median / baseline:.0%} of store alone "
+            f"(runs: {', '.join(f'{r:,.0f}' for r in live[workers])}); draining a backlog "
+            f"{drain:,.0f} events/s = {drain / baseline:.0%} of store alone"
+        )
+    print("  produce-to-effect latency, 1 worker (probe every 10 ms under a steady load):")
     for rate, n, p50, p99, worst in latency_rows:
         print(
             f"    {rate:>6,} ev/s: p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  max {worst:6.1f} ms"
