@@ -52,6 +52,14 @@ class _Pending:
     produced_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A decoded batch: its messages, and the events to apply (bad ones are dead-lettered)."""
+
+    messages: Sequence[Message]
+    pending: list[_Pending]
+
+
 class ProcessedOffsets:
     """The last offset handled per partition, to tell how far behind the worker is."""
 
@@ -104,11 +112,11 @@ class IngestProcessor:
         self._users = users
         self.positions.use(store)
 
-    async def process(self, messages: Sequence[Message]) -> bool:
-        """Apply a batch; False where it was left to be read again (Redis went back to an
-        older snapshot: its partitions are being sought back to what Redis holds)."""
+    async def prepare(self, messages: Sequence[Message]) -> Prepared | None:
+        """Decode a batch and dead-letter its bad messages: what may run while the batch
+        before is being applied. None while rewinding."""
         if self.positions.rewinding:
-            return False
+            return None
         pending: list[_Pending] = []
         for msg in messages:
             self.offsets.seen(msg.tp, msg.offset)
@@ -124,7 +132,17 @@ class IngestProcessor:
             else:
                 key, value = record_bytes(msg)
                 pending.append(_Pending(outcome, source, key, value or b"", msg.timestamp))
-        advances = self.positions.advances(messages)
+        return Prepared(messages, pending)
+
+    async def apply(self, prepared: Prepared | None) -> bool:
+        """Apply a prepared batch (after the one before it: the offsets it expects Redis to
+        hold are what that one wrote), then re-embed its users; False where it was left to be
+        read again (Redis went back to an older snapshot: its partitions are being sought back
+        to what Redis holds)."""
+        if prepared is None or self.positions.rewinding:
+            return False
+        pending = prepared.pending
+        advances = self.positions.advances(prepared.messages)
         try:
             await self._apply(pending, advances)
         except AppliedOffsetsMovedError as moved:
