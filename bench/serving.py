@@ -1,12 +1,14 @@
 """Serving benchmark: HTTP recommendation latency at fixed request rates (prints figures).
 
     python bench/serving.py [--sizes 10000 100000 1000000] [--factory IDMap2,HNSW32]
-                            [--rates 500 1000 2000 4000] [--seconds 5]
+                            [--rates 500 1000 2000 4000] [--seconds 5] [--processes 1 2]
 
-Per catalogue size (dim 64): item and user vectors go to Redis, one API process builds its
-index from Redis, and a separate load-generating process sends GET /v1/users/{u}/recommendations
-at fixed rates (open loop: latency counts from the scheduled send time, so queueing shows).
-Baseline in the same run: brute-force numpy top-10 over the same vectors, in process. Recall@10
+Per catalogue size (dim 64): item and user vectors go to Redis, the API (1, then 2 processes on
+one port) builds its index from Redis, and a separate load-generating process sends
+GET /v1/users/{u}/recommendations at fixed rates (open loop: latency counts from the scheduled
+send time, so queueing shows).
+Baselines in the same run: brute-force numpy top-10 over the same vectors, in process, and
+GET /healthz at the same rate through the same stack (HTTP, FastAPI, middleware). Recall@10
 of the chosen index against exact search is measured in process too.
 """
 
@@ -87,7 +89,7 @@ def _recall(
 
 
 async def _generate(
-    port: int, rate: float, seconds: float, connections: int
+    port: int, rate: float, seconds: float, connections: int, health: bool = False
 ) -> tuple[list[float], float]:
     """Open-loop GETs at `rate`/s: latencies in ms (from the scheduled send time), elapsed s."""
     total = int(rate * seconds)
@@ -103,7 +105,7 @@ async def _generate(
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                path = f"/v1/users/user-{n % USERS}/recommendations?k=10"
+                path = "/healthz" if health else f"/v1/users/user-{n % USERS}/recommendations?k=10"
                 writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
                 await writer.drain()
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -123,14 +125,25 @@ async def _generate(
     return latencies, time.perf_counter() - start
 
 
-def _load_process(port: int, rate: float, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    out.put(asyncio.run(_generate(port, rate, seconds, connections=64)))
+def _load_process(
+    port: int,
+    rate: float,
+    seconds: float,
+    health: bool,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    out.put(asyncio.run(_generate(port, rate, seconds, connections=64, health=health)))
 
 
-def _measure(port: int, rate: float, seconds: float) -> tuple[float, float, float]:
-    """(achieved req/s, p50 ms, p99 ms) from a separate load-generating process."""
+def _measure(
+    port: int, rate: float, seconds: float, health: bool = False
+) -> tuple[float, float, float]:
+    """(achieved req/s, p50 ms, p99 ms) from a separate load-generating process; `health`:
+    of GET /healthz, the same stack without the work."""
     queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    process = multiprocessing.Process(target=_load_process, args=(port, rate, seconds, queue))
+    process = multiprocessing.Process(
+        target=_load_process, args=(port, rate, seconds, health, queue)
+    )
     process.start()
     latencies, elapsed = queue.get()
     process.join()
@@ -156,7 +169,12 @@ def _wait_ready(port: int, timeout_s: float) -> None:
 
 
 def run_size(
-    settings: Settings, size: int, factory: str, rates: list[float], seconds: float
+    settings: Settings,
+    size: int,
+    factory: str,
+    rates: list[float],
+    seconds: float,
+    processes: list[int],
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     bench = settings.model_copy(
@@ -177,23 +195,37 @@ def run_size(
     if factory != "IDMap2,Flat":
         print(f"recall@10 of {factory} vs exact: {_recall(factory, items, queries[:100]):.3f}")
     asyncio.run(_load_redis(bench, items))
-    api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{tag}.log")
     try:
-        began = time.monotonic()
-        _wait_ready(bench.api_port, timeout_s=1_800)
-        print(f"API ready (index built from Redis) in {time.monotonic() - began:.1f} s")
-        _measure(bench.api_port, 200, 2)
-        for rate in rates:
-            achieved, p50, p99 = _measure(bench.api_port, rate, seconds)
-            print(
-                f"  {rate:>6,.0f} req/s offered: {achieved:>7,.0f} achieved,"
-                f" p50 {p50:6.2f} ms, p99 {p99:7.2f} ms"
-            )
+        for count in processes:
+            _serve_and_measure(bench.model_copy(update={"api_processes": count}), rates, seconds)
     finally:
-        stop(api)
         client = redis.Redis.from_url(bench.redis_url)
         delete_prefixed(client, bench.redis_prefix)
         client.close()
+
+
+def _serve_and_measure(bench: Settings, rates: list[float], seconds: float) -> None:
+    api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{bench.api_port}.log")
+    try:
+        began = time.monotonic()
+        _wait_ready(bench.api_port, timeout_s=1_800)
+        print(
+            f"{bench.api_processes} API process(es) ready (index built from Redis) in "
+            f"{time.monotonic() - began:.1f} s"
+        )
+        time.sleep(2.0 * bench.api_processes)  # /readyz answered from one; the others too
+        _measure(bench.api_port, 200, 2)
+        for rate in rates:
+            achieved, p50, p99 = _measure(bench.api_port, rate, seconds)
+            health, h50, h99 = _measure(bench.api_port, rate, seconds, health=True)
+            print(
+                f"  {rate:>6,.0f} req/s offered: {achieved:>7,.0f} achieved,"
+                f" p50 {p50:6.2f} ms, p99 {p99:7.2f} ms"
+                f"  | /healthz: {health:>7,.0f} achieved ({achieved / health:.0%}),"
+                f" p50 {h50:6.2f} ms, p99 {h99:7.2f} ms"
+            )
+    finally:
+        stop(api)
 
 
 def main() -> None:
@@ -202,11 +234,14 @@ def main() -> None:
     parser.add_argument("--factory", default="IDMap2,Flat")
     parser.add_argument("--rates", type=float, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2], help="API processes on the port"
+    )
     args = parser.parse_args()
     settings = Settings()
     with local_stack(settings) as live:
         for size in args.sizes:
-            run_size(live, size, args.factory, args.rates, args.seconds)
+            run_size(live, size, args.factory, args.rates, args.seconds, args.processes)
 
 
 if __name__ == "__main__":

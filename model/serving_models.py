@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -13,6 +14,8 @@ from model.checkpoints import CheckpointError, CheckpointStore
 from model.interaction import Interaction
 from model.ranking import Ranking
 from model.two_tower import TwoTowerRecommender
+
+RETRY_MISSING_S = 1.0  # a version not on disk (yet, or any more) is looked for again after this
 
 
 class ServingModels:
@@ -28,6 +31,7 @@ class ServingModels:
         self.keep = keep
         self._models: OrderedDict[int, tuple[TwoTowerRecommender, Ranking | None]] = OrderedDict()
         self._lock = threading.Lock()
+        self._missing: dict[int, float] = {}  # version -> when it was last found unloadable
 
     @property
     def loaded(self) -> list[int]:
@@ -49,10 +53,17 @@ class ServingModels:
         with self._lock:
             loaded = self._models.get(version)
             if loaded is None:
+                if (
+                    time.monotonic() - self._missing.get(version, -RETRY_MISSING_S)
+                    < RETRY_MISSING_S
+                ):
+                    return None  # not read again on every request while it is not there
                 try:
                     model, state = self.checkpoints.load_serving(version)
                 except CheckpointError:
+                    self._missing = {version: time.monotonic()}
                     return None
+                self._missing.pop(version, None)
                 ranking = None if state is None else Ranking.from_state_dict(state)
                 loaded = self._models[version] = (model, ranking)
                 while len(self._models) > self.keep:

@@ -211,8 +211,7 @@ class Retriever:
         user vector of another version is re-embedded with that version first, and a publish
         that lands mid-request restarts it.
         """
-        stale = time.monotonic() - self._popular_at > _POPULAR_REFRESH_S
-        if stale or not any(self._popular_seen.values()):
+        if time.monotonic() - self._popular_at > _POPULAR_REFRESH_S:  # the fallback's copy
             for counter in _POPULAR_COUNTERS:
                 await self._top_items(counter, _POPULAR_KEPT)
         history, purchased = await self.interactions.user_context(user_id, limit=HISTORY_LEN)

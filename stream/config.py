@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".recstream"), description="worker and stack state directory")
     api_host: str = Field("127.0.0.1", description="HTTP API bind address")
     api_port: int = Field(8000, ge=0, le=65535, description="HTTP API port")
+    api_processes: int = Field(
+        1, ge=1, le=256, description="API processes sharing the port (SO_REUSEPORT)"
+    )
     log_level: str = Field("info", description="log level of workers and API")
     api_keys: str | None = Field(
         None,
