@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from model import serving_models
 from model.checkpoints import CheckpointStore
 from model.interaction import Interaction
 from model.serving_models import ServingModels
@@ -49,3 +52,27 @@ def test_ages_are_measured_from_the_newest_interaction() -> None:
     history = [Interaction("u", "a", "click", 5), Interaction("u", "b", "order", 42)]
     assert newest_ms(history, 0) == 42
     assert newest_ms([], 7) == 7
+
+
+def test_a_version_not_on_disk_is_looked_for_again_only_once_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, versions = _store(tmp_path)
+    reads: list[int] = []
+    load = store.load_serving
+
+    def counted(version: int) -> object:
+        reads.append(version)
+        return load(version)
+
+    monkeypatch.setattr(store, "load_serving", counted)
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    models = ServingModels(store)
+    assert models.get(999) is None
+    assert models.ranking(999) is None  # every request asks: the disk is not read again
+    assert reads == [999]
+    now[0] += serving_models.RETRY_MISSING_S
+    assert models.get(999) is None
+    assert models.get(versions[-1]) is not None
+    assert reads == [999, 999, versions[-1]]
