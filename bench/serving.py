@@ -196,21 +196,24 @@ def run_size(
         print(f"recall@10 of {factory} vs exact: {_recall(factory, items, queries[:100]):.3f}")
     asyncio.run(_load_redis(bench, items))
     try:
-        for count in processes:
-            _serve_and_measure(bench.model_copy(update={"api_processes": count}), rates, seconds)
+        for n, count in enumerate(processes):
+            how = "index built from Redis" if n == 0 else "index from the first one's snapshot"
+            _serve_and_measure(
+                bench.model_copy(update={"api_processes": count}), rates, seconds, how
+            )
     finally:
         client = redis.Redis.from_url(bench.redis_url)
         delete_prefixed(client, bench.redis_prefix)
         client.close()
 
 
-def _serve_and_measure(bench: Settings, rates: list[float], seconds: float) -> None:
+def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how: str) -> None:
     api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{bench.api_port}.log")
     try:
         began = time.monotonic()
         _wait_ready(bench.api_port, timeout_s=1_800)
         print(
-            f"{bench.api_processes} API process(es) ready (index built from Redis) in "
+            f"{bench.api_processes} API process(es) ready ({how}) in "
             f"{time.monotonic() - began:.1f} s"
         )
         time.sleep(2.0 * bench.api_processes)  # /readyz answered from one; the others too

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from store.index_snapshots import IndexSnapshots
 from store.item_catalog import ItemCatalog
 from store.vector_index import VectorIndex
 from store.vector_state import FeedEntry, RedisVectorState
@@ -50,7 +51,11 @@ class IndexFollower:
         index: VectorIndex,
         catalog: ItemCatalog,
         before_version: VersionHook | None = None,
+        snapshots: IndexSnapshots | None = None,
+        snapshot_every_s: float = 300.0,
     ) -> None:
+        """`snapshots`: where to start from (and save the index to every `snapshot_every_s`
+        while following), instead of building the whole index from Redis at every start."""
         self.state = state
         self.index = index
         self.catalog = catalog
@@ -61,6 +66,9 @@ class IndexFollower:
         self._before_version = before_version
         self._pending: set[str] = set()
         self._stopping = False
+        self._snapshots = snapshots
+        self._snapshot_every_s = snapshot_every_s
+        self._saved_at = time.monotonic()
 
     def stop(self) -> None:
         """Make `run`/`follow` return within one feed poll. Cancelling alone is not enough:
@@ -80,15 +88,19 @@ class IndexFollower:
         gone = [i for i in self.index.ids() if i not in loaded]
         if gone:
             await asyncio.to_thread(self.index.remove, gone)
+        await self._load_catalog()
+        await self.settle()
+        self.ready.set()
+        return len(loaded)
+
+    async def _load_catalog(self) -> None:
+        """Every item's metadata and the deleted items; deleted ones leave the index."""
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
         self.catalog.deleted = await self.state.tombstones()
         stale = [i for i in self.catalog.deleted if self.index.contains(i)]
         if stale:  # published before its deletion reached the trainer
             await asyncio.to_thread(self.index.remove, stale)
-        await self.settle()
-        self.ready.set()
-        return len(loaded)
 
     async def apply(self, entry: FeedEntry) -> None:
         """Take in one feed entry: deletes and metadata now, upserts at the next `settle`."""
@@ -142,17 +154,54 @@ class IndexFollower:
         )
 
     async def run(self, block_ms: int = 1_000) -> None:
-        """Rebuild (retrying while Redis is away), then follow the feed, until cancelled."""
+        """Start from the newest snapshot or else rebuild (retrying while Redis is away), then
+        follow the feed, until cancelled."""
         while True:
             self._raise_if_stopping()
             try:
+                if await self.restore():
+                    break
                 loaded = await self.rebuild()
                 log.info("index built from Redis: %d items", loaded)
+                await self._save_snapshot()  # the next start need not build it again
                 break
             except Exception:
                 self._unless_stopping("index build failed")
                 await asyncio.sleep(1.0)
         await self.follow(block_ms)
+
+    async def restore(self) -> bool:
+        """Load the newest snapshot and bring it to the newest published state by reading the
+        feed on from the snapshot's position; False (nothing changed but the index, which a
+        rebuild replaces) where there is none or the feed was trimmed past it."""
+        if self._snapshots is None:
+            return False
+        began = time.monotonic()
+        position = await asyncio.to_thread(self._snapshots.load, self.index)
+        if position is None:
+            return False
+        if position == "0-0" or not await self.state.feed_kept_since(position):
+            log.warning("item feed trimmed past the index snapshot's position: rebuilding")
+            return False
+        self.position = position
+        await self._load_catalog()
+        await self.settle()
+        self.ready.set()
+        log.info(
+            "index restored from its snapshot (%d items) and the feed since, in %.1f s",
+            self.index.size,
+            time.monotonic() - began,
+        )
+        return True
+
+    async def _save_snapshot(self) -> None:
+        """Snapshot the index as it reflects the feed position now (nothing pending)."""
+        if self._snapshots is None or self._pending or self.position == "0-0":
+            return
+        began = time.monotonic()
+        path = await asyncio.to_thread(self._snapshots.save, self.index, self.position)
+        self._saved_at = time.monotonic()
+        log.info("index snapshot %s written in %.1f s", path, self._saved_at - began)
 
     async def follow(self, block_ms: int = 1_000, check_every_s: float = 10.0) -> None:
         """Apply feed entries until cancelled; a Redis error is logged and retried. Every
@@ -172,6 +221,11 @@ class IndexFollower:
                     await self.apply(entry)
                 if entries:
                     await self.settle()
+                if (
+                    self._snapshot_every_s > 0
+                    and time.monotonic() - self._saved_at >= self._snapshot_every_s
+                ):
+                    await self._save_snapshot()
             except Exception:
                 self._unless_stopping("item feed: read failed")
                 checked = 0.0

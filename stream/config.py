@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -175,6 +176,21 @@ class Settings(BaseSettings):
         "IDMap2,Flat",
         description="FAISS index: IDMap2,Flat (exact), IDMap2,HNSW32, IDMap2,IVF1024,Flat",
     )
+    index_snapshot_s: float = Field(
+        300.0,
+        ge=0,
+        description="how often an API process snapshots its index to start from (0: never)",
+    )
+
+    @property
+    def index_snapshot_dir(self) -> Path:
+        """Where the API processes of this host keep the namespace's index snapshots: one
+        directory per Redis key prefix and index type (other ones cannot be restored)."""
+        parts = []
+        for raw in (self.keys_prefix, f"{self.index_factory}-{self.vector_dim}"):
+            safe = re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:60]
+            parts.append(f"{safe}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}")
+        return self.data_dir / "index-snapshots" / parts[0] / parts[1]
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -13,6 +13,7 @@ from fastapi import Request
 
 from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
+from store.index_snapshots import IndexSnapshots
 from store.index_sync import IndexFollower
 from store.item_catalog import ItemCatalog
 from store.retrieval import Retriever
@@ -66,7 +67,15 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
             log.warning("model version %d not loadable: users are not re-embedded for it", version)
 
     feed = vector_state(settings, feed_client)
-    follower = IndexFollower(feed, index, catalog, before_version=load_model)
+    snapshots = IndexSnapshots(settings.index_snapshot_dir) if settings.index_snapshot_s else None
+    follower = IndexFollower(
+        feed,
+        index,
+        catalog,
+        before_version=load_model,
+        snapshots=snapshots,
+        snapshot_every_s=settings.index_snapshot_s,
+    )
     encoder = ModelUserEncoder(models)
     retriever = Retriever(
         index, catalog, state, interactions, encoder=encoder, rankings=models.ranking
