@@ -16,6 +16,9 @@ plateau (the trainer and the API grow with the items seen so far, up to the cata
 Redis then grows only by the idempotency records, reported per event over the second half.
 The growth of each memory figure over the second half is also given as a slope (MB/min).
 
+Freshness: every second a new user clicks, and the API is asked until its answer reflects
+the click (`as_of_event_id`); p50/p99 of produce -> recommendations.
+
 Events carry the time they are sent, as live ingest would. The local test broker (Tansu's
 memory engine) scans a partition's record batches on every fetch, so its fetches slow down
 as a run stores more: past ~15 minutes at 500 events/s on 2 cores the consumers fall
@@ -47,6 +50,7 @@ from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import resident_mb, spawn, stop
 from stream.local.stack import free_port, local_stack
@@ -119,6 +123,27 @@ async def _query(
     return latencies, errors
 
 
+def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> list[float]:
+    """Every second, a click of a new user, then the API asked (every 5 ms) until its answer
+    reflects it (`as_of_event_id` is the click): produce -> recommendations, in ms."""
+    took: list[float] = []
+    with EventProducer(settings, linger_ms=1) as producer:
+        while not stop_at.wait(1.0):
+            user = f"fresh-{uuid.uuid4().hex[:12]}"
+            event = ClickEvent(event_id=user, user_id=user, ts=datetime.now(UTC), item_id="i1")
+            sent = time.perf_counter()
+            producer.send(event)
+            producer.flush()
+            while time.perf_counter() - sent < 10.0 and not stop_at.is_set():
+                url = f"{base}/v1/users/{user}/recommendations?k=1"
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    if json.loads(answer.read())["as_of_event_id"] == user:
+                        took.append((time.perf_counter() - sent) * 1000)
+                        break
+                time.sleep(0.005)
+    return took
+
+
 def _pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float("nan")
 
@@ -186,8 +211,13 @@ def soak(
                     bar.set_postfix(lag=samples[-1]["lag"], api_mb=samples[-1]["api_rss_mb"])
 
         watcher = threading.Thread(target=sampler)
+        fresh: list[list[float]] = []
+        prober = threading.Thread(
+            target=lambda: fresh.append(_freshness(settings, base_url, stop_at))
+        )
         producer.start()
         watcher.start()
+        prober.start()
         users = int(shape[0] * 1.2)  # a sixth of the queries are for users with no events
         latencies, errors = asyncio.run(
             _query(
@@ -197,6 +227,7 @@ def soak(
         floor, _ = asyncio.run(_query(base_url, qps, min(30.0, seconds), 1, lambda _: "/healthz"))
         stop_at.set()
         producer.join()
+        prober.join()
         sampler_stop.set()
         watcher.join()
         sample()
@@ -214,6 +245,9 @@ def soak(
             "query_p99_ms": _pct(latencies, 99),
             "healthz_p50_ms": _pct(floor, 50),
             "healthz_p99_ms": _pct(floor, 99),
+            "freshness_probes": len(fresh[0]) if fresh else 0,
+            "freshness_p50_ms": _pct(fresh[0], 50) if fresh else float("nan"),
+            "freshness_p99_ms": _pct(fresh[0], 99) if fresh else float("nan"),
             "lag_max": max(s["lag"] for s in samples),
             "lag_end": samples[-1]["lag"],
             "caps": caps,
