@@ -50,24 +50,28 @@ class ServingModels:
         return None if loaded is None else loaded[1]
 
     def _load(self, version: int) -> tuple[TwoTowerRecommender, Ranking | None] | None:
+        """The loaded version, reading it from disk first if need be: outside the lock, so
+        that asking for a version in memory (a request, on the event loop) never waits for
+        another being read (tens of ms, a version a second). Two threads asking for the same
+        new version may both read it; the first to finish is kept."""
         with self._lock:
             loaded = self._models.get(version)
-            if loaded is None:
-                if (
-                    time.monotonic() - self._missing.get(version, -RETRY_MISSING_S)
-                    < RETRY_MISSING_S
-                ):
-                    return None  # not read again on every request while it is not there
-                try:
-                    model, state = self.checkpoints.load_serving(version)
-                except CheckpointError:
-                    self._missing = {version: time.monotonic()}
-                    return None
-                self._missing.pop(version, None)
-                ranking = None if state is None else Ranking.from_state_dict(state)
-                loaded = self._models[version] = (model, ranking)
-                while len(self._models) > self.keep:
-                    self._models.popitem(last=False)
+            if loaded is not None:
+                return loaded
+            if time.monotonic() - self._missing.get(version, -RETRY_MISSING_S) < RETRY_MISSING_S:
+                return None  # not read again on every request while it is not there
+        try:
+            model, state = self.checkpoints.load_serving(version)
+        except CheckpointError:
+            with self._lock:
+                self._missing = {version: time.monotonic()}
+            return None
+        ranking = None if state is None else Ranking.from_state_dict(state)
+        with self._lock:
+            self._missing.pop(version, None)
+            loaded = self._models.setdefault(version, (model, ranking))
+            while len(self._models) > self.keep:
+                self._models.popitem(last=False)
             return loaded
 
     def embed(

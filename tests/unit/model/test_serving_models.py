@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -76,3 +77,30 @@ def test_a_version_not_on_disk_is_looked_for_again_only_once_a_while(
     assert models.get(999) is None
     assert models.get(versions[-1]) is not None
     assert reads == [999, 999, versions[-1]]
+
+
+def test_loading_a_version_never_holds_up_asking_for_a_loaded_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _, versions = _store(tmp_path)
+    models = ServingModels(store, keep=3)
+    assert models.get(versions[0]) is not None
+    release = threading.Event()
+    load = store.load_serving
+
+    def slow(version: int) -> object:
+        release.wait(10)  # a big checkpoint being read, as an API replica does a version a second
+        return load(version)
+
+    monkeypatch.setattr(store, "load_serving", slow)
+    loading = threading.Thread(target=models.get, args=(versions[1],))
+    loading.start()
+    try:
+        time.sleep(0.1)
+        began = time.monotonic()
+        assert models.ranking(versions[0]) is None  # what a request asks, on the event loop
+        assert time.monotonic() - began < 1.0
+    finally:
+        release.set()
+        loading.join()
+    assert models.loaded == [versions[0], versions[1]]
