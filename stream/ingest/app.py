@@ -105,6 +105,7 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
             raise RuntimeError("the ingest processor was not prepared")
         name = await watch.current()
         applying: asyncio.Future[None] | None = None
+        embedding = asyncio.ensure_future(processor.embed_users())
 
         async def apply(prepared: Prepared | None) -> None:
             if await processor.apply(prepared) and prepared is not None:
@@ -127,6 +128,7 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
                 for _ in range(SEND_TURNS):  # the script is sent before the next batch decodes
                     await asyncio.sleep(0)
         finally:
+            embedding.cancel()
             if applying is not None:
                 applying.cancel()
             await client.aclose()

@@ -1,5 +1,6 @@
 """One batch of ingest messages applied: effects to Redis, bad messages to the dead-letter
-topic, then the batch's users re-embedded with the served model version.
+topic; the batch's users are then re-embedded with the served model version beside the next
+batches (`embed_users`).
 
 Offsets are acked only after a batch's effects are in Redis (or its bad messages are in the
 dead-letter topic), so delivery is at-least-once; effects are idempotent on `event_id`, so
@@ -9,6 +10,7 @@ the outcome is exactly-once. Each batch's offsets are written to Redis with its 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,8 +82,8 @@ class ProcessedOffsets:
 
 
 class IngestProcessor:
-    """Applies one batch of Kafka messages: effects to Redis, bad messages to the DLQ, then
-    re-embeds the batch's users with the served model version."""
+    """Applies batches of Kafka messages (effects to Redis, bad messages to the DLQ) and
+    re-embeds their users with the served model version beside them (`embed_users`)."""
 
     def __init__(
         self,
@@ -105,6 +107,8 @@ class IngestProcessor:
         self._metrics = metrics or WorkerMetrics.create()
         self.offsets = offsets or ProcessedOffsets()
         self._pseudonyms = pseudonyms
+        self._to_embed: dict[str, float] = {}  # user -> when their oldest waiting event was made
+        self._embed_wanted = asyncio.Event()
 
     def retarget(self, store: RedisInteractionStore, users: UserVectorWriter | None) -> None:
         """Write to another namespace from the next batch on (a promote or a rollback)."""
@@ -136,9 +140,9 @@ class IngestProcessor:
 
     async def apply(self, prepared: Prepared | None) -> bool:
         """Apply a prepared batch (after the one before it: the offsets it expects Redis to
-        hold are what that one wrote), then re-embed its users; False where it was left to be
-        read again (Redis went back to an older snapshot: its partitions are being sought back
-        to what Redis holds)."""
+        hold are what that one wrote), then queue its users to re-embed; False where it was
+        left to be read again (Redis went back to an older snapshot: its partitions are being
+        sought back to what Redis holds)."""
         if prepared is None or self.positions.rewinding:
             return False
         pending = prepared.pending
@@ -149,19 +153,36 @@ class IngestProcessor:
             await self.positions.rewind(str(moved))
             return False
         self.positions.advanced(advances)
-        if self._users is not None and pending:
-            users = list(dict.fromkeys(p.effect.user_id for p in pending))
-            try:
-                written = await self._retrying(partial(self._users.refresh, users))
-            except Exception:
-                log.exception("re-embedding %d users failed; their vectors stay older", len(users))
-                return True
-            self._metrics.user_vectors.inc(written)
-            if written:  # freshness counts events whose user vector now reflects them
-                now = time.time()
-                for item in pending:
-                    self._metrics.freshness.observe(max(0.0, now - item.produced_s))
+        if self._users is not None:
+            for item in pending:  # the oldest event of each user waiting to be re-embedded
+                self._to_embed.setdefault(item.effect.user_id, item.produced_s)
+            if self._to_embed:
+                self._embed_wanted.set()
         return True
+
+    async def embed_users(self) -> None:
+        """Re-embed the users of applied batches with the served model version, for as long
+        as the worker runs: beside the applies, never in their way (a new version's model
+        is read from disk once a second), users of several batches in one go while it is
+        behind."""
+        while True:
+            await self._embed_wanted.wait()
+            self._embed_wanted.clear()
+            waiting, self._to_embed = self._to_embed, {}
+            if self._users is None or not waiting:
+                continue
+            try:
+                written = await self._retrying(partial(self._users.refresh, list(waiting)))
+            except Exception:
+                log.exception(
+                    "re-embedding %d users failed; their vectors stay older", len(waiting)
+                )
+                continue
+            self._metrics.user_vectors.inc(written)
+            if written:  # freshness counts each user's oldest event the new vector reflects
+                now = time.time()
+                for produced_s in waiting.values():
+                    self._metrics.freshness.observe(max(0.0, now - produced_s))
 
     async def _apply(self, pending: list[_Pending], advances: list[PartitionAdvance]) -> None:
         """Apply the batch and its partition offsets in one call; an event the store cannot
