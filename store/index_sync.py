@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from store.index_snapshots import IndexSnapshots
 from store.item_catalog import ItemCatalog
-from store.vector_index import VectorIndex
+from store.vector_index import VectorIndex, VectorIndexError
 from store.vector_state import FeedEntry, RedisVectorState
 
 log = logging.getLogger(__name__)
@@ -195,12 +195,23 @@ class IndexFollower:
         return True
 
     async def _save_snapshot(self) -> None:
-        """Snapshot the index as it reflects the feed position now (nothing pending)."""
+        """Snapshot the index as it reflects the feed position now (nothing pending). One
+        that cannot be written (a full or read-only disk) is logged and tried again at the
+        next period: the replica serves on, and never builds again for it."""
         if self._snapshots is None or self._pending or self.position == "0-0":
             return
         began = time.monotonic()
-        path = await asyncio.to_thread(self._snapshots.save, self.index, self.position)
-        self._saved_at = time.monotonic()
+        try:
+            path = await asyncio.to_thread(self._snapshots.save, self.index, self.position)
+        except (OSError, VectorIndexError) as error:
+            log.warning(
+                "cannot write the index snapshot (%s); next try in %.0f s",
+                error,
+                self._snapshot_every_s,
+            )
+            return
+        finally:
+            self._saved_at = time.monotonic()
         log.info("index snapshot %s written in %.1f s", path, self._saved_at - began)
 
     async def follow(self, block_ms: int = 1_000, check_every_s: float = 10.0) -> None:

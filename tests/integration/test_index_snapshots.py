@@ -39,14 +39,15 @@ class _CountingState(RedisVectorState):
 
 
 async def _start(
-    state: RedisVectorState, snapshots: IndexSnapshots
+    state: RedisVectorState, snapshots: IndexSnapshots, linger_s: float = 0.5
 ) -> tuple[FaissVectorIndex, IndexFollower]:
-    """A replica's index started as `run` does, and left once ready (snapshot written)."""
+    """A replica's index started as `run` does, and left `linger_s` after it is ready (a
+    snapshot after a build is written before following)."""
     index = FaissVectorIndex(DIM)
     follower = IndexFollower(state, index, ItemCatalog(), snapshots=snapshots)
     task = asyncio.create_task(follower.run(block_ms=50))
     await asyncio.wait_for(follower.ready.wait(), 30)
-    await asyncio.sleep(0.5)  # a snapshot after a build is written before following
+    await asyncio.sleep(linger_s)
     follower.stop()
     await asyncio.wait([task], timeout=5)
     return index, follower
@@ -116,3 +117,22 @@ def test_an_unreadable_or_foreign_snapshot_means_a_build(tmp_path: Path) -> None
     assert snapshots.load(FaissVectorIndex(DIM + 1)) is None  # another index type
     (tmp_path / "current").resolve().joinpath("feed.json").write_text("{")
     assert snapshots.load(FaissVectorIndex(DIM)) is None
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_the_replica_serving(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        client = aioredis.from_url(settings.redis_url)
+        state = _CountingState(client, RedisKeys(settings.redis_prefix), DIM)
+        blocked = tmp_path / "not-a-directory"
+        blocked.write_text("a full or read-only disk")
+        try:
+            await state.put_item_vectors(["a", "b"], _unit(np.random.default_rng(2), 2), 1)
+            index, _ = await _start(state, IndexSnapshots(blocked / "snapshots"), linger_s=3.0)
+            assert sorted(index.ids()) == ["a", "b"]
+            assert state.full_reads == 1  # built once, not again and again
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
