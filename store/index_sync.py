@@ -88,19 +88,20 @@ class IndexFollower:
         gone = [i for i in self.index.ids() if i not in loaded]
         if gone:
             await asyncio.to_thread(self.index.remove, gone)
-        await self._load_catalog()
-        await self.settle()
-        self.ready.set()
+        await self._complete()
         return len(loaded)
 
-    async def _load_catalog(self) -> None:
-        """Every item's metadata and the deleted items; deleted ones leave the index."""
+    async def _complete(self) -> None:
+        """Finish a start (a build or a restore): every item's metadata and the deleted items
+        (which leave the index), the feed since `position`, then ready to serve."""
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
         self.catalog.deleted = await self.state.tombstones()
         stale = [i for i in self.catalog.deleted if self.index.contains(i)]
         if stale:  # published before its deletion reached the trainer
             await asyncio.to_thread(self.index.remove, stale)
+        await self.settle()
+        self.ready.set()
 
     async def apply(self, entry: FeedEntry) -> None:
         """Take in one feed entry: deletes and metadata now, upserts at the next `settle`."""
@@ -184,9 +185,7 @@ class IndexFollower:
             log.warning("item feed trimmed past the index snapshot's position: rebuilding")
             return False
         self.position = position
-        await self._load_catalog()
-        await self.settle()
-        self.ready.set()
+        await self._complete()
         log.info(
             "index restored from its snapshot (%d items) and the feed since, in %.1f s",
             self.index.size,

@@ -21,7 +21,7 @@ import uvicorn
 from stream.api.app import create_api
 from stream.config import Settings
 from stream.errors import StreamError
-from stream.startup import start_process
+from stream.startup import LOG_FORMAT, start_process
 
 log = logging.getLogger(__name__)
 RESTART_AFTER_S = 1.0  # a process that died is started again after this
@@ -68,7 +68,7 @@ def _serve(settings: Settings, reuse_port: bool) -> None:
 
 def _supervise(settings: Settings) -> None:
     """Run `api_processes` servers on one port; restart any that exits until told to stop."""
-    logging.basicConfig(level=settings.log_level.upper())
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     stopping = False
 

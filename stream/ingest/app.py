@@ -50,11 +50,9 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     datadir = settings.data_dir / "worker" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     names = TopicNames.from_settings(settings)
-    batches = BatchChannel(names.ingest, settings.batch_size)
     app = LowLatencyApp(
         settings.app_id,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        batches=batches,
         broker=_broker_urls(settings.kafka_bootstrap),
         key_serializer="raw",
         value_serializer="raw",
@@ -75,6 +73,7 @@ def create_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) 
     positions = AppliedPositions()
     positions.on_rewind(app.rejoin_group)
     app.resume_offsets = positions.resume_offsets
+    batches = app.batches = BatchChannel(names.ingest, settings.batch_size, app.flow_control)
     app.topics.add(app.topic(*names.ingest, key_type=bytes, value_type=bytes))
     dlq_topic = app.topic(names.dlq, key_type=bytes, value_type=bytes)
 

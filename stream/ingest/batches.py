@@ -12,8 +12,7 @@ read again from the committed offsets), just as it does the streams' queues.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import islice
+from collections.abc import Iterable, Sequence
 
 from faust.types import Message
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
@@ -22,36 +21,24 @@ QUEUED_BATCHES = 2  # fetched ahead while one batch is applied: enough to overla
 
 
 class BatchChannel:
-    """Batches of fetched messages of `topics`, from the consumer to the ingest task."""
+    """Batches of fetched messages of `topics`, from the consumer to the ingest task; managed
+    by the app's flow control."""
 
-    def __init__(self, topics: Iterable[str], max_batch: int) -> None:
+    def __init__(
+        self, topics: Iterable[str], max_batch: int, flow_control: FlowControlEvent
+    ) -> None:
         self.topics = frozenset(topics)
         self.max_batch = max_batch
-        self._queue: FlowControlQueue[list[Message]] | None = None
-
-    def attach(self, flow_control: FlowControlEvent) -> None:
-        """Managed by the app's flow control from now on (it exists once the app does)."""
-        self._queue = FlowControlQueue(
+        self._queue: FlowControlQueue[list[Message]] = FlowControlQueue(
             maxsize=QUEUED_BATCHES, flow_control=flow_control, clear_on_resume=True
         )
 
     async def put(self, messages: Sequence[Message]) -> None:
         """Queue `messages` in chunks of at most `max_batch`; waits while the queue is full
         or flow is suspended (a rebalance)."""
-        for chunk in _chunks(messages, self.max_batch):
-            await self._attached().put(chunk)
+        for start in range(0, len(messages), self.max_batch):
+            await self._queue.put(list(messages[start : start + self.max_batch]))
 
     async def get(self) -> list[Message]:
         """The next batch, in fetch order."""
-        return await self._attached().get()
-
-    def _attached(self) -> FlowControlQueue[list[Message]]:
-        if self._queue is None:
-            raise RuntimeError("the batch channel is not attached to an app's flow control")
-        return self._queue
-
-
-def _chunks(messages: Sequence[Message], size: int) -> Iterator[list[Message]]:
-    it = iter(messages)
-    while chunk := list(islice(it, size)):
-        yield chunk
+        return await self._queue.get()

@@ -128,15 +128,12 @@ class LowLatencyApp(faust.App):
         id: str,
         *,
         fetch_max_wait_ms: int,
-        batches: BatchChannel | None = None,
         **options: Any,
     ) -> None:
         super().__init__(id, **options)
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.resume_offsets: ResumeOffsets | None = None
-        self.batches = batches
-        if batches is not None:
-            batches.attach(self.flow_control)
+        self.batches: BatchChannel | None = None  # topics whose fetches go to it whole
         self._preparations: list[Callable[[], Awaitable[None]]] = []
 
     def before_consuming(self, prepare: Callable[[], Awaitable[None]]) -> None:

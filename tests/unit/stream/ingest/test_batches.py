@@ -18,8 +18,7 @@ def _messages(n: int) -> list[Message]:
 def test_a_fetch_is_handed_on_in_chunks_of_at_most_the_batch_size_in_order() -> None:
     async def run() -> list[list[Any]]:
         flow = FlowControlEvent(initially_suspended=False)
-        channel = BatchChannel(["clicks"], max_batch=4)
-        channel.attach(flow)
+        channel = BatchChannel(["clicks"], max_batch=4, flow_control=flow)
         fetched = _messages(10)
         putting = asyncio.ensure_future(channel.put(fetched))
         batches = [await channel.get() for _ in range(3)]
@@ -33,8 +32,7 @@ def test_a_fetch_is_handed_on_in_chunks_of_at_most_the_batch_size_in_order() -> 
 def test_a_rebalance_clears_what_the_channel_holds_so_it_is_read_again() -> None:
     async def run() -> None:
         flow = FlowControlEvent(initially_suspended=False)
-        channel = BatchChannel(["clicks"], max_batch=4)
-        channel.attach(flow)
+        channel = BatchChannel(["clicks"], max_batch=4, flow_control=flow)
         await channel.put(_messages(4))
         flow.suspend()
         flow.clear()  # what Faust does on revoke
