@@ -22,6 +22,7 @@ from model.recommender import RecommendRequest
 from store.errors import StoreError
 from store.interaction_store import HistoryEntry, RedisInteractionStore
 from store.item_catalog import ItemCatalog
+from store.prepared_users import PreparedUsers, PreparedVector
 from store.vector_index import VectorIndex, VectorIndexError
 from store.vector_state import RedisVectorState, UserVector
 
@@ -150,6 +151,7 @@ class Retriever:
         interactions: RedisInteractionStore,
         *,
         encoder: UserEncoder | None = None,
+        prepared: PreparedUsers | None = None,
         rankings: Rankings | None = None,
         clock: Callable[[], int] = _now_ms,
         recent: int = 10,
@@ -160,6 +162,7 @@ class Retriever:
         self.rankings = rankings
         self.clock = clock
         self.encoder = encoder
+        self.prepared = prepared
         self.catalog = catalog
         self.state = state
         self.interactions = interactions
@@ -207,10 +210,13 @@ class Retriever:
         clock), widened by the tower's search when filters leave it short, then popular;
         for a version without ranking state: personalised, similar to recent, popular.
 
-        Every model-ranked item is scored by the model version the index holds: a stored
-        user vector of another version is re-embedded with that version first, and a publish
-        that lands mid-request restarts it.
+        Every model-ranked item is scored by the model version the index holds: the user's
+        stored vector of that version, or the one this replica prepared for it (see
+        `PreparedUsers`), else the user is embedded with that version here; a publish that
+        lands mid-request restarts it.
         """
+        if self.prepared is not None:
+            self.prepared.requested(user_id)
         if time.monotonic() - self._popular_at > _POPULAR_REFRESH_S:  # the fallback's copy
             for counter in _POPULAR_COUNTERS:
                 await self._top_items(counter, _POPULAR_KEPT)
@@ -282,15 +288,29 @@ class Retriever:
         stored: UserVector | None,
         history: list[HistoryEntry],
     ) -> tuple[npt.NDArray[np.float32], str] | None:
-        """The user's vector under `version` and the newest event it reflects, or None."""
+        """The user's vector under `version` and the newest event it reflects, or None: the
+        stored one, or the one prepared from their newest history, or made now (the fallback,
+        counted: in the steady state every vector is made off the request path)."""
         if version is None:
             return None
-        if stored is not None and stored.model_version == version:
+        newest = history[0].event_id if history else ""
+        stored_fits = stored is not None and stored.model_version == version
+        if stored is not None and stored_fits and stored.as_of_event_id == newest:
+            return stored.vector, newest
+        prepared = None if self.prepared is None else self.prepared.get(user_id, version, newest)
+        if prepared is not None:
+            return prepared.vector, newest
+        if stored is not None and stored_fits:  # the worker is about to write a newer one
             return stored.vector, stored.as_of_event_id
         if self.encoder is None or not history:
             return None
         vector = await asyncio.to_thread(self.encoder.encode, version, user_id, history)
-        return None if vector is None else (vector, history[0].event_id)
+        if vector is None:
+            return None
+        if self.prepared is not None:
+            made = PreparedVector(vector, version, newest)
+            self.prepared.put(user_id, made, on_request=True)
+        return vector, newest
 
     async def _similar_to_recent(
         self, history: list[HistoryEntry], picks: _Picks, allowed: Callable[[str], bool]

@@ -166,6 +166,15 @@ class Settings(BaseSettings):
         30.0, ge=0, description="seconds between handing freed heap back to the OS (0: off)"
     )
     embed_batch: int = Field(256, ge=1, description="users a worker re-embeds per model call")
+    prepare_users: int = Field(
+        5_000,
+        ge=0,
+        description="users an API process re-embeds before it serves a new model version "
+        "(those it served within prepare_window_s, newest first; 0: none)",
+    )
+    prepare_window_s: float = Field(
+        30.0, gt=0, description="an API process prepares users it served this recently"
+    )
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a worker (0: none)"
     )

@@ -1,13 +1,13 @@
 """User vectors from user histories with a given model version: written by ingest workers
-after each batch, and made on the fly by API replicas when the stored one is of another
-version than the items it would be scored against."""
+after each batch, prepared by API replicas for the users they served lately before they
+switch versions, and made on the fly by a replica when it has neither of that version."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,7 @@ from model.interaction import Interaction
 from model.serving_models import ServingModels
 from model.two_tower import newest_ms
 from store.interaction_store import HistoryEntry, RedisInteractionStore
+from store.prepared_users import PreparedUsers, PreparedVector
 from store.vector_state import RedisVectorState, UserVector, UserVectorUpdate
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,32 @@ class ModelUserEncoder:
         return None if vectors is None else vectors[0]
 
 
+async def _embedded(
+    interactions: RedisInteractionStore,
+    models: ServingModels,
+    version: int,
+    user_ids: Sequence[str],
+    batch: int,
+) -> AsyncIterator[tuple[list[str], npt.NDArray[np.float32], list[str]]]:
+    """The vectors of `user_ids` (those with a history) under `version`, `batch` users per
+    model call off the event loop: (users, vectors, the newest event each reflects)."""
+    model = await asyncio.to_thread(models.get, version)
+    if model is None:
+        log.warning("model version %d is not loadable; user vectors not made", version)
+        return
+    histories = await interactions.histories(list(user_ids), model.config.max_history)
+    users = [u for u in user_ids if histories[u]]
+    for start in range(0, len(users), batch):
+        chunk = users[start : start + batch]
+        pasts = [_oldest_first(u, histories[u]) for u in chunk]
+        vectors = await asyncio.to_thread(
+            models.embed, version, pasts, [newest_ms(p, 0) for p in pasts]
+        )
+        if vectors is None:
+            return
+        yield chunk, vectors, [histories[u][0].event_id for u in chunk]
+
+
 class UserVectorWriter:
     """Re-embeds users whose history changed, with the served model version, into Redis."""
 
@@ -62,28 +89,44 @@ class UserVectorWriter:
         version = await self.state.model_version()
         if version is None or not user_ids:
             return 0
-        model = await asyncio.to_thread(self.models.get, version)
-        if model is None:
-            log.warning("model version %d is not loadable; user vectors not updated", version)
-            return 0
-        limit = model.config.max_history
-        histories = await self.interactions.histories(list(user_ids), limit)
-        users = [u for u in user_ids if histories[u]]
         written = 0
-        for start in range(0, len(users), self.batch):
-            chunk = users[start : start + self.batch]
-            pasts = [_oldest_first(u, histories[u]) for u in chunk]
-            vectors = await asyncio.to_thread(
-                self.models.embed, version, pasts, [newest_ms(p, 0) for p in pasts]
-            )
-            if vectors is None:
-                return written
+        made = _embedded(self.interactions, self.models, version, user_ids, self.batch)
+        async for chunk, vectors, as_of in made:
             now = int(time.time() * 1000)
             await self.state.put_user_vectors(
                 [
-                    UserVectorUpdate(u, UserVector(v, version, now, histories[u][0].event_id))
-                    for u, v in zip(chunk, vectors, strict=True)
+                    UserVectorUpdate(u, UserVector(v, version, now, e))
+                    for u, v, e in zip(chunk, vectors, as_of, strict=True)
                 ]
             )
             written += len(chunk)
         return written
+
+
+class UserVectorPreparer:
+    """Before a replica's index switches to a version: the vectors of the users it served
+    lately, made with that version, so their next requests need no forward pass."""
+
+    def __init__(
+        self,
+        interactions: RedisInteractionStore,
+        models: ServingModels,
+        users: PreparedUsers,
+        batch: int,
+    ) -> None:
+        self.interactions = interactions
+        self.models = models
+        self.users = users
+        self.batch = batch
+
+    async def prepare(self, version: int) -> int:
+        """Make the vectors of `version` for the users requested lately; returns how many."""
+        made = 0
+        recent = self.users.recent()
+        async for chunk, vectors, as_of in _embedded(
+            self.interactions, self.models, version, recent, self.batch
+        ):
+            for user_id, vector, event_id in zip(chunk, vectors, as_of, strict=True):
+                self.users.put(user_id, PreparedVector(vector, version, event_id))
+            made += len(chunk)
+        return made

@@ -34,6 +34,11 @@ def _observe(histogram: Histogram, served: ServedVersion) -> None:
         histogram.observe(served.publish_latency_ms / 1000)
 
 
+def _user_vectors(serving: Serving) -> dict[str, int]:
+    prepared = serving.prepared
+    return {"prepared": prepared.prepared, "on_request": prepared.on_request}
+
+
 def create_api(settings: Settings) -> FastAPI:
     """The HTTP service: ingest, retrieval and item admin; resources open and close with it."""
 
@@ -75,6 +80,7 @@ def create_api(settings: Settings) -> FastAPI:
         app,
         lambda: float(app.state.serving.index.size),
         lambda: float(app.state.serving.index.stamp.model_version or -1),
+        lambda: _user_vectors(app.state.serving),
     )
     app.include_router(events.router, dependencies=[Depends(require("ingest"))])
     app.include_router(recommend.router, dependencies=[Depends(require("read"))])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from fastapi import FastAPI, Response
 from prometheus_client import (
@@ -15,6 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The route template, never the path: paths hold user ids, and logs must not.
@@ -54,8 +56,30 @@ class _Measure:
             )
 
 
+class _UserVectors(Collector):
+    """How this process got the user vectors it could not read from Redis: prepared before
+    a version switch, or made while a request waited (the fallback: rare when steady)."""
+
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "recstream_api_user_vectors",
+            "user vectors this process made: 'prepared' before serving a new version, "
+            "'on_request' while a request waited",
+            labels=["when"],
+        )
+        for when, count in self._counts().items():
+            family.add_metric([when], count)
+        yield family
+
+
 def install_metrics(
-    app: FastAPI, index_size: Callable[[], float], model_version: Callable[[], float]
+    app: FastAPI,
+    index_size: Callable[[], float],
+    model_version: Callable[[], float],
+    user_vectors: Callable[[], Mapping[str, int]],
 ) -> Histogram:
     """Time every request and serve `GET /metrics`; one registry per app, no globals.
 
@@ -86,6 +110,7 @@ def install_metrics(
         buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         registry=registry,
     )
+    registry.register(_UserVectors(user_vectors))
     app.add_middleware(_Measure, latency=latency, responses=responses)
 
     @app.get("/metrics", include_in_schema=False)

@@ -10,17 +10,19 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from fastapi import Request
+from redis.exceptions import RedisError
 
 from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_snapshots import IndexSnapshots
 from store.index_sync import IndexFollower
 from store.item_catalog import ItemCatalog
+from store.prepared_users import PreparedUsers
 from store.retrieval import Retriever
 from store.vector_index import VectorIndex
 from store.vector_state import RedisVectorState
 from stream.config import Settings
-from stream.user_vectors import ModelUserEncoder
+from stream.user_vectors import ModelUserEncoder, UserVectorPreparer
 from stream.wiring import NamespaceWatch, namespace_state, redis_client, vector_state
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class Serving:
     retriever: Retriever
     models: ServingModels
     namespace: str
+    prepared: PreparedUsers
 
     @property
     def ready(self) -> bool:
@@ -61,10 +64,22 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
     catalog = ItemCatalog()
 
+    prepared = PreparedUsers(settings.prepare_users, settings.prepare_window_s)
+    preparer = UserVectorPreparer(interactions, models, prepared, settings.embed_batch)
+
     async def load_model(version: int) -> None:
-        """Have the model of a version in memory before the index switches to it."""
+        """Have the model of a version in memory, and the vectors of the users served lately
+        made with it, before the index switches to it: the old version serves meanwhile."""
         if await asyncio.to_thread(models.get, version) is None:
             log.warning("model version %d not loadable: users are not re-embedded for it", version)
+            return
+        if settings.prepare_users:
+            try:
+                await preparer.prepare(version)
+            except RedisError as error:  # the fallback embeds them on request instead
+                log.warning("cannot prepare users for version %d: %s", version, error)
+            except Exception:  # never a reason not to serve the version
+                log.exception("preparing users for version %d failed", version)
 
     feed = vector_state(settings, feed_client)
     snapshots = IndexSnapshots(settings.index_snapshot_dir) if settings.index_snapshot_s else None
@@ -78,11 +93,19 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     )
     encoder = ModelUserEncoder(models)
     retriever = Retriever(
-        index, catalog, state, interactions, encoder=encoder, rankings=models.ranking
+        index,
+        catalog,
+        state,
+        interactions,
+        encoder=encoder,
+        prepared=prepared,
+        rankings=models.ranking,
     )
     task = asyncio.create_task(follower.run())
     try:
-        yield Serving(client, state, index, follower, retriever, models, settings.namespace)
+        yield Serving(
+            client, state, index, follower, retriever, models, settings.namespace, prepared
+        )
     finally:
         follower.stop()
         task.cancel()

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from model.checkpoints import CheckpointStore
 from model.ranked import MatrixTower
@@ -329,6 +330,62 @@ def test_every_response_is_ranked_by_one_model_version(loop: Loop) -> None:
         np.testing.assert_allclose(
             [i["score"] for i in answer["items"]], [e.score for e in expected], atol=1e-4
         )
+
+
+def _user_vectors_made(api: TestClient) -> dict[str, float]:
+    """The replica's `recstream_api_user_vectors_total` by `when`."""
+    return {
+        sample.labels["when"]: sample.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == "recstream_api_user_vectors_total"
+    }
+
+
+def test_users_served_lately_are_prepared_for_each_new_version_off_the_request_path(
+    loop: Loop,
+) -> None:
+    """While versions are published every 0.3 s, users who keep asking (and do nothing
+    else) are re-embedded with each new version before the replica serves it: after their
+    first answers, no request waits for a forward pass."""
+    users = [f"regular-{n}" for n in range(4)]
+    clicks = [
+        ClickEvent(event_id=f"{u}-{n}", user_id=u, ts=datetime.now(UTC), item_id=f"item-{n:06d}")
+        for u in users
+        for n in range(1, 4)
+    ]
+    loop.produce(clicks)
+    wait_until(
+        lambda: all(_recommend(loop.api, u)["as_of_event_id"] == f"{u}-3" for u in users),
+        10,
+        "the users' clicks to be reflected",
+    )
+    for user in users:  # every one of them asked at the served version: none is new now
+        _recommend(loop.api, user)
+    before = _user_vectors_made(loop.api)
+    stop = threading.Event()
+
+    def keep_training() -> None:
+        seed = 500
+        while not stop.is_set():
+            loop.produce(list(sample_events(300, users=200, items=300, seed=seed)))
+            seed += 1
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=keep_training)
+    feeder.start()
+    versions: set[int] = set()
+    try:
+        began = time.monotonic()
+        while len(versions) < 4 and time.monotonic() - began < 30:
+            versions.update(_recommend(loop.api, u)["model_version"] for u in users)
+    finally:
+        stop.set()
+        feeder.join()
+    after = _user_vectors_made(loop.api)
+    assert len(versions) >= 4, f"versions did not advance during the test: {versions}"
+    assert after["on_request"] == before["on_request"]
+    assert after["prepared"] >= before["prepared"] + 3 * len(users)
 
 
 def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(

@@ -1,0 +1,71 @@
+"""A replica's prepared user vectors: which users, and when one may serve a request."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from store.prepared_users import PreparedUsers, PreparedVector
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _vector(version: int, as_of: str) -> PreparedVector:
+    return PreparedVector(np.ones(4, dtype=np.float32), version, as_of)
+
+
+def test_recent_users_are_those_asking_within_the_window_newest_first() -> None:
+    clock = Clock()
+    users = PreparedUsers(most=10, window_s=30.0, clock=clock)
+    for n, user in enumerate(["a", "b", "c"]):
+        clock.now = n * 20.0
+        users.requested(user)
+    users.requested("a")  # a asks again at 40 s: most recent now
+    assert users.recent() == ["a", "c", "b"]
+    clock.now = 65.0
+    assert users.recent() == ["a", "c"]
+    clock.now = 71.0
+    assert users.recent() == []
+
+
+def test_at_most_the_newest_users_are_kept() -> None:
+    users = PreparedUsers(most=2, window_s=30.0, clock=Clock())
+    for user in ["a", "b", "c"]:
+        users.requested(user)
+        users.put(user, _vector(1, "e"))
+    assert users.recent() == ["c", "b"]
+    assert users.get("a", 1, "e") is None
+
+
+def test_a_vector_serves_only_its_version_and_the_history_it_was_made_from() -> None:
+    users = PreparedUsers(clock=Clock())
+    users.requested("u")
+    users.put("u", _vector(7, "e2"))
+    assert users.get("u", 7, "e2") is not None
+    assert users.get("u", 8, "e2") is None  # the index moved on to another version
+    assert users.get("u", 7, "e3") is None  # the user has a newer event since
+    assert (users.prepared, users.on_request) == (1, 0)
+
+
+def test_vectors_of_users_who_never_asked_are_not_kept() -> None:
+    users = PreparedUsers(clock=Clock())
+    users.put("stranger", _vector(1, "e"), on_request=True)
+    assert users.get("stranger", 1, "e") is None
+    assert users.on_request == 1
+
+
+def test_the_served_versions_vector_stays_while_the_next_one_is_prepared() -> None:
+    users = PreparedUsers(clock=Clock())
+    users.requested("u")
+    users.put("u", _vector(16, "e"), on_request=True)
+    users.put("u", _vector(17, "e"))  # prepared before the switch to 17
+    assert users.get("u", 16, "e") is not None  # requests until the switch
+    assert users.get("u", 17, "e") is not None
+    users.put("u", _vector(18, "e"))
+    assert users.get("u", 16, "e") is None  # two versions are kept
+    assert users.get("u", 18, "e") is not None
