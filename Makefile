@@ -45,6 +45,7 @@ bench-serving: install
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)
 	$(BIN)/python bench/serving.py --sizes 10000 100000
 	$(BIN)/python bench/serving.py --sizes 100000 1000000 --factory IDMap2,HNSW32
+	$(BIN)/python -m bench.index_recall
 
 bench-online: install
 	$(BIN)/recstream demo --json online-loop.json

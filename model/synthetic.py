@@ -92,8 +92,11 @@ class SyntheticStream:
     def _rebuild(self, now_ms: int) -> None:
         live = [i for i in self.items if i.born_ms <= now_ms < i.gone_ms] or self.items[:1]
         self._tables = {}
+        by_topic: dict[int, list[SyntheticItem]] = {}
+        for item in live:  # one pass: a scan per topic costs topics x items
+            by_topic.setdefault(item.topic, []).append(item)
         for topic in range(self.topics):
-            members = [i for i in live if i.topic == topic]
+            members = by_topic.get(topic)
             if members:
                 cum = list(itertools.accumulate(i.weight for i in members))
                 self._tables[topic] = (members, cum)

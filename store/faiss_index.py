@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ import numpy.typing as npt
 
 from store.vector_index import IndexStamp, Neighbours, StampedIndex, VectorIndexError, write_atomic
 
+log = logging.getLogger(__name__)
 _omp = threading.local()
 
 
@@ -27,6 +30,8 @@ def _use_omp_threads(n: int) -> None:
 DEFAULT_FACTORY = "IDMap2,Flat"
 _COMPACT_SHARE = 0.2
 _QUICK_SCAN = 2_000_000
+_TRAIN_PER_LIST = 64  # IVF training sample per inverted list (FAISS wants 39 at least)
+_RETRAIN_SHARE = 1.0  # IVF: retrain once this many vectors per trained one were added since
 
 
 class FaissVectorIndex(StampedIndex):
@@ -34,9 +39,14 @@ class FaissVectorIndex(StampedIndex):
     `IDMap2,IVF256,Flat`...).
 
     Every upsert gets a fresh int64 label; the replaced label is removed where the index
-    type supports removal, else hidden (tombstoned) and compacted away once tombstones pass
-    20% of the index. Untrained index types (IVF) answer exactly from held vectors until
-    enough vectors arrive to train them.
+    type supports removal (Flat, IVF), else hidden (tombstoned: HNSW) and compacted away once
+    tombstones pass 20% of the index. IVF keeps its own labels (any `IDMap2,` prefix is
+    dropped) with a hash-table direct map, so it removes and reads vectors back in place. It
+    answers exactly from held vectors until enough arrive to train it, and once as many
+    vectors were added since as it was trained on (the catalogue grew, or the model moved
+    the vectors away from the centroids), it is trained again in a background thread from
+    its current vectors and swapped in whole, with the writes made meanwhile replayed:
+    searches go on against the old one.
 
     >>> index = FaissVectorIndex(dim=2)
     >>> index.upsert(["a", "b"], [[1.0, 0.0], [0.0, 1.0]])
@@ -52,12 +62,14 @@ class FaissVectorIndex(StampedIndex):
         search_threads: int | None = None,
         ef_search: int = 128,
         ef_construction: int = 80,
+        nprobe: int = 32,
         gpu: bool | None = None,
     ) -> None:
         """`search_threads`: OpenMP threads per search (None: FAISS default). Serving wants 1:
         many small concurrent searches spin-wait against each other when each uses every core.
         `ef_search` / `ef_construction`: HNSW breadth (recall against speed); FAISS's 16 / 40
         defaults lose most true neighbours on hard data.
+        `nprobe`: inverted lists an IVF search visits (recall against speed).
         `gpu`: keep a Flat index on every visible GPU (None: when faiss-gpu sees one). Graph
         and IVF indexes stay on the CPU.
         """
@@ -67,9 +79,14 @@ class FaissVectorIndex(StampedIndex):
             raise VectorIndexError("gpu=True but FAISS sees no GPU (install the gpu extra)")
         exhaustive = "HNSW" not in factory and "IVF" not in factory
         self.gpu = bool(gpus > 0 if gpu is None else gpu) and exhaustive
-        self.ef_search, self.ef_construction = ef_search, ef_construction
+        self.ef_search, self.ef_construction, self.nprobe = ef_search, ef_construction, nprobe
         self.factory = factory
+        self._ivf = "IVF" in factory
         self.search_threads = search_threads
+        self._generation = 0  # moves when the index is replaced: a retrain then is stale
+        self._retraining: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32] | None]]
+        self._retraining = []
+        self._retrain_thread: threading.Thread | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -77,12 +94,12 @@ class FaissVectorIndex(StampedIndex):
             self._index = self._new_index()
         except RuntimeError as error:
             raise VectorIndexError(f"bad index factory {self.factory!r}: {error}") from None
-        # IDMap2's remove_ids assumes the inner index renumbers like Flat; HNSW cannot remove
-        # and IVF keeps its own ids, so both use tombstones instead.
-        self._removable = "HNSW" not in self.factory and "IVF" not in self.factory and not self.gpu
-        self._nlist = 0
-        if not self._index.is_trained:
-            self._nlist = int(faiss.extract_index_ivf(self._index).nlist)
+        # HNSW cannot remove: it uses tombstones instead.
+        self._removable = "HNSW" not in self.factory and not self.gpu
+        self._nlist = int(faiss.extract_index_ivf(self._index).nlist) if self._ivf else 0
+        self._trained_on = 0
+        self._added = 0  # vectors added since the IVF was trained
+        self._generation += 1
         self._label_of: dict[str, int] = {}
         self._id_of: dict[int, str] = {}
         self._untrained: dict[str, npt.NDArray[np.float32]] = {}
@@ -98,7 +115,10 @@ class FaissVectorIndex(StampedIndex):
     def searches_quickly(self) -> bool:
         """Whether one search takes well under a millisecond (graph index, or a small scan):
         then handing it to a thread costs more than it saves."""
-        return "HNSW" in self.factory or self.size * self.dim <= _QUICK_SCAN
+        scanned = self.size * self.dim
+        if self._ivf and not self._untrained and self._nlist:
+            scanned = scanned * min(self.nprobe, self._nlist) // self._nlist
+        return "HNSW" in self.factory or scanned <= _QUICK_SCAN
 
     def ids(self) -> list[str]:
         """Every searchable item id."""
@@ -169,6 +189,7 @@ class FaissVectorIndex(StampedIndex):
                 "tombstones": self._tombstones,
                 "labels": self._label_of,
                 "untrained": {i: v.tolist() for i, v in self._untrained.items()},
+                "ivf_labels": "own" if self._ivf else None,
             }
         write_atomic(directory / "index.faiss", blob.tobytes())
         write_atomic(directory / "index.json", json.dumps(meta).encode())
@@ -185,8 +206,12 @@ class FaissVectorIndex(StampedIndex):
                 f"snapshot is {meta['factory']} dim {meta['dim']}, index is {self.factory} "
                 f"dim {self.dim}"
             )
+        if self._ivf and meta.get("ivf_labels") != "own":
+            raise VectorIndexError(f"snapshot in {directory} has an older IVF layout")
         with self._lock.writing():
             self._index = self._placed(faiss.deserialize_index(blob))
+            self._generation += 1
+            self._trained_on, self._added = self._index.ntotal, 0
             self._label_of = {str(k): int(v) for k, v in meta["labels"].items()}
             self._id_of = {v: k for k, v in self._label_of.items()}
             self._untrained = {
@@ -197,7 +222,8 @@ class FaissVectorIndex(StampedIndex):
             self._stamp = IndexStamp(int(meta["version"]), meta.get("model_version"))
 
     def _new_index(self) -> faiss.Index:
-        index = faiss.index_factory(self.dim, self.factory, faiss.METRIC_INNER_PRODUCT)
+        factory = re.sub(r"^IDMap2?,", "", self.factory) if self._ivf else self.factory
+        index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         return self._placed(index)
 
     def _placed(self, index: faiss.Index) -> faiss.Index:
@@ -211,13 +237,23 @@ class FaissVectorIndex(StampedIndex):
             inner.hnsw.efSearch = self.ef_search
             inner.hnsw.efConstruction = self.ef_construction
 
-    def _add(self, ids: list[str], matrix: npt.NDArray[np.float32]) -> None:
+    def _add(self, ids: list[str], matrix: npt.NDArray[np.float32], *, new: bool = True) -> None:
+        """Index `ids` under fresh labels; `new`: vectors the IVF was not trained on."""
         labels = np.arange(self._next_label, self._next_label + len(ids), dtype=np.int64)
         self._next_label += len(ids)
         self._index.add_with_ids(matrix, labels)
         for item_id, label in zip(ids, labels.tolist(), strict=True):
             self._label_of[item_id] = label
             self._id_of[label] = item_id
+        if self._ivf and new:
+            self._added += len(ids)
+            if self._retrain_thread is not None:
+                self._retraining.append((labels, matrix.copy()))
+            elif self._added >= _RETRAIN_SHARE * max(self._trained_on, 1):
+                self._retrain_thread = threading.Thread(
+                    target=self._retrain, name="ivf-retrain", daemon=True
+                )
+                self._retrain_thread.start()
 
     def _drop(self, ids: list[str]) -> int:
         labels = [self._label_of.pop(i) for i in ids if i in self._label_of]
@@ -225,7 +261,10 @@ class FaissVectorIndex(StampedIndex):
         for label in labels:
             del self._id_of[label]
         if labels and self._removable:
-            self._index.remove_ids(np.asarray(labels, dtype=np.int64))  # type: ignore[arg-type]
+            gone = np.asarray(labels, dtype=np.int64)
+            self._index.remove_ids(gone)  # type: ignore[arg-type]
+            if self._retrain_thread is not None:
+                self._retraining.append((gone, None))
         elif labels:
             self._tombstones += len(labels)
             if self._tombstones > _COMPACT_SHARE * max(self._index.ntotal, 1):
@@ -255,14 +294,70 @@ class FaissVectorIndex(StampedIndex):
         matrix = np.stack([self._untrained[i] for i in ids])
         self._train(matrix)
         self._untrained = {}
-        self._add(ids, matrix)
+        self._add(ids, matrix, new=False)
 
     def _train(self, matrix: npt.NDArray[np.float32]) -> None:
-        """Train an IVF index and keep a direct map so that stored vectors can be read back."""
-        self._index.train(matrix)
-        ivf = faiss.extract_index_ivf(self._index)
-        ivf.nprobe = min(self._nlist, 16)
-        ivf.make_direct_map()
+        """Train the IVF index on its current vectors (see `_trained`)."""
+        self._index = self._trained(self._index, matrix)
+        self._trained_on, self._added = len(matrix), 0
+
+    def _trained(self, index: faiss.Index, matrix: npt.NDArray[np.float32]) -> faiss.Index:
+        """`index` trained on a sample of `matrix` (k-means time grows with the sample, not
+        the catalogue), with a hash-table direct map: vectors are removed and read back by
+        label."""
+        most = _TRAIN_PER_LIST * self._nlist
+        if len(matrix) > most:
+            rows = np.random.default_rng(len(matrix)).choice(len(matrix), most, replace=False)
+            matrix = matrix[np.sort(rows)]
+        index.train(matrix)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = min(self._nlist, self.nprobe)
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        return index
+
+    def _retrain(self) -> None:
+        """Train a new IVF index on the current vectors and swap it in (background thread).
+        Searches use the old one meanwhile; writes made meanwhile are replayed onto the new
+        one before the swap, under the write lock."""
+        try:
+            with self._lock.reading():  # writes wait, searches go on
+                generation = self._generation
+                self._retraining = []  # writes from here on are replayed onto the new one
+                labels = np.fromiter(self._id_of, dtype=np.int64, count=len(self._id_of))
+                matrix = self._index.reconstruct_batch(labels) if len(labels) else None
+            if matrix is None:
+                return
+            fresh = self._trained(self._new_index(), matrix)
+            fresh.add_with_ids(matrix, labels)
+            with self._lock.writing():
+                if generation != self._generation:
+                    return  # replaced meanwhile (a restore): this one is stale
+                for changed, vectors in self._retraining:
+                    if vectors is None:
+                        fresh.remove_ids(changed)  # type: ignore[arg-type]
+                    else:
+                        fresh.add_with_ids(vectors, changed)
+                self._index = fresh
+                self._trained_on, self._added = int(fresh.ntotal), 0
+        except Exception:  # the old index serves on; the next additions try again
+            log.exception("retraining the IVF index failed")
+        finally:
+            with self._lock.writing():
+                self._retraining = []
+                self._retrain_thread = None
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Inverted lists an IVF search visits from now on (recall against speed)."""
+        with self._lock.writing():
+            self.nprobe = nprobe
+            if self._ivf and self._index.is_trained:
+                faiss.extract_index_ivf(self._index).nprobe = min(self._nlist, nprobe)
+
+    def wait_retrained(self, timeout_s: float | None = None) -> None:
+        """Wait for a background retrain, if one runs (tests, benchmarks)."""
+        thread = self._retrain_thread
+        if thread is not None:
+            thread.join(timeout_s)
 
     def _exact(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
         ids = list(self._untrained)
