@@ -43,8 +43,8 @@ bench-quality: install
 
 bench-serving: install
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)
-	$(BIN)/python bench/serving.py --sizes 10000 100000
-	$(BIN)/python bench/serving.py --sizes 100000 1000000 --factory IDMap2,HNSW32
+	$(BIN)/python -m bench.serving --sizes 10000 100000
+	$(BIN)/python -m bench.serving --sizes 100000 1000000 --factory IDMap2,HNSW32
 	$(BIN)/python -m bench.index_recall
 
 bench-online: install
@@ -55,7 +55,7 @@ bench-replay: install
 	$(BIN)/python bench/replay.py --events 100000 1000000 --json replay-rebuild.json
 
 bench-soak: install
-	$(BIN)/python bench/soak.py --seconds 600 --rate 500 --qps 100 --users 2000 --items 1000 --history-len 20 --trainer-dedup-window 50000 --feed-retention-s 120 --json soak.json
+	$(BIN)/python -m bench.soak --seconds 600 --rate 500 --qps 100 --users 2000 --items 1000 --history-len 20 --trainer-dedup-window 50000 --feed-retention-s 120 --json soak.json
 
 bench-ranker: install
 	$(BIN)/python bench/ranker.py

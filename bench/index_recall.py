@@ -27,7 +27,7 @@ from store.faiss_index import FaissVectorIndex
 _UPSERT = 50_000
 
 
-def _exact(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> list[float]:
+def tenth_scores(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> list[float]:
     """Each query's 10th best score: a hit is an item that scores at least as well (items
     with equal vectors, such as unseen items of the same features, tie: any of them counts)."""
     tenth = []
@@ -46,10 +46,10 @@ def _floor_ms(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) 
     return statistics.median(times) * 1000
 
 
-def _measure(
+def measure(
     index: FaissVectorIndex, queries: npt.NDArray[np.float32], exact: list[float]
 ) -> tuple[float, float, float]:
-    """recall@10 (see `_exact`), median and p99 ms of one query."""
+    """recall@10 (see `tenth_scores`), median and p99 ms of one query."""
     hits, times = 0, []
     for query, tenth in zip(queries, exact, strict=True):
         began = time.perf_counter()
@@ -79,8 +79,8 @@ def main() -> None:
     vectors = trained_vectors(args.items, args.events, args.drift)
     items, queries = vectors.items, vectors.users
     print(f"{len(items)} trained item vectors (dim {DIM}), {len(queries)} user queries")
-    exact = _exact(items, queries)
-    exact_moved = _exact(vectors.items_moved, vectors.users_moved)
+    exact = tenth_scores(items, queries)
+    exact_moved = tenth_scores(vectors.items_moved, vectors.users_moved)
     print(f"floor: exact numpy search, one query: {_floor_ms(items, queries):.2f} ms")
     for factory in args.factories:
         probes = args.nprobe if "IVF" in factory else [0]
@@ -95,18 +95,18 @@ def main() -> None:
         for nprobe in probes:
             if nprobe:
                 index.set_nprobe(nprobe)
-            recall, p50, p99 = _measure(index, queries, exact)
+            recall, p50, p99 = measure(index, queries, exact)
             label = f"nprobe {nprobe}" if nprobe else "search"
             print(f"  {label}: recall@10 {recall:.3f}, p50 {p50:.3f} ms, p99 {p99:.3f} ms")
         moved = _upsert(index, vectors.items_moved)
-        recall, p50, _ = _measure(index, vectors.users_moved, exact_moved)
+        recall, p50, _ = measure(index, vectors.users_moved, exact_moved)
         print(
             f"  drift: every vector moved, upserted in {moved:.1f} s; old centroids: "
             f"recall@10 {recall:.3f}, p50 {p50:.3f} ms"
         )
         began = time.perf_counter()
         index.wait_retrained()
-        recall, p50, _ = _measure(index, vectors.users_moved, exact_moved)
+        recall, p50, _ = measure(index, vectors.users_moved, exact_moved)
         print(
             f"  after the background retrain (+{time.perf_counter() - began:.1f} s): "
             f"recall@10 {recall:.3f}, p50 {p50:.3f} ms"

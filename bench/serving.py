@@ -1,15 +1,24 @@
 """Serving benchmark: HTTP recommendation latency at fixed request rates (prints figures).
 
-    python bench/serving.py [--sizes 10000 100000 1000000] [--factory IDMap2,HNSW32]
-                            [--rates 500 1000 2000 4000] [--seconds 5] [--processes 1 2]
+    python -m bench.serving [--sizes 100000 1000000] [--factory IDMap2,IVF1024,Flat]
+        [--rates 500 1000 2000 4000] [--seconds 5] [--processes 1 2] [--ingest 1000]
+        [--vectors trained|random]
 
 Per catalogue size (dim 64): item and user vectors go to Redis, the API (1, then 2 processes on
 one port) builds its index from Redis, and a separate load-generating process sends
 GET /v1/users/{u}/recommendations at fixed rates (open loop: latency counts from the scheduled
 send time, so queueing shows).
+With `--ingest R` (default 1,000), a worker and the trainer run beside the API, and events of
+the queried users on the catalogue's items are produced at R/s throughout: the API serves
+while the worker applies them and re-embeds users and the trainer learns them and publishes
+a version a second (its vectors of the items it learned replace the preloaded ones; queried
+users are re-embedded with every version). `--ingest 0`: serving alone.
+Item vectors: `trained` (bench/trained_vectors.py: a two-tower trained on a synthetic shop
+of that size, cached) or `random`.
 Baselines in the same run: brute-force numpy top-10 over the same vectors, in process, and
-GET /healthz at the same rate through the same stack (HTTP, FastAPI, middleware). Recall@10
-of the chosen index against exact search is measured in process too.
+GET /healthz at the same rate through the same stack (HTTP, FastAPI, middleware, and the same
+ingest beside). Recall@10 of the chosen index against exact search (user vectors as queries)
+is measured in process too.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import argparse
 import asyncio
 import multiprocessing
 import statistics
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,15 +39,20 @@ import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
+from bench.index_recall import measure, tenth_scores
+from bench.load import produce_at
+from bench.trained_vectors import trained_vectors
 from store.faiss_index import FaissVectorIndex
 from store.redis_keys import RedisKeys, delete_prefixed
 from store.vector_state import RedisVectorState
 from stream.config import Settings
+from stream.events.topics import ensure_topics
 from stream.local.processes import spawn, stop
 from stream.local.stack import free_port, local_stack
 
 DIM = 64
 USERS = 1_000
+_TRAINED_EVENTS, _TRAINED_DRIFT = 200_000, 40_000  # bench/index_recall.py's defaults: one cache
 
 
 def _vectors(n: int, seed: int) -> npt.NDArray[np.float32]:
@@ -51,19 +67,20 @@ async def _load_redis(settings: Settings, items: npt.NDArray[np.float32]) -> Non
     state = RedisVectorState(client, RedisKeys(settings.redis_prefix), DIM)
     chunk = 20_000
     for start in tqdm(range(0, len(items), chunk), desc="redis", unit="chunk"):
-        ids = [f"item-{n}" for n in range(start, min(start + chunk, len(items)))]
+        ids = [_item(n) for n in range(start, min(start + chunk, len(items)))]
         await state.put_item_vectors(ids, items[start : start + chunk], model_version=1)
     users = _vectors(USERS, seed=1)
     for u in range(USERS):
-        await state.put_user_vector(f"user-{u}", users[u], model_version=1, updated_ms=0)
+        await state.put_user_vector(_user(u), users[u], model_version=1, updated_ms=0)
     await client.aclose()
 
 
-def _exact_top10(
-    items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]
-) -> list[set[int]]:
-    scores = queries @ items.T
-    return [set(np.argpartition(-row, 10)[:10].tolist()) for row in scores]
+def _item(n: int) -> str:
+    return f"item-{n:06d}"  # as bench.load's synthetic events name them
+
+
+def _user(n: int) -> str:
+    return f"user-{n:06d}"
 
 
 def _baseline_ms(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> float:
@@ -80,12 +97,10 @@ def _baseline_ms(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32
 def _recall(
     factory: str, items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]
 ) -> float:
-    index = FaissVectorIndex(DIM, factory)
+    index = FaissVectorIndex(DIM, factory, search_threads=1)
     index.upsert([str(n) for n in range(len(items))], items)
-    exact = _exact_top10(items, queries)
-    found = index.search(queries, 10)
-    hits = [len({int(i) for i in f.ids} & e) for f, e in zip(found, exact, strict=True)]
-    return sum(hits) / (10 * len(queries))
+    index.wait_retrained()
+    return measure(index, queries, tenth_scores(items, queries))[0]
 
 
 async def _generate(
@@ -105,7 +120,9 @@ async def _generate(
                 delay = due - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                path = "/healthz" if health else f"/v1/users/user-{n % USERS}/recommendations?k=10"
+                path = (
+                    "/healthz" if health else f"/v1/users/{_user(n % USERS)}/recommendations?k=10"
+                )
                 writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
                 await writer.drain()
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -175,6 +192,8 @@ def run_size(
     rates: list[float],
     seconds: float,
     processes: list[int],
+    ingest: float,
+    trained: bool,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     bench = settings.model_copy(
@@ -186,22 +205,42 @@ def run_size(
             "api_port": free_port(),
             "insecure_open": True,  # a benchmark on 127.0.0.1
             "log_level": "warning",
+            "app_id": f"bench-{tag}",
+            "data_dir": Path(tempfile.mkdtemp(prefix="bench-serving-")),  # a fresh trainer
         }
     )
-    items = _vectors(size, seed=0)
-    queries = _vectors(200, seed=2)
-    print(f"\n== {size:,} items, {factory} ==")
+    if trained:
+        vectors = trained_vectors(size, _TRAINED_EVENTS, _TRAINED_DRIFT)
+        items, queries = vectors.items, vectors.users[:200]
+    else:
+        items, queries = _vectors(size, seed=0), _vectors(200, seed=2)
+    beside = f"ingest {ingest:,.0f} events/s learned beside" if ingest else "serving alone"
+    print(f"\n== {size:,} {'trained' if trained else 'random'} items, {factory}, {beside} ==")
     print(f"baseline brute-force numpy top-10: median {_baseline_ms(items, queries):.2f} ms/query")
     if factory != "IDMap2,Flat":
         print(f"recall@10 of {factory} vs exact: {_recall(factory, items, queries[:100]):.3f}")
     asyncio.run(_load_redis(bench, items))
+    stop_at, beside_api = threading.Event(), []
+    producer = threading.Thread(
+        target=produce_at, args=(bench, ingest, 86_400, (USERS, size), stop_at)
+    )
     try:
+        if ingest:
+            ensure_topics(bench)
+            logs = Path(bench.data_dir)
+            beside_api = [spawn(n, bench, logs / f"bench-{n}.log") for n in ("worker", "trainer")]
+            producer.start()
         for n, count in enumerate(processes):
             how = "index built from Redis" if n == 0 else "index from the first one's snapshot"
             _serve_and_measure(
                 bench.model_copy(update={"api_processes": count}), rates, seconds, how
             )
     finally:
+        stop_at.set()
+        if producer.is_alive():
+            producer.join()
+        for process in beside_api:
+            stop(process)
         client = redis.Redis.from_url(bench.redis_url)
         delete_prefixed(client, bench.redis_prefix)
         client.close()
@@ -233,8 +272,12 @@ def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     parser.add_argument("--factory", default="IDMap2,Flat")
+    parser.add_argument(
+        "--ingest", type=float, default=1_000.0, help="events/s ingested and learned (0: none)"
+    )
+    parser.add_argument("--vectors", choices=["trained", "random"], default="trained")
     parser.add_argument("--rates", type=float, nargs="+", default=[250, 500, 1000, 2000])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument(
@@ -244,7 +287,16 @@ def main() -> None:
     settings = Settings()
     with local_stack(settings) as live:
         for size in args.sizes:
-            run_size(live, size, args.factory, args.rates, args.seconds, args.processes)
+            run_size(
+                live,
+                size,
+                args.factory,
+                args.rates,
+                args.seconds,
+                args.processes,
+                args.ingest,
+                args.vectors == "trained",
+            )
 
 
 if __name__ == "__main__":

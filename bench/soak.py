@@ -1,6 +1,6 @@
 """Sustained load: ingest at a fixed rate plus recommendation queries for several minutes.
 
-    python bench/soak.py [--seconds 300] [--rate 500] [--qps 100] [--json OUT]
+    python -m bench.soak [--seconds 300] [--rate 500] [--qps 100] [--json OUT]
                          [--history-len N] [--trainer-dedup-window N] [--users N]
                          [--items N] [--feed-retention-s S]
 
@@ -47,10 +47,10 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from bench.load import produce_at
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.producer import EventProducer
-from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import resident_mb, spawn, stop
@@ -65,31 +65,6 @@ def _lag(port: int) -> float:
             if sample.name == "recstream_consumer_lag":
                 return float(sample.value)
     return float("nan")
-
-
-def _produce(
-    settings: Settings,
-    rate: float,
-    seconds: float,
-    shape: tuple[int, int],
-    stop_at: threading.Event,
-) -> int:
-    """Send synthetic events at `rate`/s for `seconds`; returns how many were sent."""
-    users, items = shape
-    events = sample_events(int(rate * seconds) + 1, users=users, items=items, seed=7)
-    sent = 0
-    began = time.monotonic()
-    with EventProducer(settings) as producer:
-        for event in events:
-            if stop_at.is_set():
-                break
-            delay = began + sent / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            producer.send(event.model_copy(update={"ts": datetime.now(UTC)}))  # live, as ingest
-            sent += 1
-        producer.flush()
-    return sent
 
 
 async def _query(
@@ -200,7 +175,7 @@ def soak(
         stop_at = threading.Event()
         sent: list[int] = []
         producer = threading.Thread(
-            target=lambda: sent.append(_produce(settings, rate, seconds, shape, stop_at))
+            target=lambda: sent.append(produce_at(settings, rate, seconds, shape, stop_at))
         )
 
         def sample() -> None:

@@ -185,6 +185,12 @@ class Settings(BaseSettings):
         "IDMap2,Flat",
         description="FAISS index: IDMap2,Flat (exact), IDMap2,HNSW32, IDMap2,IVF1024,Flat",
     )
+    index_nprobe: int = Field(
+        32, ge=1, description="inverted lists an IVF index search visits (recall against speed)"
+    )
+    index_ef_search: int = Field(
+        128, ge=1, description="breadth of an HNSW index search (recall against speed)"
+    )
     index_snapshot_s: float = Field(
         300.0,
         ge=0,

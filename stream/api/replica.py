@@ -61,7 +61,13 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     feed_client = redis_client(settings)  # blocking feed reads outlast the timeout
     opened = namespace_state(settings, client)
     state, interactions, models = opened.vectors, opened.interactions, opened.models
-    index = FaissVectorIndex(settings.vector_dim, settings.index_factory, search_threads=1)
+    index = FaissVectorIndex(
+        settings.vector_dim,
+        settings.index_factory,
+        search_threads=1,
+        nprobe=settings.index_nprobe,
+        ef_search=settings.index_ef_search,
+    )
     catalog = ItemCatalog()
 
     prepared = PreparedUsers(settings.prepare_users, settings.prepare_window_s)
