@@ -42,7 +42,8 @@ class IndexFollower:
     newest feed id. When that feed id is one it has read, the vectors are exactly the
     published state of that version, and they go into the index in one write stamped with
     it; otherwise it reads on first. So the index never holds vectors of two versions, and
-    a change made during the bulk load is applied again afterwards: nothing is missed.
+    a change made during the bulk load is applied again afterwards (its feed entry comes
+    after the position the load began at): nothing is missed.
     """
 
     def __init__(
@@ -78,13 +79,18 @@ class IndexFollower:
 
     async def rebuild(self) -> int:
         """Load every item vector and metadata, dropping items Redis no longer has; returns
-        how many vectors were loaded."""
-        self.position = await self.state.feed_position()
-        loaded: set[str] = set()
-        async for ids, vectors in self.state.all_item_vectors():
-            await asyncio.to_thread(self.index.upsert, ids, vectors)
-            self._pending.update(ids)
-            loaded.update(ids)
+        how many vectors were loaded. Vectors changed while the scan ran are read again (in
+        one transaction, by `settle`) from the feed entries since the scan began, not the
+        whole catalogue: at 1M items that one read outlasts any timeout."""
+        while True:
+            self.position = await self.state.feed_position()
+            loaded: set[str] = set()
+            async for ids, vectors in self.state.all_item_vectors():
+                await asyncio.to_thread(self.index.upsert, ids, vectors)
+                loaded.update(ids)
+            if await self.state.feed_kept_since(self.position):
+                break
+            log.warning("item feed trimmed while the index was read: reading it again")
         gone = [i for i in self.index.ids() if i not in loaded]
         if gone:
             await asyncio.to_thread(self.index.remove, gone)

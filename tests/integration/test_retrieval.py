@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,6 +186,39 @@ def test_the_index_switches_whole_versions_even_when_one_lands_while_it_reads(
         np.testing.assert_array_equal(index.vectors(ids), stored)
         assert world.follower.served is not None
         assert world.follower.served.version == 3
+
+    run(settings, scenario)
+
+
+def test_a_version_published_while_the_index_is_read_from_redis_is_whole_in_it(
+    settings: Settings,
+) -> None:
+    """The build reads the catalogue in chunks; vectors published meanwhile are read again
+    from the feed (not the whole catalogue again), so the ready index is that version."""
+
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(5)
+        ids = [f"i{n}" for n in range(600)]  # past 512: a hash table, scanned in chunks
+        await world.state.put_item_vectors(ids, _unit(rng, 600), model_version=1)
+        scan = world.state.all_item_vectors
+
+        async def publishing_midway(
+            chunk: int = 10_000,
+        ) -> AsyncIterator[tuple[list[str], npt.NDArray[np.float32]]]:
+            chunks = 0
+            async for found in scan(chunk=50):
+                yield found
+                chunks += 1
+                if chunks == 1:
+                    await world.state.put_item_vectors(ids, _unit(rng, 600), model_version=2)
+            assert chunks > 1
+
+        world.state.all_item_vectors = publishing_midway  # type: ignore[method-assign]
+        await world.follower.rebuild()
+        index = world.retriever.index
+        assert index.stamp.model_version == 2
+        _, stored = await world.state.item_vectors(ids)
+        np.testing.assert_array_equal(index.vectors(ids), stored)
 
     run(settings, scenario)
 
