@@ -36,7 +36,7 @@ bench-ingest: install
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)
 	trap '$(BIN)/recstream stack down' EXIT
 	eval "$$($(BIN)/recstream stack up)"
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python -m bench.ingest
 
 bench-quality: install
 	$(BIN)/recstream eval --events "$$($(BIN)/recstream data ml-100k)" --json ml-100k-eval.json

@@ -1,6 +1,6 @@
 """Ingest benchmark: sustained events/s end to end and produce-to-effect latency (prints figures).
 
-    python bench/ingest.py [--events 100000] [--runs 3] [--workers 1 2] [--rate 1000 10000]
+    python -m bench.ingest [--events 100000] [--runs 3] [--workers 1 2] [--rate 1000 10000]
                            [--seconds 15]
 
 End to end = SDK -> broker -> Faust worker -> Redis effects. Baseline in the same run: the same
@@ -22,12 +22,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 
 import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
+from bench.load import probe_click
 from store.interaction_store import RedisInteractionStore
 from store.redis_keys import RedisKeys, delete_prefixed
 from stream.config import Settings
@@ -67,10 +67,6 @@ def _wait_applied(client: redis.Redis, settings: Settings, n: int, timeout_s: fl
     raise TimeoutError(f"only {_applied(client, settings)} of {n} applied in {timeout_s:.0f}s")
 
 
-def _probe(user: str) -> ClickEvent:
-    return ClickEvent(event_id=user, user_id=user, ts=datetime.now(UTC), item_id="probe")
-
-
 def baseline_redis_only(settings: Settings, events: list[ClickEvent | OrderEvent]) -> float:
     """Events/s of the store alone, in batches as the worker applies them."""
 
@@ -108,7 +104,7 @@ def _warm_worker(
     """A producer, with workers that have joined their group and applied a first event (and,
     with several, `SETTLE_S` for the group to settle on sharing the partitions)."""
     with _workers(settings, workers), EventProducer(settings, linger_ms=linger_ms) as producer:
-        producer.send(_probe("warmup"))
+        producer.send(probe_click("warmup"))
         producer.flush()
         _wait_applied(client, settings, 1, timeout_s=120)
         if workers > 1:
@@ -176,7 +172,7 @@ def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Red
                 while time.monotonic() < deadline:
                     user = f"probe-{uuid.uuid4().hex[:12]}"
                     sent_at = time.perf_counter()
-                    producer.send(_probe(user))
+                    producer.send(probe_click(user))
                     while not client.exists(keys.history(user)):
                         if time.perf_counter() - sent_at > 10:
                             raise TimeoutError("a probe took more than 10 s")

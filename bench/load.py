@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
+from stream.events.schema import ClickEvent
+
+
+def probe_click(user_id: str, item_id: str = "probe") -> ClickEvent:
+    """A click stamped now, whose effect (or reflection) a benchmark waits for."""
+    return ClickEvent(event_id=user_id, user_id=user_id, ts=datetime.now(UTC), item_id=item_id)
 
 
 def produce_at(
@@ -36,3 +44,37 @@ def produce_at(
             sent += 1
         producer.flush()
     return sent
+
+
+_ROLES = {  # a process's role, by what its command line holds
+    "api": "stream api",
+    "worker": "stream worker",
+    "trainer": "stream trainer",
+    "redis": "redis-server",
+    "broker": "tansu",
+}
+
+
+def cpu_by_role() -> dict[str, float]:
+    """CPU seconds used so far by the processes of each role on this host (Linux /proc);
+    the rest of the box ('other': the benchmark itself, its load generator) too."""
+    used = dict.fromkeys([*_ROLES, "other"], 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        role = next((r for r, mark in _ROLES.items() if mark in command), "other")
+        used[role] += seconds
+    return used
+
+
+def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """Cores used by each role between two `cpu_by_role` readings, as one line."""
+    shares = {r: (after[r] - before.get(r, 0.0)) / seconds for r in after}
+    return ", ".join(f"{r} {s:.2f}" for r, s in shares.items() if s >= 0.005)

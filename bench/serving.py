@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from bench.index_recall import measure, tenth_scores
-from bench.load import produce_at
+from bench.load import cpu_by_role, cpu_share, produce_at
 from bench.trained_vectors import trained_vectors
 from store.faiss_index import FaissVectorIndex
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -268,13 +268,16 @@ def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how:
         time.sleep(2.0 * bench.api_processes)  # /readyz answered from one; the others too
         _measure(bench.api_port, 200, 2)
         for rate in rates:
+            cpu, began = cpu_by_role(), time.monotonic()
             achieved, p50, p99 = _measure(bench.api_port, rate, seconds)
+            used = cpu_share(cpu, cpu_by_role(), time.monotonic() - began)
             health, h50, h99 = _measure(bench.api_port, rate, seconds, health=True)
             print(
                 f"  {rate:>6,.0f} req/s offered: {achieved:>7,.0f} achieved,"
                 f" p50 {p50:6.2f} ms, p99 {p99:7.2f} ms"
                 f"  | /healthz: {health:>7,.0f} achieved ({achieved / health:.0%}),"
-                f" p50 {h50:6.2f} ms, p99 {h99:7.2f} ms"
+                f" p50 {h50:6.2f} ms, p99 {h99:7.2f} ms\n"
+                f"           cores used meanwhile: {used}"
             )
     finally:
         stop(api)

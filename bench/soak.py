@@ -38,7 +38,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +46,10 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from bench.load import produce_at
+from bench.load import probe_click, produce_at
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.producer import EventProducer
-from stream.events.schema import ClickEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import resident_mb, spawn, stop
 from stream.local.stack import free_port, local_stack
@@ -108,7 +106,7 @@ def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> list[
     with EventProducer(settings, linger_ms=1) as producer:
         while not stop_at.wait(1.0):
             user = f"fresh-{uuid.uuid4().hex[:12]}"
-            event = ClickEvent(event_id=user, user_id=user, ts=datetime.now(UTC), item_id="i1")
+            event = probe_click(user, "i1")
             sent = time.perf_counter()
             producer.send(event)
             producer.flush()
