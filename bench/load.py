@@ -56,10 +56,12 @@ _ROLES = {  # a process's role, by what its command line holds
 
 
 def cpu_by_role() -> dict[str, float]:
-    """CPU seconds used so far by the processes of each role on this host (Linux /proc);
-    the rest of the box ('other': the benchmark itself, its load generator) too."""
-    used = dict.fromkeys([*_ROLES, "other"], 0.0)
+    """CPU seconds used so far by the live processes of each role on this host (Linux
+    /proc; a child counts as its parent's role: API processes under their supervisor);
+    the rest ('other': the benchmark itself) too. A process that has exited is not counted
+    (the load generator's)."""
     tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[int, str, float]] = {}  # pid -> parent, role, seconds
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,8 +70,13 @@ def cpu_by_role() -> dict[str, float]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # gone meanwhile
-        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
         role = next((r for r, mark in _ROLES.items() if mark in command), "other")
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        found[int(entry.name)] = (int(fields[1]), role, seconds)
+    used = dict.fromkeys([*_ROLES, "other"], 0.0)
+    for parent, role, seconds in found.values():
+        if role == "other" and parent in found:
+            role = found[parent][1]
         used[role] += seconds
     return used
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from store.index_snapshots import IndexSnapshots
 from store.item_catalog import ItemCatalog
@@ -136,13 +137,13 @@ class IndexFollower:
             changed = self.served is None or version != self.served.version
             if version is not None and changed and self._before_version is not None:
                 await self._before_version(version)
-            if published.missing:
-                await asyncio.to_thread(self.index.remove, published.missing)
             ids, vectors = published.ids, published.vectors
             if self.catalog.deleted & set(ids):  # deleted items are never indexed again
                 keep = [n for n, i in enumerate(ids) if i not in self.catalog.deleted]
                 ids, vectors = [ids[n] for n in keep], vectors[keep]
-            await asyncio.to_thread(self.index.upsert, ids, vectors, version)
+            await asyncio.to_thread(
+                partial(self.index.upsert, ids, vectors, version, removing=published.missing)
+            )
             self._pending.clear()
             if version is not None and changed:
                 self.served = await self._served(version)

@@ -105,7 +105,12 @@ class VectorIndex(Protocol):
     def contains(self, item_id: str) -> bool: ...
 
     def upsert(
-        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        model_version: int | None = None,
+        *,
+        removing: Sequence[str] = (),
     ) -> None: ...
 
     def remove(self, ids: Sequence[str]) -> int: ...
@@ -180,12 +185,22 @@ class StampedIndex:
         return self._stamp
 
     def upsert(
-        self, ids: Sequence[str], vectors: npt.ArrayLike, model_version: int | None = None
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        model_version: int | None = None,
+        *,
+        removing: Sequence[str] = (),
     ) -> None:
         """Insert or replace the vectors of `ids` (the last one wins for repeated ids); with
-        `model_version`, the index is from then on stamped as holding that version."""
+        `model_version`, the index is from then on stamped as holding that version. Ids in
+        `removing` (a version's retired items) leave in the same write: a search sees the
+        new version whole, or the old one."""
         matrix, latest = upsert_rows(ids, vectors, self.dim)
         with self._lock.writing():
+            gone = [i for i in dict.fromkeys(removing) if i not in latest]
+            if gone:
+                self._remove(gone)
             if latest:
                 self._upsert(latest, matrix)
             self._stamp = self._stamp.after_write(model_version)

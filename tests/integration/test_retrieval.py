@@ -190,6 +190,34 @@ def test_the_index_switches_whole_versions_even_when_one_lands_while_it_reads(
     run(settings, scenario)
 
 
+def test_a_version_that_retires_items_replaces_the_served_one_in_one_write(
+    settings: Settings,
+) -> None:
+    """Its vectors and the items it no longer has change the index together: between two
+    writes a request would see the old version's stamp without items that version has."""
+
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(7)
+        ids = [f"i{n}" for n in range(20)]
+        await world.state.put_item_vectors(ids, _unit(rng, 20), model_version=1)
+        await world.follower.rebuild()
+        index = world.retriever.index
+        await world.state.put_item_vectors(
+            ids[:5], _unit(rng, 5), model_version=2, retired=["i19", "i18"]
+        )
+        for entry in await world.state.read_feed(world.follower.position):
+            await world.follower.apply(entry)
+        writes = index.version
+        await world.follower.settle()
+        assert index.version == writes + 1
+        assert index.stamp.model_version == 2
+        assert not index.contains("i19") and not index.contains("i18")
+        _, stored = await world.state.item_vectors(ids[:18])
+        np.testing.assert_array_equal(index.vectors(ids[:18]), stored)
+
+    run(settings, scenario)
+
+
 def test_a_version_published_while_the_index_is_read_from_redis_is_whole_in_it(
     settings: Settings,
 ) -> None:
