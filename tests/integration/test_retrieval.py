@@ -211,7 +211,8 @@ def test_a_version_that_retires_items_replaces_the_served_one_in_one_write(
         await world.follower.settle()
         assert index.version == writes + 1
         assert index.stamp.model_version == 2
-        assert not index.contains("i19") and not index.contains("i18")
+        assert not index.contains("i19")
+        assert not index.contains("i18")
         _, stored = await world.state.item_vectors(ids[:18])
         np.testing.assert_array_equal(index.vectors(ids[:18]), stored)
 
