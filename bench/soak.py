@@ -16,6 +16,9 @@ plateau (the trainer and the API grow with the items seen so far, up to the cata
 Redis then grows only by the idempotency records, reported per event over the second half.
 The growth of each memory figure over the second half is also given as a slope (MB/min).
 
+User vectors: how many the API prepared off the request path before serving new versions,
+and how many it had to make while a request waited (point 2 of issue 17: none, steady).
+
 Freshness: every second a new user clicks, and the API is asked until its answer reflects
 the click (`as_of_event_id`); p50/p99 of produce -> recommendations (the first probe, which
 waits for the worker to join its group, is a warm-up).
@@ -95,6 +98,18 @@ async def _query(
             await asyncio.sleep(max(0.0, began + n / qps - time.monotonic()))
         await asyncio.gather(*tasks)
     return latencies, errors
+
+
+def _user_vectors_made(base: str) -> dict[str, float]:
+    """The API's `recstream_api_user_vectors_total` by `when` (prepared / on_request)."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        sample.labels["when"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "recstream_api_user_vectors_total"
+    }
 
 
 def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> list[float]:
@@ -206,6 +221,7 @@ def soak(
                 base_url, qps, seconds, users, lambda u: f"/v1/users/user-{u:06d}/recommendations"
             )
         )
+        made = _user_vectors_made(base_url)
         floor, _ = asyncio.run(_query(base_url, qps, min(30.0, seconds), 1, lambda _: "/healthz"))
         stop_at.set()
         producer.join()
@@ -225,6 +241,8 @@ def soak(
             "query_errors": errors,
             "query_p50_ms": _pct(latencies, 50),
             "query_p99_ms": _pct(latencies, 99),
+            "user_vectors_prepared": made.get("prepared", 0.0),
+            "user_vectors_made_on_request": made.get("on_request", 0.0),
             "healthz_p50_ms": _pct(floor, 50),
             "healthz_p99_ms": _pct(floor, 99),
             "freshness_probes": len(fresh[0]) if fresh else 0,
