@@ -167,10 +167,11 @@ class Settings(BaseSettings):
     )
     embed_batch: int = Field(256, ge=1, description="users a worker re-embeds per model call")
     prepare_users: int = Field(
-        5_000,
+        0,
         ge=0,
         description="users an API process re-embeds before it serves a new model version "
-        "(those it served within prepare_window_s, newest first; 0: none)",
+        "(those it served within prepare_window_s, newest first; 0: none, each is embedded "
+        "on their first request of a version)",
     )
     prepare_window_s: float = Field(
         30.0, gt=0, description="an API process prepares users it served this recently"

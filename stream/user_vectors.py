@@ -50,16 +50,20 @@ async def _embedded(
     user_ids: Sequence[str],
     batch: int,
 ) -> AsyncIterator[tuple[list[str], npt.NDArray[np.float32], list[str]]]:
-    """The vectors of `user_ids` (those with a history) under `version`, `batch` users per
-    model call off the event loop: (users, vectors, the newest event each reflects)."""
+    """The vectors of `user_ids` (those with a history) under `version`, `batch` users at a
+    time: one history read, then one model call off the event loop, so that requests are
+    served between chunks. Yields (users, vectors, the newest event each reflects)."""
     model = await asyncio.to_thread(models.get, version)
     if model is None:
         log.warning("model version %d is not loadable; user vectors not made", version)
         return
-    histories = await interactions.histories(list(user_ids), model.config.max_history)
-    users = [u for u in user_ids if histories[u]]
-    for start in range(0, len(users), batch):
-        chunk = users[start : start + batch]
+    for start in range(0, len(user_ids), batch):
+        histories = await interactions.histories(
+            list(user_ids[start : start + batch]), model.config.max_history
+        )
+        chunk = [u for u, history in histories.items() if history]
+        if not chunk:
+            continue
         pasts = [_oldest_first(u, histories[u]) for u in chunk]
         vectors = await asyncio.to_thread(
             models.embed, version, pasts, [newest_ms(p, 0) for p in pasts]

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _SHUTDOWN_S = 5.0  # the follower stops within one feed poll (1 s); never wait forever
 _DRAIN_S = 5.0  # requests begun on a namespace's state finish before it closes
 _LOAD_S = 600.0  # longest a replica waits for a promoted namespace's index to load
+_PREPARE_BATCH = 64  # users per history read and model call: requests are served between
 
 
 @dataclass
@@ -71,7 +72,7 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     catalog = ItemCatalog()
 
     prepared = PreparedUsers(settings.prepare_users, settings.prepare_window_s)
-    preparer = UserVectorPreparer(interactions, models, prepared, settings.embed_batch)
+    preparer = UserVectorPreparer(interactions, models, prepared, _PREPARE_BATCH)
 
     async def load_model(version: int) -> None:
         """Have the model of a version in memory, and the vectors of the users served lately

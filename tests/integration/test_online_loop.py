@@ -54,6 +54,7 @@ def _loop_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Sett
             "publish_interval_s": 0.3,
             "publish_events": 400,
             "checkpoint_keep": 1_000,
+            "prepare_users": 1_000,
         }
     )
 
