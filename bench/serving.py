@@ -39,7 +39,7 @@ import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from bench.index_recall import measure, tenth_scores
+from bench.index_recall import exact_search_ms, measure, tenth_scores
 from bench.load import cpu_by_role, cpu_share, produce_at
 from bench.trained_vectors import trained_vectors
 from store.faiss_index import FaissVectorIndex
@@ -81,17 +81,6 @@ def _item(n: int) -> str:
 
 def _user(n: int) -> str:
     return f"user-{n:06d}"
-
-
-def _baseline_ms(items: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> float:
-    """Median time of one brute-force numpy top-10 query."""
-    times = []
-    for q in queries:
-        began = time.perf_counter()
-        scores = items @ q
-        np.argpartition(-scores, 10)[:10]
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
 
 
 def _bare_index(
@@ -223,7 +212,9 @@ def run_size(
         items, queries = _vectors(size, seed=0), _vectors(200, seed=2)
     beside = f"ingest {ingest:,.0f} events/s learned beside" if ingest else "serving alone"
     print(f"\n== {size:,} {'trained' if trained else 'random'} items, {factory}, {beside} ==")
-    print(f"baseline brute-force numpy top-10: median {_baseline_ms(items, queries):.2f} ms/query")
+    print(
+        f"baseline brute-force numpy top-10: median {exact_search_ms(items, queries):.2f} ms/query"
+    )
     recall, p50, p99 = _bare_index(bench, items, queries)
     print(
         f"bare index search (nprobe {bench.index_nprobe}, ef {bench.index_ef_search}): "

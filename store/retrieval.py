@@ -294,14 +294,14 @@ class Retriever:
         if version is None:
             return None
         newest = history[0].event_id if history else ""
-        stored_fits = stored is not None and stored.model_version == version
-        if stored is not None and stored_fits and stored.as_of_event_id == newest:
-            return stored.vector, newest
+        fits = stored if stored is not None and stored.model_version == version else None
+        if fits is not None and fits.as_of_event_id == newest:
+            return fits.vector, newest
         prepared = None if self.prepared is None else self.prepared.get(user_id, version, newest)
         if prepared is not None:
             return prepared.vector, newest
-        if stored is not None and stored_fits:  # the worker is about to write a newer one
-            return stored.vector, stored.as_of_event_id
+        if fits is not None:  # the worker is about to write a newer one
+            return fits.vector, fits.as_of_event_id
         if self.encoder is None or not history:
             return None
         vector = await asyncio.to_thread(self.encoder.encode, version, user_id, history)

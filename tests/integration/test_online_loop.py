@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -267,6 +268,27 @@ def test_model_versions_advance_while_events_flow_and_the_replica_converges(loop
     assert "recstream_publish_latency_seconds_count" in metrics
 
 
+@contextlib.contextmanager
+def _training_meanwhile(loop: Loop, seed: int) -> Iterator[None]:
+    """300 new events every 0.1 s while the block runs: versions keep being published."""
+    stop = threading.Event()
+
+    def keep_training() -> None:
+        n = seed
+        while not stop.is_set():
+            loop.produce(list(sample_events(300, users=200, items=300, seed=n)))
+            n += 1
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=keep_training)
+    feeder.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        feeder.join()
+
+
 def test_every_response_is_ranked_by_one_model_version(loop: Loop) -> None:
     """While versions are published every 0.3 s, each response must be exactly the ranking
     of the version v it names: its items and ranker scores, recomputed from checkpoint v
@@ -284,28 +306,14 @@ def test_every_response_is_ranked_by_one_model_version(loop: Loop) -> None:
         10,
         "the probes' clicks to be reflected",
     )
-    stop = threading.Event()
-
-    def keep_training() -> None:
-        seed = 100
-        while not stop.is_set():
-            loop.produce(list(sample_events(300, users=200, items=300, seed=seed)))
-            seed += 1
-            time.sleep(0.1)
-
-    feeder = threading.Thread(target=keep_training)
-    feeder.start()
     answers: list[dict[str, Any]] = []
     now_ms = int(time.time() * 1000)
-    try:
+    with _training_meanwhile(loop, seed=100):
         began = time.monotonic()  # 6 s at least; longer (up to 30 s) on a loaded machine
         while time.monotonic() - began < 6 or (
             len({a["model_version"] for a in answers}) < 3 and time.monotonic() - began < 30
         ):
             answers.extend(_recommend(loop.api, u, now_ms) for u in probes)
-    finally:
-        stop.set()
-        feeder.join()
     versions = {a["model_version"] for a in answers}
     assert len(versions) >= 3, f"versions did not advance during the test: {versions}"
     checkpoints = CheckpointStore(loop.settings.checkpoint_dir)
@@ -364,25 +372,11 @@ def test_users_served_lately_are_prepared_for_each_new_version_off_the_request_p
     for user in users:  # every one of them asked at the served version: none is new now
         _recommend(loop.api, user)
     before = _user_vectors_made(loop.api)
-    stop = threading.Event()
-
-    def keep_training() -> None:
-        seed = 500
-        while not stop.is_set():
-            loop.produce(list(sample_events(300, users=200, items=300, seed=seed)))
-            seed += 1
-            time.sleep(0.1)
-
-    feeder = threading.Thread(target=keep_training)
-    feeder.start()
     versions: set[int] = set()
-    try:
+    with _training_meanwhile(loop, seed=500):
         began = time.monotonic()
         while len(versions) < 4 and time.monotonic() - began < 30:
             versions.update(_recommend(loop.api, u)["model_version"] for u in users)
-    finally:
-        stop.set()
-        feeder.join()
     after = _user_vectors_made(loop.api)
     assert len(versions) >= 4, f"versions did not advance during the test: {versions}"
     assert after["on_request"] == before["on_request"]
