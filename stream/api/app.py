@@ -39,8 +39,13 @@ def _user_vectors(serving: Serving) -> dict[str, int]:
     return {"prepared": prepared.prepared, "on_request": prepared.on_request}
 
 
-def create_api(settings: Settings) -> FastAPI:
-    """The HTTP service: ingest, retrieval and item admin; resources open and close with it."""
+def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:
+    """The HTTP service: ingest, retrieval and item admin; resources open and close with it.
+
+    `listen_when_ready`: start-up (and so listening) waits for the item index. A process
+    sharing its port with others needs it: once it listens the kernel sends it a share of
+    connections, which a loading index would answer 503. Alone on a port, a process listens
+    at once and `/readyz` says when it can serve."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +57,9 @@ def create_api(settings: Settings) -> FastAPI:
                 app.state.serving = serving
 
             async with open_following(settings, install):
+                if listen_when_ready:
+                    log.info("loading the item index before taking connections")
+                    await app.state.serving.follower.ready.wait()
                 yield
         finally:
             app.state.event_log.close()

@@ -48,7 +48,7 @@ def run_api(settings: Settings) -> None:
 def _serve(settings: Settings, reuse_port: bool) -> None:
     start_process(settings, configure_logging=False)  # uvicorn configures its logging
     config = uvicorn.Config(
-        create_api(settings),
+        create_api(settings, listen_when_ready=reuse_port),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level,

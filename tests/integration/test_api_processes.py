@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,8 +11,11 @@ import urllib.request
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from store.index_sync import IndexFollower
 from store.redis_keys import RedisKeys
+from stream.api.app import create_api
 from stream.config import Settings
 from stream.local.processes import spawn, stop
 from stream.local.stack import free_port
@@ -40,6 +44,25 @@ def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
             return response.status, json.loads(response.read())
     except OSError:
         return 0, {}
+
+
+def test_a_process_sharing_the_port_takes_connections_only_once_its_index_is_loaded(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a process listens on a shared port, the kernel sends it a share of connections:
+    listening while the index still loads would answer them 503 (a CI failure of the test
+    below, a user's errors after every restart)."""
+    complete = IndexFollower._complete
+
+    async def slow_complete(self: IndexFollower) -> None:
+        await asyncio.sleep(1.0)
+        await complete(self)
+
+    monkeypatch.setattr(IndexFollower, "_complete", slow_complete)
+    with TestClient(create_api(settings, listen_when_ready=True)) as client:
+        assert client.get("/readyz").status_code == 200
+    with TestClient(create_api(settings)) as client:  # alone on its port: /readyz says 503
+        assert client.get("/readyz").status_code == 503
 
 
 def test_api_processes_share_the_port_and_one_that_dies_is_replaced(settings: Settings) -> None:
