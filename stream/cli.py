@@ -184,7 +184,7 @@ def _cmd_switch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    from stream.api.auth import SCOPES, new_key
+    from stream.api.auth import SCOPES, add_to_keys_file, new_key
 
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
     unknown = sorted(set(scopes) - set(SCOPES))
@@ -193,8 +193,24 @@ def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
         print(f"recstream keys: scopes are {known}; got {args.scopes!r}", file=sys.stderr)
         return 2
     key, entry = new_key(args.name, scopes, args.rate)
-    print(f"key (shown once; give it to the client): {key}", file=sys.stderr)
-    print(entry)
+    if args.print_entry:
+        print(f"key (shown once; give it to the client): {key}", file=sys.stderr)
+        print(entry)
+        return 0
+    path = Path(args.file) if args.file else settings.keys_file
+    try:
+        held = add_to_keys_file(path, entry)
+    except (ValueError, OSError) as error:
+        print(f"recstream keys: {error}", file=sys.stderr)
+        return 2
+    default = "" if args.file or settings.api_keys_file else ", the API's default"
+    explicit = "" if default else f" (start the API with RECSTREAM_API_KEYS_FILE={path})"
+    print(
+        f"key {args.name!r} ({', '.join(scopes)}) added to {path}{default}, now {held} "
+        f"key(s){explicit}; the key is printed once, below: give it to the client",
+        file=sys.stderr,
+    )
+    print(key)
     return 0
 
 
@@ -330,12 +346,26 @@ def build_parser() -> argparse.ArgumentParser:
     drop = namespace_sub.add_parser("drop", help="delete namespace NAME")
     drop.add_argument("name")
     namespace.set_defaults(run=_cmd_namespace)
-    keys = sub.add_parser("keys", help="make an API key: prints the key once, and its entry")
+    keys = sub.add_parser("keys", help="make an API key, kept in the API's keys file")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    new = keys_sub.add_parser("new", help="a random key; add the printed entry to the key list")
-    new.add_argument("--name", required=True, help="who holds it (shown in logs)")
+    new = keys_sub.add_parser(
+        "new",
+        help="a random key: its entry (a digest, never the key) goes to the keys file",
+        description="Makes a random key, adds its entry (name, SHA-256, scopes, rate) to the "
+        "keys file (RECSTREAM_API_KEYS_FILE, default <RECSTREAM_DATA_DIR>/api-keys.json, which "
+        "the API reads when it exists; created readable by its owner only) and prints the key "
+        "once on stdout: KEY=$(recstream keys new --name web --scopes read). Needs nothing "
+        "running; a running API reads the file at its next start.",
+    )
+    new.add_argument("--name", required=True, help="who holds it (shown in logs; unique)")
     new.add_argument("--scopes", required=True, help="comma-separated: read, ingest, admin")
     new.add_argument("--rate", type=float, default=None, help="requests/s (default: setting)")
+    new.add_argument("--file", default=None, help="keys file (default: as above)")
+    new.add_argument(
+        "--print-entry",
+        action="store_true",
+        help="write no file: print the entry (for RECSTREAM_API_KEYS) and the key on stderr",
+    )
     new.set_defaults(run=_cmd_keys)
     schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)

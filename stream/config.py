@@ -103,15 +103,19 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="log level of workers and API")
     api_keys: str | None = Field(
         None,
-        description="JSON list of API keys (see `recstream keys new`); without one the API "
-        "refuses to start unless insecure_open is set",
+        description="API keys as JSON, one entry or a list (see `recstream keys new`); without "
+        "a key here or in the keys file the API refuses to start unless insecure_open is set",
     )
     insecure_open: bool = Field(
         False,
         description="serve every route, admin included, with no API key: local demos and "
         "tests only (`recstream api --insecure-open`)",
     )
-    api_keys_file: Path | None = Field(None, description="file holding that JSON list")
+    api_keys_file: Path | None = Field(
+        None,
+        description="file of API key entries, where `recstream keys new` adds them (default: "
+        "<data_dir>/api-keys.json, read when it exists)",
+    )
     pseudonym_key: SecretStr | None = Field(
         None, description="HMAC key: user ids are pseudonymised at ingest and in queries"
     )
@@ -207,6 +211,19 @@ class Settings(BaseSettings):
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:60]
             parts.append(f"{safe}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}")
         return self.data_dir / "index-snapshots" / parts[0] / parts[1]
+
+    @property
+    def keys_file(self) -> Path:
+        """Where API key entries are kept: `api_keys_file`, else `data_dir/api-keys.json`."""
+        return self.api_keys_file or self.data_dir / "api-keys.json"
+
+    @property
+    def keys_file_read(self) -> Path | None:
+        """The keys file the API reads: one named explicitly (which must exist), else the
+        default one when it exists."""
+        if self.api_keys_file is not None or self.keys_file.exists():
+            return self.keys_file
+        return None
 
     @property
     def checkpoint_dir(self) -> Path:

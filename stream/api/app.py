@@ -67,7 +67,7 @@ def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:
     app = FastAPI(title="recstream", version="0.1.0", lifespan=lifespan)
     app.state.keys = KeyRing.load(
         settings.api_keys,
-        settings.api_keys_file,
+        settings.keys_file_read,
         settings.api_key_rate_per_s,
         settings.api_key_burst,
     )

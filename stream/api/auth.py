@@ -1,8 +1,9 @@
 """API keys: scoped, stored as SHA-256 digests, compared in constant time, rate-limited per key.
 
-Keys are configured by `RECSTREAM_API_KEYS` (a JSON list) or `RECSTREAM_API_KEYS_FILE` (a
-file holding one): `[{"name": "shop-web", "sha256": "<hex>", "scopes": ["read"],
-"rate_per_s": 500, "burst": 1000}]`. `recstream keys new` makes a key and its entry. Keys are
+Keys are configured by `RECSTREAM_API_KEYS` (a JSON entry or list of entries) and/or a keys
+file holding the same (`RECSTREAM_API_KEYS_FILE`, default `<data dir>/api-keys.json` when it
+exists): `[{"name": "shop-web", "sha256": "<hex>", "scopes": ["read"], "rate_per_s": 500,
+"burst": 1000}]`. `recstream keys new` makes a key and adds its entry to the file. Keys are
 random 256-bit tokens, so one SHA-256 is as strong as a slow hash and costs microseconds.
 With no key configured the API is open (for local use) and says so at start.
 """
@@ -80,13 +81,9 @@ class KeyRing:
                 sources.append((f"API keys file {file}", file.read_text()))
             except OSError as error:
                 raise ValueError(f"cannot read API keys file {file}: {error}") from None
-        adapter = TypeAdapter(list[KeyEntry])
         entries: list[KeyEntry] = []
         for source, text in sources:
-            try:
-                entries += adapter.validate_python(json.loads(text))
-            except (ValueError, ValidationError) as error:
-                raise ValueError(f"invalid {source}: {error}") from None
+            entries += _entries(text, source)
         return cls(entries, rate_per_s, burst)
 
     def authenticate(self, presented: str | None) -> KeyEntry | None:
@@ -102,6 +99,35 @@ class KeyRing:
 
     def wait_s(self, entry: KeyEntry) -> float:
         return self._buckets[entry.name].take()
+
+
+def _entries(text: str, source: str) -> list[KeyEntry]:
+    """The key entries of JSON `text`: one entry or a list of them."""
+    try:
+        parsed = json.loads(text)
+        return _ENTRIES.validate_python([parsed] if isinstance(parsed, dict) else parsed)
+    except (ValueError, ValidationError) as error:
+        raise ValueError(f"invalid {source}: {error}") from None
+
+
+_ENTRIES = TypeAdapter(list[KeyEntry])
+
+
+def add_to_keys_file(path: Path, entry: str) -> int:
+    """Append the JSON `entry` to the keys file at `path` (created, readable by its owner
+    only); returns how many entries it then holds. A name already there is refused."""
+    entries = _entries(path.read_text(), f"API keys file {path}") if path.exists() else []
+    added = KeyEntry.model_validate_json(entry)
+    if any(e.name == added.name for e in entries):
+        raise ValueError(f"{path} already has a key named {added.name!r}")
+    entries.append(added)
+    text = json.dumps([e.model_dump(mode="json", exclude_none=True) for e in entries], indent=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.touch(mode=0o600)
+    partial.write_text(text + "\n")
+    partial.replace(path)
+    return len(entries)
 
 
 def new_key(name: str, scopes: list[Scope], rate_per_s: float | None = None) -> tuple[str, str]:
