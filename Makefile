@@ -7,7 +7,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-quality bench-serving bench-online bench-replay bench-soak bench-ranker
+.PHONY: install demo run test lint bench-ingest bench-quality bench-serving bench-online bench-replay bench-soak bench-ranker
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(BIN)/recstream demo
+
+run: install
+	$(BIN)/recstream up
 
 lint: install
 	$(BIN)/ruff check .

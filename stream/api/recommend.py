@@ -48,6 +48,15 @@ class ModelOut(BaseModel):
     namespace: str = Field(description="namespace served ('': the base; see recstream promote)")
 
 
+class StatsOut(BaseModel):
+    events_applied: int = Field(description="events ingest has applied (each once)")
+    events_duplicate: int = Field(description="events ingest found already applied")
+    events_dead_lettered: int = Field(description="events ingest refused, with a reason")
+    model_version: int | None = Field(description="the version this replica serves")
+    events_learned: int | None = Field(description="events the served version has learned")
+    index_items: int
+
+
 class SimilarOut(BaseModel):
     item_id: str
     items: list[ScoredOut]
@@ -134,6 +143,23 @@ async def model(request: Request) -> ModelOut:
         events_learned=None if served is None else served.events_learned,
         index_items=serving.index.size,
         namespace=serving.namespace,
+    )
+
+
+@router.get("/stats")
+async def stats(request: Request) -> StatsOut:
+    """What the service has done so far: ingest's counts and the model version served here
+    (a dashboard polls this: the rate of `events_applied` is the ingest rate)."""
+    serving = serving_of(request)
+    ingest = await serving.interactions.stats()
+    served = serving.follower.served
+    return StatsOut(
+        events_applied=ingest.applied,
+        events_duplicate=ingest.duplicates,
+        events_dead_lettered=ingest.dead_lettered,
+        model_version=None if served is None else served.version,
+        events_learned=None if served is None else served.events_learned,
+        index_items=serving.index.size,
     )
 
 

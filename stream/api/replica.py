@@ -16,6 +16,7 @@ from model.serving_models import ServingModels
 from store.faiss_index import FaissVectorIndex
 from store.index_snapshots import IndexSnapshots
 from store.index_sync import IndexFollower
+from store.interaction_store import RedisInteractionStore
 from store.item_catalog import ItemCatalog
 from store.prepared_users import PreparedUsers
 from store.retrieval import Retriever
@@ -44,6 +45,7 @@ class Serving:
     models: ServingModels
     namespace: str
     prepared: PreparedUsers
+    interactions: RedisInteractionStore
 
     @property
     def ready(self) -> bool:
@@ -111,7 +113,15 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     task = asyncio.create_task(follower.run())
     try:
         yield Serving(
-            client, state, index, follower, retriever, models, settings.namespace, prepared
+            client,
+            state,
+            index,
+            follower,
+            retriever,
+            models,
+            settings.namespace,
+            prepared,
+            interactions,
         )
     finally:
         follower.stop()

@@ -111,6 +111,11 @@ def test_metrics_and_openapi_are_served(api: TestClient) -> None:
     assert "recstream_index_items 100.0" in metrics
     paths = api.get("/openapi.json").json()["paths"]
     assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar"} <= set(paths)
+    stats = api.get("/v1/stats").json()
+    assert stats["index_items"] == 100
+    assert stats["events_applied"] == 0  # this test wrote vectors, applied no event
+    assert "/demo" not in paths
+    assert 'id="recs"' in api.get("/demo").text
 
 
 def test_repeats_follow_the_setting_unless_a_request_says_otherwise(settings: Settings) -> None:

@@ -1,0 +1,186 @@
+"""The first run as a new user makes it: `recstream up` (what `make run` runs), its curl line,
+the demo page in a real browser (headless Debian Chromium), then `recstream down`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stream.config import Settings
+from stream.local.processes import alive, settings_env, stop
+from stream.local.stack import free_port
+from tests.conftest import forget, isolated_settings, wait_until
+
+pytestmark = pytest.mark.integration
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+
+
+@dataclass
+class Up:
+    process: subprocess.Popen[bytes]
+    settings: Settings
+    output: str
+
+    def line(self, label: str) -> str:
+        found = re.search(rf"^\s*{label}\s+(.+)$", self.output, re.MULTILINE)
+        assert found, f"no '{label}' line in:\n{self.output}"
+        return found.group(1).strip()
+
+
+@pytest.fixture(scope="module")
+def up(kafka_bootstrap: str, redis_url: str) -> Iterator[Up]:
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = isolated_settings(kafka_bootstrap, redis_url, Path(data_dir))
+        settings = settings.model_copy(update={"insecure_open": False, "api_port": free_port()})
+        log = Path(data_dir) / "up-output.txt"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "stream", "up", "--events", "3000"],
+                env=settings_env(settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        began = time.monotonic()
+        wait_until(  # until it says how to query it
+            lambda: "\n  try " in log.read_text() or process.poll() is not None,
+            180,
+            "recstream up to answer",
+        )
+        output = log.read_text()
+        assert process.poll() is None, output
+        print(f"recstream up answered after {time.monotonic() - began:.1f}s")
+        try:
+            yield Up(process, settings, output)
+        finally:
+            stop(process)
+            forget(settings.model_copy(update={"redis_prefix": settings.redis_prefix + "up:"}))
+
+
+def _answers_with_items(command: list[str], cwd: Path | None = None) -> None:
+    command = [*command, "--silent", "--write-out", "\n%{http_code}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=cwd)
+    body, code = done.stdout.rsplit("\n", 1)
+    assert code == "200", done.stdout + done.stderr
+    assert '"items":[{"item_id"' in body
+    assert '"model_version":' in body
+
+
+def test_up_prints_a_curl_line_that_answers_with_items(up: Up) -> None:
+    _answers_with_items(shlex.split(up.line("try")))
+
+
+def test_the_readmes_curl_line_answers_with_items(up: Up) -> None:
+    """The README's first curl line, run where `make run` ran (its data dir and port here)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("curl "))
+    port = up.line("API").split()[0].rsplit(":", 1)[1]
+    line = line.replace(":8000/", f":{port}/")
+    run_dir = up.settings.data_dir.parent / "run"
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / ".recstream").symlink_to(up.settings.data_dir)
+    cat = re.search(r"\$\(cat ([^)]+)\)", line)
+    assert cat
+    key = (run_dir / cat.group(1)).read_text().strip()
+    _answers_with_items(shlex.split(line.replace(cat.group(0), key)), cwd=run_dir)
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
+    "chromium-driver; .ci/run installs them)",
+)
+def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tempfile.mkdtemp()}",
+    ):
+        options.add_argument(flag)
+    user = f"visitor-{uuid.uuid4().hex[:8]}"  # no history: popular items, then learned ones
+    page = re.sub(r"user=[^&\s]+", f"user={user}", up.line("demo page"))
+    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        browser.get(page)
+
+        def shown() -> list[str]:
+            return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")]
+
+        wait_until(lambda: len(shown()) == 10, 30, "the page to show 10 recommendations")
+        before = shown()
+        clicked = before[0]
+        browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
+        recs = browser.find_element(By.ID, "recs")
+        wait_until(
+            lambda: recs.get_attribute("data-clicked") == clicked,
+            15,
+            "the recommendations to reflect the click",
+        )
+        status = browser.find_element(By.ID, "status").text
+        assert f"after your click on {clicked}" in status, status
+        after = shown()
+        assert after != before
+        assert clicked not in after  # seen items are not recommended again
+        reasons = {
+            e.get_attribute("data-reason")
+            for e in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .reason")
+        }
+        assert reasons - {"popular"}, reasons  # the click made it personal
+        assert browser.find_element(By.ID, "clicked").text == clicked
+        wait_until(
+            lambda: bool(browser.find_elements(By.CSS_SELECTOR, "#similar tbody tr")),
+            10,
+            "similar items of the clicked one",
+        )
+        wait_until(lambda: "clicks" in browser.find_element(By.ID, "fresh").text, 5, "freshness")
+        wait_until(  # the service panel polls once a second
+            lambda: browser.find_element(By.ID, "model").text not in ("", "-"),
+            5,
+            "the model version in the service panel",
+        )
+    finally:
+        browser.quit()
+
+
+def test_down_stops_everything_up_started(up: Up) -> None:
+    children = subprocess.run(
+        ["pgrep", "-P", str(up.process.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert len(children) >= 3  # worker, trainer, API
+    done = subprocess.run(
+        [sys.executable, "-m", "stream", "down"],
+        env=settings_env(up.settings),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"stopped recstream up (pid {up.process.pid})" in done.stderr
+    assert up.process.wait(timeout=30) is not None
+    wait_until(lambda: not any(alive(int(c)) for c in children), 30, "its processes to stop")
+    assert shutil.which("curl")
+    api = up.line("API").split()[0]
+    probe = subprocess.run(["curl", "-s", f"{api}/healthz"], capture_output=True, check=False)
+    assert probe.returncode != 0  # nothing listens any more
