@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -247,6 +248,19 @@ def _api_url(settings: Settings) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{settings.api_port}"
 
 
+def _check_port_free(settings: Settings) -> None:
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.api_host, settings.api_port))
+        except OSError as error:
+            raise UpError(
+                f"cannot serve on {settings.api_host}:{settings.api_port} ({error.strerror}): "
+                "pass --port (or set RECSTREAM_API_PORT)"
+            ) from None
+
+
 @contextlib.contextmanager
 def _processes(settings: Settings) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     children = {role: spawn(role, settings, settings.data_dir / f"{role}.log") for role in ROLES}
@@ -269,6 +283,7 @@ def run_up(settings: Settings, options: UpOptions) -> int:
     with sigterm_unwinds(), local_stack(settings) as stacked:
         up, demo_key, admin_key = _prepare(stacked, options)
         api_url = _api_url(up)
+        _check_port_free(up)
         _progress(f"starting a worker, the trainer and the API on {api_url}")
         with _processes(up) as children:
             asyncio.run(_load(up, data, api_url, demo_key))
