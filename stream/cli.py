@@ -8,13 +8,25 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.events.schema import json_schemas
-from stream.local.stack import stack_down, stack_status, stack_up
+from stream.local.stack import (
+    kafka_reachable,
+    redis_reachable,
+    stack_down,
+    stack_status,
+    stack_up,
+)
 from stream.ops.replay_file import ProduceSummary
+from stream.settings_help import GROUPS, env_name, epilog, settings_lines, shown
 from stream.startup import interrupt
+
+DEMO_EVENTS = 15_000  # `recstream demo` by default: about 3 minutes on 2 cores
 
 
 def produce_file(settings: Settings, path: str, *, progress: bool = True) -> ProduceSummary:
@@ -226,7 +238,7 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
     options = DemoOptions(
         synthetic=args.synthetic,
-        limit=args.limit,
+        limit=None if args.full else (args.limit or DEMO_EVENTS),
         json_out=Path(args.json_out) if args.json_out else None,
     )
     return run_demo(settings, options)
@@ -250,6 +262,18 @@ def _cmd_down(settings: Settings, args: argparse.Namespace) -> int:
     return run_down(settings)
 
 
+def _cmd_config(settings: Settings, args: argparse.Namespace) -> int:
+    for group in GROUPS:
+        print(f"# {group}")
+        print("\n".join(settings_lines(settings, (group,))))
+    broker = kafka_reachable(settings.kafka_bootstrap)
+    cache = redis_reachable(settings.redis_url)
+    print(f"\nbroker {settings.kafka_bootstrap}: {'answers' if broker else 'NOT answering'}")
+    where = shown(settings, "redis_url")
+    print(f"redis  {where}: {'answers' if cache else 'NOT answering'}")
+    return 0 if broker and cache else 1
+
+
 def _cmd_eval(settings: Settings, args: argparse.Namespace) -> int:
     from stream.evaluation.offline import run_evaluation
 
@@ -262,24 +286,110 @@ def _cmd_data(settings: Settings, args: argparse.Namespace) -> int:
     return write_dataset(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+_FLAG = "set_"  # argparse dest prefix of flags that override a setting
+GROUPS_WORKER = ("broker", "redis", "events", "ingest", "model", "logging")
+GROUPS_TRAINER = ("broker", "redis", "events", "trainer", "model", "history_len", "logging")
+GROUPS_API = ("api", "redis", "kafka_bootstrap", "topic_prefix", "events", "model", "logging")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps prose by paragraph; keeps indented lines (the settings list) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for paragraph in text.split("\n\n"):
+            if paragraph.startswith("  ") or "\n  " in paragraph:
+                out.append(paragraph)
+            else:
+                out.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(out)
+
+
+def _explain(
+    parser: argparse.ArgumentParser,
+    settings: Settings | None,
+    needs: Sequence[str] = (),
+    reads: Sequence[str] = (),
+) -> argparse.ArgumentParser:
+    """Say in `--help` what the command needs running and which settings it reads."""
+    parser.formatter_class = _Formatter
+    parser.epilog = epilog(settings, needs, reads)
+    return parser
+
+
+def _setting_flag(
+    parser: argparse.ArgumentParser, flag: str, field: str, kind: type = str, **more: Any
+) -> None:
+    """A flag that overrides setting `field` (its RECSTREAM_* variable) for this run."""
+    description = Settings.model_fields[field].description
+    parser.add_argument(
+        flag,
+        dest=_FLAG + field,
+        metavar=flag.lstrip("-").upper().replace("-", "_"),
+        type=kind,
+        default=None,
+        help=f"{description} (overrides {env_name(field)})",
+        **more,
+    )
+
+
+def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
+    """Every command, each saying what it needs and reads (with `settings`' values)."""
     parser = argparse.ArgumentParser(prog="recstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    stack = sub.add_parser("stack", help="start/stop the local Kafka-protocol broker and Redis")
+    stack = sub.add_parser(
+        "stack",
+        help="start/stop the local Kafka-protocol broker and Redis",
+        description="up: starts the test broker (tansu) on a free port unless "
+        "RECSTREAM_KAFKA_BOOTSTRAP is set and answers, and redis-server unless Redis answers "
+        'at RECSTREAM_REDIS_URL; prints the exports to use them (eval "$(recstream stack up)"). '
+        "down: stops what up started, by PID. status: what runs where.",
+    )
+    _explain(stack, settings, (), ("kafka_bootstrap", "redis_url", "data_dir"))
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--kafka-port", type=int, default=None, help="broker port (default: free)")
     stack.set_defaults(run=_cmd_stack)
-    sub.add_parser("worker", help="run a Faust ingest worker").set_defaults(run=_cmd_worker)
-    sub.add_parser(
-        "trainer", help="run the trainer: learn from the stream, publish model versions"
-    ).set_defaults(run=_cmd_trainer)
+    worker = sub.add_parser(
+        "worker",
+        help="run a Faust ingest worker",
+        description="Consumes the click and order topics (creating them if missing), applies "
+        "each event to Redis exactly once (invalid ones go to the dead-letter topic with the "
+        "reason) and re-embeds the users with the served model version. Start one per core "
+        "or host: they share the partitions. Runs until SIGTERM/Ctrl-C.",
+    )
+    _explain(worker, settings, ("broker", "redis", "model"), GROUPS_WORKER).set_defaults(
+        run=_cmd_worker
+    )
+    _setting_flag(worker, "--partitions", "partitions", int)
+    _setting_flag(worker, "--metrics-port", "worker_metrics_port", int)
+    _setting_flag(worker, "--log-level", "log_level")
+    trainer = sub.add_parser(
+        "trainer",
+        help="run the trainer: learn from the stream, publish model versions",
+        description="Learns every event of the stream once (test-then-train), publishes a "
+        "model version (item vectors, ranker, checkpoint) every RECSTREAM_PUBLISH_INTERVAL_S, "
+        "and holds a lease so that one trainer runs per model; a second one waits. Uses a GPU "
+        "when present (RECSTREAM_TRAINER_DEVICE). Runs until SIGTERM/Ctrl-C.",
+    )
+    _explain(trainer, settings, ("broker", "redis", "model"), GROUPS_TRAINER).set_defaults(
+        run=_cmd_trainer
+    )
+    _setting_flag(trainer, "--device", "trainer_device")
+    _setting_flag(trainer, "--metrics-port", "trainer_metrics_port", int)
+    _setting_flag(trainer, "--log-level", "log_level")
     api = sub.add_parser(
         "api",
         help="run the HTTP API",
-        description="Serves ingest, recommendations and item admin on RECSTREAM_API_HOST:"
-        "RECSTREAM_API_PORT. It needs API keys (RECSTREAM_API_KEYS or RECSTREAM_API_KEYS_FILE; "
-        "`recstream keys new`) and refuses to start without them unless --insecure-open.",
+        description="Serves ingest (POST /v1/events, to the broker), recommendations, similar "
+        "items, item admin, /demo, /metrics and /docs. It needs API keys (the keys file that "
+        "`recstream keys new` writes, or RECSTREAM_API_KEYS) and refuses to start without them "
+        "unless --insecure-open. Reads keep answering without a broker.",
     )
+    _explain(api, settings, ("redis", "model", "broker"), GROUPS_API)
+    _setting_flag(api, "--host", "api_host")
+    _setting_flag(api, "--port", "api_port", int)
+    _setting_flag(api, "--processes", "api_processes", int)
+    _setting_flag(api, "--log-level", "log_level")
     api.add_argument(
         "--insecure-open",
         action="store_true",
@@ -287,13 +397,24 @@ def build_parser() -> argparse.ArgumentParser:
         "RECSTREAM_INSECURE_OPEN)",
     )
     api.set_defaults(run=_cmd_api)
-    produce = sub.add_parser("produce", help="send events from a JSONL or CSV file ('-': stdin)")
+    produce = sub.add_parser(
+        "produce",
+        help="send events from a JSONL, CSV or Parquet file ('-': stdin)",
+        description="Validates every event of the file (the event file format: README, "
+        "'Events') and sends the valid ones; exits 1 if any was rejected, naming its line.",
+    )
+    _explain(produce, settings, ("broker",), ("broker", "events"))
     produce.add_argument("file")
     produce.add_argument("--quiet", action="store_true", help="no progress bar")
     produce.set_defaults(run=_cmd_produce)
     replay = sub.add_parser(
-        "replay", help="replay historical events from a file, paced and resumable"
+        "replay",
+        help="replay historical events from a file, paced and resumable",
+        description="--from-file: sends a file's events, paced, saving its position so an "
+        "interrupted replay resumes. --from-kafka: re-applies a time range of the topics "
+        "through the ingest handlers under a group of its own (needs Redis too).",
     )
+    _explain(replay, settings, ("broker", "redis"), ("broker", "redis", "events", "data_dir"))
     source = replay.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-file", help="JSONL or CSV file ('-': stdin)")
     source.add_argument(
@@ -321,19 +442,35 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(run=_cmd_replay)
     rebuild = sub.add_parser(
-        "rebuild", help="build a namespace's state and model from the log, beside the live one"
+        "rebuild",
+        help="build a namespace's state and model from the log, beside the live one",
+        description="Reads the topics from the start (or --since) into a new namespace's Redis "
+        "keys and model directory while the live one serves; `recstream promote` switches.",
     )
+    _explain(rebuild, settings, ("broker", "redis", "model"), GROUPS_TRAINER)
     rebuild.add_argument("--into", required=True, help="name of the new namespace")
     rebuild.add_argument("--since", default=None, help="only events logged since (ISO or epoch)")
     rebuild.add_argument("--seed", type=int, default=0, help="seed of the model's random draws")
     rebuild.add_argument("--force", action="store_true", help="replace an existing namespace")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bars")
     rebuild.set_defaults(run=_cmd_rebuild)
-    promote = sub.add_parser("promote", help="serve a rebuilt namespace (atomic switch)")
+    promote = sub.add_parser(
+        "promote",
+        help="serve a rebuilt namespace (atomic switch)",
+        description="Points every replica and worker at namespace NAME (one Redis write); "
+        "`recstream rollback` points them back.",
+    )
+    _explain(promote, settings, ("redis",), ("redis",))
     promote.add_argument("name", help="namespace to serve ('' : the base one)")
     promote.add_argument("--quiet", action="store_true", help="no progress bar")
     promote.set_defaults(run=_cmd_switch)
-    rollback = sub.add_parser("rollback", help="serve the namespace served before the switch")
+    rollback = sub.add_parser(
+        "rollback",
+        help="serve the namespace served before the switch",
+        description="Undoes the last `recstream promote`: the namespace served before it "
+        "serves again.",
+    )
+    _explain(rollback, settings, ("redis",), ("redis",))
     rollback.add_argument("--quiet", action="store_true", help="no progress bar")
     rollback.set_defaults(run=_cmd_switch)
     model = sub.add_parser(
@@ -352,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     back.add_argument("version", type=int)
     back.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the trainer")
+    _explain(model, settings, ("redis", "model"), ("redis", "model", "checkpoint_keep"))
     model.set_defaults(run=_cmd_model)
     namespace = sub.add_parser(
         "namespace",
@@ -363,8 +501,14 @@ def build_parser() -> argparse.ArgumentParser:
     namespace_sub = namespace.add_subparsers(dest="namespace_command", required=True)
     drop = namespace_sub.add_parser("drop", help="delete namespace NAME")
     drop.add_argument("name")
+    _explain(namespace, settings, ("redis", "model"), ("redis", "model"))
     namespace.set_defaults(run=_cmd_namespace)
-    keys = sub.add_parser("keys", help="make an API key, kept in the API's keys file")
+    keys = sub.add_parser(
+        "keys",
+        help="make an API key, kept in the API's keys file",
+        description="recstream keys new --name N --scopes read[,ingest,admin]: see its --help.",
+    )
+    _explain(keys, settings, (), ("api_keys_file", "data_dir"))
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     new = keys_sub.add_parser(
         "new",
@@ -384,9 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write no file: print the entry (for RECSTREAM_API_KEYS) and the key on stderr",
     )
+    _explain(new, settings, (), ("api_keys_file", "data_dir", "api_key_rate_per_s"))
     new.set_defaults(run=_cmd_keys)
-    schema = sub.add_parser("schema", help="print the JSON Schema of each event type")
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of each event type",
+        description="The JSON Schema of click and order events as POST /v1/events, the SDK "
+        "and the workers validate them (schema_version 1).",
+    )
     schema.add_argument("--type", choices=sorted(json_schemas()), default=None)
+    _explain(schema, settings)
     schema.set_defaults(run=_cmd_schema)
     up = sub.add_parser(
         "up",
@@ -412,20 +563,46 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--detach", action="store_true", help="run in the background; `recstream down` stops it"
     )
-    up.set_defaults(run=_cmd_up)
-    sub.add_parser("down", help="stop what `recstream up --detach` started (by PID)").set_defaults(
-        run=_cmd_down
+    _explain(
+        up, settings, (), ("kafka_bootstrap", "redis_url", "redis_prefix", "data_dir", "api_port")
     )
+    up.set_defaults(run=_cmd_up)
+    down = sub.add_parser(
+        "down",
+        help="stop a running `recstream up` (by PID)",
+        description="Stops the `recstream up` recorded in <RECSTREAM_DATA_DIR>/up.json (one "
+        "started with --detach, or in another terminal); it stops what it started.",
+    )
+    _explain(down, settings, (), ("data_dir",))
+    down.set_defaults(run=_cmd_down)
     demo = sub.add_parser(
         "demo",
         help="the whole service on MovieLens-100K: live prequential HR@10 beside offline",
+        description="Starts the stack (unless running), a worker, the trainer and an API; "
+        "streams the data through Kafka in time order, asking the API for each user's top-10 "
+        "before their event; prints the live figures beside the offline eval of the same "
+        "events, and stops everything it started.",
     )
     demo.add_argument("--synthetic", action="store_true", help="the synthetic shop instead")
-    demo.add_argument("--limit", type=int, default=None, help="only the first N events")
+    size = demo.add_mutually_exclusive_group()
+    size.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help=f"only the first N events (default {DEMO_EVENTS:,}: about 3 minutes on 2 cores)",
+    )
+    size.add_argument(
+        "--full", action="store_true", help="every event (MovieLens: 100k, about 35 minutes)"
+    )
     demo.add_argument("--json", dest="json_out", default=None, help="write the figures here")
+    _explain(demo, settings, (), ("kafka_bootstrap", "redis_url", "data_dir", "torch_threads"))
     demo.set_defaults(run=_cmd_demo)
     evaluate = sub.add_parser(
-        "eval", help="prequential (test-then-train) evaluation of the model and baselines"
+        "eval",
+        help="prequential (test-then-train) evaluation of the model and baselines",
+        description="Replays an event file in time order in this process: every system "
+        "recommends for each event before any learns it. Prints HR@K, NDCG@K, MRR@K, coverage, "
+        "segments and fifths of the stream for the recommender, its ablations and baselines.",
     )
     evaluate.add_argument("--events", required=True, help="CSV/TSV/JSONL interaction log")
     evaluate.add_argument(
@@ -447,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also score retrained_model: the model retrained from scratch for this many "
         "epochs on every event before each fifth of the stream (0: not at all)",
     )
+    _explain(evaluate, settings)
     evaluate.set_defaults(run=_cmd_eval)
     data = sub.add_parser(
         "data",
@@ -464,13 +642,39 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--items", type=int, default=5_000)
     data.add_argument("--events", type=int, default=100_000)
     data.add_argument("--seed", type=int, default=0)
+    _explain(data, settings)
     data.set_defaults(run=_cmd_data)
+    config = sub.add_parser(
+        "config",
+        help="print the effective settings (secrets masked) and check the broker and Redis",
+        description="Every setting with its RECSTREAM_* variable and value now (from the "
+        "environment, else the default); then whether a broker answers at "
+        "RECSTREAM_KAFKA_BOOTSTRAP and Redis at RECSTREAM_REDIS_URL. Exits 1 if either does not.",
+    )
+    _explain(config, settings)
+    config.set_defaults(run=_cmd_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings: Settings | None = Settings()
+        problem = ""
+    except ValidationError as error:  # still answer --help; say what is wrong otherwise
+        settings, problem = None, str(error)
+    args = build_parser(settings).parse_args(argv)
+    overrides = {
+        k.removeprefix(_FLAG): v
+        for k, v in vars(args).items()
+        if k.startswith(_FLAG) and v is not None
+    }
+    try:
+        settings = Settings(**overrides)  # flags over RECSTREAM_* variables
+    except ValidationError as error:
+        problem = str(error)
+    if settings is None or problem:
+        print(f"recstream: invalid settings: {problem}", file=sys.stderr)
+        return 2
     # SIGTERM unwinds like Ctrl-C, so the demo and the stack stop what they started;
     # the worker, trainer and API install their own handlers over this one.
     signal.signal(signal.SIGTERM, interrupt)

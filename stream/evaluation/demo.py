@@ -36,6 +36,7 @@ from stream.wiring import blocking_redis_client, interaction_store, redis_client
 
 K = 10
 _WEEK_MS = 7 * 86_400_000
+_SAY_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +75,22 @@ def load_events(options: DemoOptions) -> list[Interaction]:
 
 
 async def _until(
-    check: Callable[[], Awaitable[bool]], timeout_s: float, what: str, poll_s: float = 0.05
+    check: Callable[[], Awaitable[bool]],
+    timeout_s: float,
+    what: str,
+    poll_s: float = 0.05,
+    say: bool = True,
 ) -> None:
-    deadline = time.monotonic() + timeout_s
+    """Poll `check` until it holds; a line every few seconds unless a bar shows progress."""
+    began = time.monotonic()
+    said = began
     while not await check():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now - began > timeout_s:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        if say and now - said >= _SAY_EVERY_S:  # never a silent wait
+            said = now
+            print(f"still waiting for {what} ({now - began:.0f}s)", file=sys.stderr)
         await asyncio.sleep(poll_s)
 
 
@@ -147,7 +158,7 @@ async def _warm_up(
             bar.update(applied - bar.n)
             return applied >= len(events)
 
-        await _until(all_applied, 300, "the warm-up events to be applied", poll_s=0.002)
+        await _until(all_applied, 300, "the warm-up events to be applied", poll_s=0.002, say=False)
     began, counted = first or (produced_at, seed)
     if counted >= len(events):
         began, counted = produced_at, seed

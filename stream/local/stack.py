@@ -70,7 +70,11 @@ def tansu_binary() -> Path:
 
 
 def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """Whether a Kafka-protocol broker answers a metadata request at `bootstrap`."""
+    """Whether a Kafka-protocol broker answers a metadata request at `bootstrap`. Addresses
+    that refuse a TCP connection are answered at once (kafka-python would leave the sockets of
+    its failed attempts open)."""
+    if not any(_accepts(address, timeout_s) for address in bootstrap.split(",")):
+        return False
     try:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap.split(","),
@@ -86,6 +90,15 @@ def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
         return False
     finally:
         admin.close()
+
+
+def _accepts(address: str, timeout_s: float) -> bool:
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def redis_reachable(url: str, timeout_s: float = 1.0) -> bool:
