@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -219,8 +221,28 @@ def decode_event(payload: bytes, max_bytes: int) -> ClickEvent | OrderEvent:
     return _decode_reference(payload)
 
 
+MAX_NESTING = 32  # an event nests 4 deep; deeper is refused before parsing
+_JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _too_deep(payload: bytes) -> bool:
+    """Whether `payload` opens more than MAX_NESTING arrays/objects at once (strings aside).
+    Checked before parsing so that the answer never depends on how deep the caller's stack
+    is (the parser's own limit does: the same payload passed one decode and failed another)."""
+    if payload.count(b"[") + payload.count(b"{") <= MAX_NESTING:
+        return False
+    codes = np.frombuffer(_JSON_STRINGS.sub(b"", payload), dtype=np.uint8)
+    steps = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE).astype(np.int32)
+    return bool(steps.size) and int(np.cumsum(steps).max()) > MAX_NESTING
+
+
+_OPEN, _CLOSE = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)
+
+
 def _decode_reference(payload: bytes) -> ClickEvent | OrderEvent:
     """`json.loads`, then `validate_event`: the decode whose outcome defines the schema."""
+    if _too_deep(payload):
+        raise EventError("payload is nested too deeply")
     try:
         document = json.loads(payload)
     except RecursionError:

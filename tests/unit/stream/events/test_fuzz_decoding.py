@@ -139,3 +139,20 @@ def test_the_fast_decode_accepts_and_refuses_exactly_what_the_reference_decode_d
 )
 def test_the_fast_decode_agrees_with_the_reference_on_json_corner_cases(payload: bytes) -> None:
     assert _decoded_or_reason(payload) == _reference_or_reason(payload)
+
+
+def test_nesting_is_refused_by_its_depth_not_by_the_callers_stack() -> None:
+    """Found by the test above: a list nested near the interpreter's recursion limit was
+    'nested too deeply' from one decode and 'must be a JSON object' from the other."""
+    deep = b"[" * 900 + b"]" * 900
+
+    def at_depth(n: int) -> object:
+        return at_depth(n - 1) if n else _decoded_or_reason(deep)
+
+    assert _decoded_or_reason(deep) == "payload is nested too deeply"
+    assert at_depth(60) == _reference_or_reason(deep) == "payload is nested too deeply"
+    brackets_in_text = (
+        b'{"event_id":"' + b"[" * 100 + b'","user_id":"u","ts":"2026-01-01T00:00:00Z",'
+        b'"type":"click","item_id":"i"}'
+    )
+    assert not isinstance(_decoded_or_reason(brackets_in_text), str)
