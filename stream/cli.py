@@ -637,7 +637,12 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
         "repository ($RECSTREAM_CACHE_DIR, default ~/.cache/recstream).",
     )
     data.add_argument("source", choices=["ml-100k", "instacart", "synthetic"])
-    data.add_argument("--out", default=None, help="CSV path (public data: default in the cache)")
+    data.add_argument(
+        "--out",
+        default=None,
+        help="CSV path (public data: default in the cache; '-': stdout, for `| recstream "
+        "produce -`)",
+    )
     data.add_argument("--users", type=int, default=1_000)
     data.add_argument("--items", type=int, default=5_000)
     data.add_argument("--events", type=int, default=100_000)

@@ -22,6 +22,7 @@ from model.interaction_log import (
     InteractionLogError,
     read_interactions,
     read_items,
+    read_log,
     write_interactions,
     write_items,
 )
@@ -36,7 +37,7 @@ FETCHERS = {"ml-100k": fetch_ml100k, "instacart": fetch_instacart}
 def run_evaluation(args: argparse.Namespace) -> int:
     """Read the log, score model and baselines test-then-train, print a table (and JSON)."""
     try:
-        events = list(tqdm(read_interactions(args.events), desc="read", unit="ev", file=sys.stderr))
+        events, described = read_log(args.events)
     except (InteractionLogError, OSError) as error:
         print(f"recstream eval: {args.events}: {error}", file=sys.stderr)
         return 2
@@ -49,7 +50,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)  # this command's process: set once, here
     trainer_config = TrainerConfig(seed=args.seed)
     try:
-        items = read_items(args.items) if args.items else None
+        items = {**described, **(read_items(args.items) if args.items else {})} or None
     except (InteractionLogError, OSError) as error:
         print(f"recstream eval: {args.items}: {error}", file=sys.stderr)
         return 2
@@ -81,19 +82,26 @@ def run_evaluation(args: argparse.Namespace) -> int:
 
 def write_dataset(args: argparse.Namespace) -> int:
     """`recstream data ml-100k|instacart|synthetic`: write a CSV that `recstream eval` reads."""
+    to_stdout = args.out == "-"
     if args.source in FETCHERS:
         try:
-            path = FETCHERS[args.source](Path(args.out) if args.out else None)
+            path = FETCHERS[args.source](None if to_stdout or not args.out else Path(args.out))
         except DatasetError as error:
             print(f"recstream data: {error}", file=sys.stderr)
             return 2
-        print(path)
+        if to_stdout:
+            write_interactions(read_interactions(path), sys.stdout)
+        else:
+            print(path)
         return 0
     config = SyntheticConfig(users=args.users, items=args.items, seed=args.seed)
-    out = Path(args.out or f"synthetic-{args.users}u-{args.items}i-{args.events}e-s{args.seed}.csv")
     stream = tqdm(
         synthetic_interactions(config, args.events), desc="synthetic", unit="row", file=sys.stderr
     )
+    if to_stdout:  # for `recstream data synthetic --out - | recstream produce -`
+        write_interactions(stream, sys.stdout)
+        return 0
+    out = Path(args.out or f"synthetic-{args.users}u-{args.items}i-{args.events}e-s{args.seed}.csv")
     rows = write_interactions(stream, out)
     items = out.with_name(out.stem + ".items.csv")
     described = write_items(synthetic_items(config), items)

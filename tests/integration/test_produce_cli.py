@@ -185,3 +185,75 @@ def test_the_api_keeps_answering_while_a_replay_runs(
         replaying.join()
     assert len(statuses) > 100
     assert set(statuses) == {200}, sorted(set(statuses))
+
+
+def test_what_recstream_data_writes_produce_sends_in_every_format_and_eval_reads(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """One event file format: `recstream data` -> `produce` (CSV through stdin, JSONL,
+    Parquet) and `eval`; ids derived alike from each, so the same events twice are one."""
+    env = settings_env(settings)
+    data = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "data",
+            "synthetic",
+            "--users",
+            "20",
+            "--items",
+            "50",
+            "--events",
+            "200",
+            "--out",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    lines = data.splitlines()
+    assert lines[0] == "type,user_id,item_id,ts,quantity"
+    piped = subprocess.run(
+        [sys.executable, "-m", "stream", "produce", "-", "--quiet"],
+        input=data,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_text(data)
+    from stream.events.files import read_events
+
+    events = [r.event for r in read_events(str(csv_path))]
+    assert all(events)
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text("".join(e.to_json().decode() + "\n" for e in events if e))
+    pytest.importorskip("pyarrow")
+    from pyarrow import csv as pa_csv
+    from pyarrow import parquet
+
+    parquet.write_table(pa_csv.read_csv(csv_path), tmp_path / "events.parquet")
+    for path in (jsonl, tmp_path / "events.parquet"):
+        summary = produce_file(settings, str(path), progress=False)
+        assert (summary.sent, summary.rejected, summary.failed) == (len(events), 0, 0)
+    topics = TopicNames.from_settings(settings)
+    sent = read_topic(
+        settings.kafka_bootstrap,
+        topics.clicks,
+        3 * sum(1 for e in events if e and e.type == "click"),
+    ) + read_topic(settings.kafka_bootstrap, topics.orders, 1)
+    assert {e["event_id"] for e in sent} == {e.event_id for e in events if e}
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "stream", "eval", "--events", str(csv_path), "--limit", "150"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "recommender" in evaluated.stdout

@@ -1,4 +1,5 @@
-"""Interaction logs: CSV, TSV and JSONL; epoch s, epoch ms and ISO 8601; errors name the line."""
+"""Event files as learning reads them: CSV, TSV and JSONL; epoch s, epoch ms and ISO 8601;
+the older column names; orders as rows or with items; errors name the line."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_a_written_log_reads_back_unchanged(tmp_path: Path) -> None:
     [
         ("a.csv", "user,item,time\nu,i,1\n", "line 1: header .* lacks user_id, item_id"),
         ("b.csv", "user_id,item_id,timestamp\nu,i,1\nu,,2\n", "line 3: missing item_id"),
-        ("c.csv", "user_id,item_id,timestamp,event_type\nu,i,1,hover\n", "line 2: event_type"),
+        ("c.csv", "user_id,item_id,timestamp,event_type\nu,i,1,hover\n", "line 2: type 'hover'"),
         ("d.jsonl", '{"user_id": "u", "item_id": "i", "timestamp": 1}\n[1]\n', "line 2:"),
         ("e.jsonl", '{"user_id": "u", "item_id": "i", "timestamp": "soon"}\n', "line 1:"),
     ],
@@ -82,3 +83,32 @@ def test_bad_lines_fail_with_their_line_number(
     path.write_text(text)
     with pytest.raises(InteractionLogError, match=message):
         list(read_interactions(path))
+
+
+def test_the_event_format_and_the_older_columns_read_alike(tmp_path: Path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,type,user_id,item_id,ts,quantity,category\n"
+        "e1,click,u1,i1,1767225600000,,shoes\n"
+        ",order,u1,i2,2026-01-01T00:00:01Z,2,\n"
+    )
+    older = tmp_path / "older.csv"
+    older.write_text(
+        "user_id,item_id,timestamp,event_type\nu1,i1,1767225600,view\nu1,i2,1767225601,purchase\n"
+    )
+    api = tmp_path / "api.jsonl"
+    api.write_text(
+        '{"event_id": "e1", "type": "click", "user_id": "u1", "item_id": "i1",'
+        ' "ts": "2026-01-01T00:00:00Z"}\n'
+        '{"type": "order", "user_id": "u1", "ts": 1767225601000, "order_id": "o1",'
+        ' "items": [{"item_id": "i2", "quantity": 2}]}\n'
+    )
+    expected = [
+        Interaction("u1", "i1", "click", 1_767_225_600_000),
+        Interaction("u1", "i2", "order", 1_767_225_601_000, quantity=2),
+    ]
+    assert list(read_interactions(events)) == expected
+    assert list(read_interactions(api)) == expected
+    assert [(i.kind, i.ts_ms) for i in read_interactions(older)] == [
+        (i.kind, i.ts_ms) for i in expected
+    ]

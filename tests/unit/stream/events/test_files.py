@@ -86,3 +86,48 @@ def test_an_unreadable_parquet_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("not parquet")
     with pytest.raises(ValueError, match="not a readable Parquet file"):
         list(read_events(str(path)))
+
+
+def test_rows_without_event_ids_are_events_with_ids_derived_from_their_content(
+    tmp_path: Path,
+) -> None:
+    """`recstream data` writes no event_id: five clicks are five events (they were rejected
+    as one 'order'), an order's lines one order, the same file the same ids every time."""
+    path = tmp_path / "events.csv"
+    path.write_text(
+        "type,user_id,item_id,ts,quantity\n"
+        + "".join(f"click,u1,i{n},{1767225600000 + n},\n" for n in range(4))
+        + "click,u1,i0,1767225600000,\n"  # the first click again: a second click
+        + "order,u1,i1,1767225700000,2\norder,u1,i2,1767225700000,1\n"
+        + "order,u2,i1,1767225700000,1\n"
+    )
+    records = list(read_events(str(path)))
+    assert [r.error for r in records] == [None] * 7
+    events = [r.event for r in records]
+    assert [type(e).__name__ for e in events] == ["ClickEvent"] * 5 + ["OrderEvent"] * 2
+    order = events[5]
+    assert isinstance(order, OrderEvent)
+    assert [(line.item_id, line.quantity) for line in order.items] == [("i1", 2), ("i2", 1)]
+    ids = [e.event_id for e in events if e is not None]
+    assert len(set(ids)) == 7
+    assert ids[4] == ids[0] + "-2"
+    assert [e.event_id for e in (r.event for r in read_events(str(path))) if e] == ids
+
+
+def test_the_older_columns_tsv_and_flat_jsonl_rows_read_as_events(tmp_path: Path) -> None:
+    older = tmp_path / "older.tsv"
+    older.write_text(
+        "user_id\titem_id\ttimestamp\tevent_type\nu1\ti1\t1767225600\tview\n"
+        "u1\ti2\t2026-01-01T00:00:01\tpurchase\n"
+    )
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text(
+        '{"user_id": "u1", "item_id": "i1", "timestamp": 1767225600, "event_type": "view"}\n'
+        '{"type": "order", "user_id": "u1", "item_id": "i2", "ts": 1767225601000}\n'
+    )
+    for path in (older, flat):
+        events = [r.event for r in read_events(str(path))]
+        assert isinstance(events[0], ClickEvent)
+        assert events[0].ts == datetime(2026, 1, 1, tzinfo=UTC)
+        assert isinstance(events[1], OrderEvent)
+        assert [line.item_id for line in events[1].items] == ["i2"]
