@@ -17,6 +17,7 @@ from stream.api.body_limit import BodyLimit
 from stream.api.errors import error_response, install_error_handlers
 from stream.api.event_log import EventLog
 from stream.api.metrics import install_metrics
+from stream.api.openapi import ERRORS, install_openapi
 from stream.api.replica import Serving, open_following, serving_of
 from stream.config import Settings
 from stream.errors import StreamError
@@ -90,10 +91,11 @@ def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:
         lambda: float(app.state.serving.index.stamp.model_version or -1),
         lambda: _user_vectors(app.state.serving),
     )
-    app.include_router(events.router, dependencies=[Depends(require("ingest"))])
-    app.include_router(recommend.router, dependencies=[Depends(require("read"))])
-    app.include_router(items.router, dependencies=[Depends(require("admin"))])
+    app.include_router(events.router, dependencies=[Depends(require("ingest"))], responses=ERRORS)
+    app.include_router(recommend.router, dependencies=[Depends(require("read"))], responses=ERRORS)
+    app.include_router(items.router, dependencies=[Depends(require("admin"))], responses=ERRORS)
     app.include_router(demo_page.router)
+    install_openapi(app, {"events": "ingest", "recommendations": "read", "items": "admin"})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -19,7 +19,7 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_EVENTS = 1000
 RETRY_AFTER_S = 1
 
-router = APIRouter()
+router = APIRouter(tags=["events"])
 
 
 class Rejection(BaseModel):

@@ -13,11 +13,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from stream.client import ApiError, RecstreamClient
 from stream.config import Settings
+from stream.events.schema import ClickEvent
 from stream.local.processes import alive, settings_env, stop
 from stream.local.stack import free_port
 from tests.conftest import forget, isolated_settings, wait_until
@@ -86,8 +89,7 @@ def test_the_readmes_curl_line_answers_with_items(up: Up) -> None:
     line = next(x for x in readme.splitlines() if x.startswith("curl "))
     port = up.line("API").split()[0].rsplit(":", 1)[1]
     line = line.replace(":8000/", f":{port}/")
-    run_dir = up.settings.data_dir.parent / "run"
-    run_dir.mkdir(exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp())  # where a user ran `make run`
     (run_dir / ".recstream").symlink_to(up.settings.data_dir)
     cat = re.search(r"\$\(cat ([^)]+)\)", line)
     assert cat
@@ -161,6 +163,30 @@ def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> Non
         )
     finally:
         browser.quit()
+
+
+def test_the_python_client_recommends_sends_and_describes_items(up: Up) -> None:
+    api = up.line("API").split()[0]
+    demo_key, admin_key = up.line("keys").split(": ")[1], up.line("admin:")
+    client = RecstreamClient(api, demo_key)
+    top = client.recommend("user-000000", k=5)
+    assert len(top.items) == 5
+    assert top.model_version is not None
+    assert client.similar(top.items[0].item_id, k=3)
+    now = datetime.now(UTC)
+    sent = client.send_events(
+        [
+            ClickEvent(event_id="client-1", user_id="client-user", ts=now, item_id="item-000001"),
+            {"event_id": "client-2", "type": "click", "user_id": "client-user"},  # no ts
+        ]
+    )
+    assert (sent.accepted, sent.rejected) == (1, 1)
+    assert "ts" in sent.errors[0]["reason"]
+    with pytest.raises(ApiError) as refused:
+        client.put_item("new-item", category="topic-1")
+    assert refused.value.status == 403
+    admin = RecstreamClient(api, admin_key)
+    assert admin.put_item("new-item", category="topic-1", brand="b")["category"] == "topic-1"
 
 
 def test_down_stops_everything_up_started(up: Up) -> None:

@@ -109,8 +109,25 @@ def test_metrics_and_openapi_are_served(api: TestClient) -> None:
         in metrics
     )
     assert "recstream_index_items 100.0" in metrics
-    paths = api.get("/openapi.json").json()["paths"]
+    document = api.get("/openapi.json").json()
+    paths = document["paths"]
     assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar"} <= set(paths)
+    body = paths["/v1/events"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    event = {"$ref": "#/components/schemas/Event"}
+    assert body["oneOf"][0] == event
+    assert body["oneOf"][1]["items"] == event
+    schemas = document["components"]["schemas"]
+    assert schemas["Event"]["discriminator"]["propertyName"] == "type"
+    assert {"ClickEvent", "OrderEvent", "OrderLine", "ErrorOut"} <= set(schemas)
+    assert set(document["components"]["securitySchemes"]) == {"bearerAuth", "apiKeyHeader"}
+    recommend = paths["/v1/users/{user_id}/recommendations"]["get"]
+    assert {"200", "401", "403", "422", "429"} <= set(recommend["responses"])
+    assert (
+        "ErrorOut" in recommend["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+    )
+    assert "`read` scope" in recommend["description"]
+    assert "`admin` scope" in paths["/v1/items/{item_id}"]["put"]["description"]
+    assert paths["/healthz"]["get"]["security"] == []
     stats = api.get("/v1/stats").json()
     assert stats["index_items"] == 100
     assert stats["events_applied"] == 0  # this test wrote vectors, applied no event
