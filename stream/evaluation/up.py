@@ -127,9 +127,11 @@ class Running:
     admin_key: str
     user: str
     logs: str
+    users: list[str]
 
     def lines(self) -> str:
-        demo = f"{self.api_url}/demo#key={self.demo_key}&user={self.user}"
+        picks = ",".join(self.users)
+        demo = f"{self.api_url}/demo#key={self.demo_key}&user={self.user}&users={picks}"
         curl = (
             f"curl -H 'Authorization: Bearer {self.demo_key}' "
             f"'{self.api_url}/v1/users/{self.user}/recommendations?k=5'"
@@ -288,7 +290,13 @@ def run_up(settings: Settings, options: UpOptions) -> int:
         with _processes(up) as children:
             asyncio.run(_load(up, data, api_url, demo_key))
             running = Running(
-                os.getpid(), api_url, demo_key, admin_key, data.users[0], str(up.data_dir)
+                os.getpid(),
+                api_url,
+                demo_key,
+                admin_key,
+                data.users[0],
+                str(up.data_dir),
+                data.users[:12],
             )
             state_path(settings).write_text(json.dumps(asdict(running)))
             try:

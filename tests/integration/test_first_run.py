@@ -130,6 +130,8 @@ def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> Non
             return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")]
 
         wait_until(lambda: len(shown()) == 10, 30, "the page to show 10 recommendations")
+        picks = browser.find_elements(By.CSS_SELECTOR, "#users option")
+        assert len(picks) == 12  # the sample's most active users, to pick from
         before = shown()
         clicked = before[0]
         browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
