@@ -27,9 +27,8 @@ def _cached_wheel(tmp_path: Path, name: str, member: str, text: str) -> None:
         wheel.writestr(member, text)
 
 
-def test_ml100k_is_converted_from_the_cached_wheel(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def cached_ml100k(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A two-rating MovieLens-100K in a cached wheel, the cache pointed at it."""
     monkeypatch.setenv("RECSTREAM_CACHE_DIR", str(tmp_path / "cache"))
     _cached_wheel(
         tmp_path,
@@ -38,6 +37,12 @@ def test_ml100k_is_converted_from_the_cached_wheel(
         "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
         "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
     )
+
+
+def test_ml100k_is_converted_from_the_cached_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached_ml100k(tmp_path, monkeypatch)
     path = fetch_ml100k()
     assert path.parent == tmp_path / "cache"
     rows = list(read_interactions(path))

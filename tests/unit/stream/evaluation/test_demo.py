@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stream.evaluation.datasets import ML100K_MEMBER
 from stream.evaluation.demo import DemoOptions, load_events
 from stream.evaluation.live import event_of
-from tests.unit.stream.evaluation.test_datasets import _cached_wheel
+from tests.unit.stream.evaluation.test_datasets import cached_ml100k
 
 WEEK_MS = 7 * 86_400_000
 
@@ -18,14 +17,7 @@ WEEK_MS = 7 * 86_400_000
 def test_movielens_is_moved_to_the_present_by_whole_weeks_so_every_event_is_valid(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RECSTREAM_CACHE_DIR", str(tmp_path / "cache"))
-    _cached_wheel(
-        tmp_path,
-        "recbole-1.2.1",
-        ML100K_MEMBER,
-        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-        "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
-    )
+    cached_ml100k(tmp_path, monkeypatch)
     events = load_events(DemoOptions())
     assert [(e.user_id, e.item_id) for e in events] == [("196", "242"), ("186", "302")]
     assert events[1].ts_ms - events[0].ts_ms == (891_717_742 - 881_250_949) * 1000
