@@ -38,7 +38,7 @@ def produce_file(settings: Settings, path: str, *, progress: bool = True) -> Pro
 
 def _cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "up":
-        state = stack_up(settings, kafka_port=args.kafka_port)
+        state = stack_up(settings, kafka_port=args.kafka_port, durable=args.durable)
         sys.stdout.write(state.shell_exports())
     elif args.action == "down":
         stopped = stack_down(settings)
@@ -348,6 +348,12 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _explain(stack, settings, (), ("kafka_bootstrap", "redis_url", "data_dir"))
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("--kafka-port", type=int, default=None, help="broker port (default: free)")
+    stack.add_argument(
+        "--durable",
+        action="store_true",
+        help="up: the broker keeps its log in a local S3 server (moto[server]), so it survives "
+        "a crash and restart of the broker (not of the S3 server)",
+    )
     stack.set_defaults(run=_cmd_stack)
     worker = sub.add_parser(
         "worker",

