@@ -287,6 +287,10 @@ def _cmd_data(settings: Settings, args: argparse.Namespace) -> int:
 
 
 _FLAG = "set_"  # argparse dest prefix of flags that override a setting
+USES_REDIS = frozenset(
+    {"worker", "trainer", "api", "replay", "rebuild", "promote", "rollback", "model", "namespace"}
+    | {"up", "demo"}
+)
 GROUPS_WORKER = ("broker", "redis", "events", "ingest", "model", "logging")
 GROUPS_TRAINER = ("broker", "redis", "events", "trainer", "model", "history_len", "logging")
 GROUPS_API = ("api", "redis", "kafka_bootstrap", "topic_prefix", "events", "model", "logging")
@@ -685,6 +689,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = str(error)
     if settings is None or problem:
         print(f"recstream: invalid settings: {problem}", file=sys.stderr)
+        return 2
+    try:
+        if args.command in USES_REDIS:
+            from stream.wiring import refuse_redis_cluster  # imports torch: not for --help
+
+            refuse_redis_cluster(settings)
+    except StreamError as error:
+        print(f"recstream: {error}", file=sys.stderr)
         return 2
     # SIGTERM unwinds like Ctrl-C, so the demo and the stack stop what they started;
     # the worker, trainer and API install their own handlers over this one.

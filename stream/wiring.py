@@ -32,6 +32,7 @@ from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys, delete_prefixed
 from store.vector_state import RedisVectorState
 from stream.config import Settings
+from stream.errors import StreamError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,31 @@ def blocking_redis_client(settings: Settings) -> redis.Redis:
     time out as `redis_client`'s do."""
     options = _connection_options(settings.redis_socket_timeout_s)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+class RedisClusterUnsupportedError(StreamError, RuntimeError):
+    """RECSTREAM_REDIS_URL names a Redis Cluster node, which recstream cannot use yet."""
+
+
+def refuse_redis_cluster(settings: Settings, timeout_s: float = 2.0) -> None:
+    """Refuse, with the reason, a Redis that is a cluster node: ingest scripts and publish
+    transactions span keys a cluster keeps in different slots, so it would fail later, one
+    cross-slot error at a time. A Redis that does not answer now is left to the retries."""
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        cluster = bool(client.info("cluster").get("cluster_enabled"))
+    except (redis.RedisError, OSError):
+        return
+    finally:
+        client.close()
+    if cluster:
+        raise RedisClusterUnsupportedError(
+            f"RECSTREAM_REDIS_URL={settings.redis_url} is a Redis Cluster node; recstream "
+            "needs one Redis (a primary, with replicas for failover) for now: its ingest "
+            "scripts and publish transactions span keys a cluster keeps in different slots"
+        )
 
 
 def _connection_options(timeout_s: float) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -22,7 +23,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from store.redis_keys import RedisKeys, as_text, delete_prefixed
 from stream.config import Settings
 from stream.local.processes import spawn, stop
-from stream.local.stack import free_port, redis_reachable, start_broker
+from stream.local.stack import (
+    RedisClusterNodes,
+    free_port,
+    redis_reachable,
+    start_broker,
+    start_redis_cluster,
+    stop_redis_cluster,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,6 +60,18 @@ def redis_url() -> str:
     if not redis_reachable(url):
         pytest.fail(f"integration tests need Redis at {url} (recstream stack up starts one)")
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A 3-primary Redis Cluster of the session's own, on free ports, stopped at the end."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("a Redis Cluster needs redis-server and redis-cli on PATH")
+    nodes = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield nodes
+    finally:
+        stop_redis_cluster(nodes)
 
 
 def isolated_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:

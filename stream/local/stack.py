@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 from kafka import KafkaAdminClient
@@ -218,6 +221,98 @@ def start_redis(port: int, state_dir: Path, timeout_s: float = 15.0) -> int:
         time.sleep(0.1)
     stop(pid, timeout_s=10.0)
     raise StackError(f"redis-server did not answer on port {port}; see {state_dir / 'redis.log'}")
+
+
+CLUSTER_BUS_OFFSET = 10_000  # a cluster node also listens on its port + this
+
+
+def free_cluster_port(lowest: int = 20_000, highest: int = 55_000) -> int:
+    """A port on 127.0.0.1 that, with its cluster bus port, nothing listens on."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if not lowest <= port <= highest:
+            port = lowest + port % (highest - lowest)
+        if not (_port_open(port) or _port_open(port + CLUSTER_BUS_OFFSET)):
+            return port
+    raise StackError("no free port pair for a Redis Cluster node")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisClusterNodes:
+    """A local Redis Cluster: its primaries' ports and PIDs."""
+
+    ports: tuple[int, ...]
+    pids: tuple[int, ...]
+
+    @property
+    def url(self) -> str:
+        """The URL of its first node (any node will do for a cluster client)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+
+def start_redis_cluster(
+    state_dir: Path, primaries: int = 3, timeout_s: float = 30.0
+) -> RedisClusterNodes:
+    """Start `primaries` redis-server nodes with cluster mode on, and join them into one
+    cluster (`redis-cli --cluster create`, no replicas); returns once every slot is served."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        raise StackError("a Redis Cluster needs redis-server and redis-cli on PATH")
+    ports, pids = [], []
+    try:
+        for _ in range(primaries):
+            port = free_cluster_port()
+            node_dir = state_dir / f"cluster-{port}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            argv = [
+                server, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"), "--save", "",
+                "--appendonly", "no", "--dir", str(node_dir),
+            ]  # fmt: skip
+            pids.append(spawn_detached(argv, node_dir / "redis.log"))
+            ports.append(port)
+        for port in ports:
+            _wait(partial(redis_reachable, f"redis://127.0.0.1:{port}/0"), timeout_s, port)
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports)]
+        done = subprocess.run(
+            [*create, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise StackError(f"redis-cli --cluster create failed: {done.stdout[-500:]}")
+        _wait(lambda: all(_cluster_ok(p) for p in ports), timeout_s, ports[0])
+    except BaseException:
+        for pid in pids:
+            stop(pid, timeout_s=5.0)
+        raise
+    return RedisClusterNodes(tuple(ports), tuple(pids))
+
+
+def stop_redis_cluster(nodes: RedisClusterNodes) -> None:
+    for pid in nodes.pids:
+        stop(pid, timeout_s=10.0)
+
+
+def _cluster_ok(port: int) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
+    try:
+        info = cast(Any, client).execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _wait(check: Callable[[], bool], timeout_s: float, port: int) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise StackError(f"Redis Cluster node on port {port} not ready in {timeout_s:.0f}s")
+        time.sleep(0.1)
 
 
 def _state_file(settings: Settings) -> Path:
