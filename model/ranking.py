@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -106,6 +106,10 @@ class ItemAttributes:
         self.category_of: dict[str, str] = {}
         self.brand_of: dict[str, str] = {}
         self._by_category: dict[str, dict[str, None]] = {}  # insertion order: oldest first
+
+    def items_of(self, category: str) -> Collection[str]:
+        """Every item of `category` (a live view: do not hold it across writes)."""
+        return self._by_category.get(category, {}).keys()
 
     def set(self, item_id: str, category: str | None, brand: str | None) -> None:
         """Replace what is known of `item_id` (None: nothing); an item that keeps its

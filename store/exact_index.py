@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from store.vector_index import IndexStamp, Neighbours, StampedIndex, VectorIndexError, write_atomic
+from store.vector_index import (
+    IndexStamp,
+    Neighbours,
+    StampedIndex,
+    VectorIndexError,
+    top_k_of,
+    write_atomic,
+)
 
 
 class ExactVectorIndex(StampedIndex):
@@ -72,14 +79,10 @@ class ExactVectorIndex(StampedIndex):
 
     def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
         """Ties: the lower row first."""
-        if not self._ids:
-            return [Neighbours([], []) for _ in range(len(matrix))]
-        scores = matrix @ self._matrix.T
-        best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [
-            Neighbours([self._ids[c] for c in row], [float(scores[r, c]) for c in row])
-            for r, row in enumerate(best)
-        ]
+        return top_k_of(matrix, k, self._ids, self._matrix)
+
+    def _vectors_of(self, ids: list[str]) -> npt.NDArray[np.float32]:
+        return self._matrix[[self._row_of[i] for i in ids]].reshape(len(ids), self.dim)
 
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
@@ -87,7 +90,7 @@ class ExactVectorIndex(StampedIndex):
             missing = [i for i in ids if i not in self._row_of]
             if missing:
                 raise VectorIndexError(f"unknown item {missing[0]!r}")
-            return self._matrix[[self._row_of[i] for i in ids]].reshape(len(ids), self.dim)
+            return self._vectors_of(list(ids))
 
     def snapshot(self, directory: Path) -> None:
         """The matrix (numpy format, no pickle) and the ids, each replaced atomically."""

@@ -160,18 +160,24 @@ class FaissVectorIndex(StampedIndex):
             out.append(Neighbours([h[0] for h in hits[:k]], [h[1] for h in hits[:k]]))
         return out
 
+    def _vectors_of(self, ids: list[str]) -> npt.NDArray[np.float32]:
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        held = [(row, i) for row, i in enumerate(ids) if i in self._label_of]
+        if held:
+            labels = np.fromiter((self._label_of[i] for _, i in held), np.int64, len(held))
+            out[[row for row, _ in held]] = self._index.reconstruct_batch(labels)
+        for row, item_id in enumerate(ids):
+            if item_id in self._untrained:
+                out[row] = self._untrained[item_id]
+        return out
+
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
         """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
         with self._lock.reading():
-            out = np.empty((len(ids), self.dim), dtype=np.float32)
-            for row, item_id in enumerate(ids):
-                if item_id in self._untrained:
-                    out[row] = self._untrained[item_id]
-                elif item_id in self._label_of:
-                    out[row] = self._index.reconstruct(self._label_of[item_id])
-                else:
-                    raise VectorIndexError(f"unknown item {item_id!r}")
-            return out
+            missing = [i for i in ids if not self.contains(i)]
+            if missing:
+                raise VectorIndexError(f"unknown item {missing[0]!r}")
+            return self._vectors_of(list(ids))
 
     def snapshot(self, directory: Path) -> None:
         """Write the index and its id mapping to `directory` (replaced atomically per file)."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -74,6 +75,10 @@ class UserEncoder(Protocol):
 
 
 MAX_SCAN = 10_000  # nearest items one search may widen to when filters reject most of them
+# A category of at most this many items is searched among its items only, exactly: ~1 ms at
+# 2,000 (bench figures in issue 17's note); a larger one is a share of the catalogue that
+# the whole-index search, widened up to MAX_SCAN, finds quickly.
+EXACT_AMONG = 2_000
 _POPULAR_KEPT = 200  # popular items kept per counter, served while Redis is away
 _POPULAR_REFRESH_S = 5.0
 _POPULAR_COUNTERS = ("trending", "orders", "clicks")  # in order of preference
@@ -136,6 +141,25 @@ class _Picks:
             self.blocked.add(item_id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Allowed:
+    """Whether a request's filters let an item through; `among`: every item they let
+    through, when a category filter narrows the catalogue to few enough to score exactly."""
+
+    catalog: ItemCatalog
+    filters: Filters
+    among: Collection[str] | None
+
+    def __call__(self, item_id: str) -> bool:
+        if item_id in self.catalog.deleted:
+            return False
+        meta = self.catalog.get(item_id)
+        category = self.filters.category
+        if category is not None and (meta is None or meta.category != category):
+            return False
+        return not (self.filters.in_stock and meta is not None and not meta.in_stock)
+
+
 class Retriever:
     """Answers `recommend(user_id, k, filters)` and `similar_items(item_id, k, filters)`.
 
@@ -157,6 +181,7 @@ class Retriever:
         recent: int = 10,
         overfetch: int = 4,
         max_scan: int = MAX_SCAN,
+        exact_among: int = EXACT_AMONG,
     ) -> None:
         self.index = index
         self.rankings = rankings
@@ -169,21 +194,17 @@ class Retriever:
         self.recent = recent
         self.overfetch = overfetch
         self.max_scan = max_scan
+        self.exact_among = exact_among
         self._popular_seen: dict[str, list[tuple[str, float]]] = {}
         self._popular_at = float("-inf")
 
-    def _allows(self, filters: Filters) -> Callable[[str], bool]:
-        catalog = self.catalog
-
-        def allowed(item_id: str) -> bool:
-            if item_id in catalog.deleted:
-                return False
-            meta = catalog.get(item_id)
-            if filters.category is not None and (meta is None or meta.category != filters.category):
-                return False
-            return not (filters.in_stock and meta is not None and not meta.in_stock)
-
-        return allowed
+    def _allows(self, filters: Filters) -> _Allowed:
+        among = None
+        if filters.category is not None:
+            members = self.catalog.attributes.items_of(filters.category)
+            # a copy: the search runs in a thread while the feed may change the catalogue
+            among = tuple(members) if len(members) <= self.exact_among else None
+        return _Allowed(self.catalog, filters, among)
 
     async def recommend(
         self, user_id: str, k: int, filters: Filters, now_ms: int | None = None
@@ -313,7 +334,7 @@ class Retriever:
         return vector, newest
 
     async def _similar_to_recent(
-        self, history: list[HistoryEntry], picks: _Picks, allowed: Callable[[str], bool]
+        self, history: list[HistoryEntry], picks: _Picks, allowed: _Allowed
     ) -> None:
         recent = list(dict.fromkeys(h.item_id for h in history))[: self.recent]
         known = [i for i in recent if self.index.contains(i)]
@@ -341,16 +362,19 @@ class Retriever:
         self,
         vector: npt.NDArray[np.float32],
         picks: _Picks,
-        allowed: Callable[[str], bool],
+        allowed: _Allowed,
         reason: str,
     ) -> None:
-        size = min(self.index.size, max(self.max_scan, picks.k))  # what one request may scan
+        """Nearest items the filters allow into `picks`: among a small category's items
+        only (scored exactly), else over the index, searching wider while too few pass."""
+        among = allowed.among
+        scope = self.index.size if among is None else len(among)
+        size = min(scope, max(self.max_scan, picks.k))  # what one request may scan
         fetch = min(size, picks.k * self.overfetch + len(picks.blocked))
         while fetch > 0:
-            if self.index.searches_quickly:
-                hits = self.index.search(vector, fetch)[0]
-            else:
-                hits = (await asyncio.to_thread(self.index.search, vector, fetch))[0]
+            quick = self.index.searches_quickly and among is None
+            search = partial(self.index.search, vector, fetch, among)
+            hits = (search() if quick else await asyncio.to_thread(search))[0]
             for item_id, score in zip(hits.ids, hits.scores, strict=True):
                 if allowed(item_id):
                     picks.take(item_id, score, reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +115,12 @@ class VectorIndex(Protocol):
 
     def remove(self, ids: Sequence[str]) -> int: ...
 
-    def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]: ...
+    def search(
+        self, queries: npt.ArrayLike, k: int, among: Collection[str] | None = None
+    ) -> list[Neighbours]:
+        """Top-`k` per query; with `among`, exactly the top-`k` of those items (a filter's
+        candidates: an exact scan of their vectors, whatever the index type)."""
+        ...
 
     def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
@@ -159,6 +164,25 @@ def search_matrix(queries: npt.ArrayLike, k: int, dim: int) -> npt.NDArray[np.fl
     if k < 1:
         raise VectorIndexError(f"k must be >= 1, got {k}")
     return as_matrix(queries, dim)
+
+
+def top_k_of(
+    matrix: npt.NDArray[np.float32], k: int, ids: Sequence[str], vectors: npt.NDArray[np.float32]
+) -> list[Neighbours]:
+    """Exact top-`k` of `ids` (rows of `vectors`) for each query row; ties: the lower row."""
+    if not ids:
+        return [Neighbours([], []) for _ in range(len(matrix))]
+    scores = matrix @ vectors.T
+    if k < scores.shape[1]:  # the k best unordered, then only those sorted
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1)
+    else:
+        best = np.argsort(-scores, axis=1, kind="stable")
+    return [
+        Neighbours([ids[c] for c in row], [float(scores[r, c]) for c in row])
+        for r, row in enumerate(best)
+    ]
 
 
 class StampedIndex:
@@ -212,11 +236,27 @@ class StampedIndex:
             self._stamp = self._stamp.after_write(None)
         return removed
 
-    def search(self, queries: npt.ArrayLike, k: int) -> list[Neighbours]:
-        """Top-`k` ids and scores for each query row, best first."""
+    def search(
+        self, queries: npt.ArrayLike, k: int, among: Collection[str] | None = None
+    ) -> list[Neighbours]:
+        """Top-`k` ids and scores for each query row, best first. With `among`, only those
+        items (unknown ones ignored) are scored, exactly, by a scan of their vectors: a
+        strict filter (a small category) gets its true top-k from one search, where an
+        approximate index searched whole could hold too few of them among its nearest."""
         matrix = search_matrix(queries, k, self.dim)
         with self._lock.reading():
-            return self._search(matrix, k)
+            if among is None:
+                return self._search(matrix, k)
+            ids = [i for i in dict.fromkeys(among) if self.contains(i)]
+            return top_k_of(matrix, k, ids, self._vectors_of(ids))
+
+    def contains(self, item_id: str) -> bool:
+        """Whether `item_id` is searchable."""
+        raise NotImplementedError
+
+    def _vectors_of(self, ids: list[str]) -> npt.NDArray[np.float32]:
+        """The stored vectors of known `ids` as one [n, dim] matrix (read lock held)."""
+        raise NotImplementedError
 
     def _upsert(self, latest: dict[str, int], matrix: npt.NDArray[np.float32]) -> None:
         """Store row `latest[id]` of `matrix` for each id (write lock held)."""

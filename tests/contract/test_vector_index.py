@@ -196,3 +196,22 @@ def test_a_snapshot_of_another_implementation_is_refused(
     other = BACKENDS[0] if backend.name == "exact" else BACKENDS[3]
     with pytest.raises(VectorIndexError):
         other.make(DIM).restore(tmp_path)
+
+
+def test_a_search_among_some_items_is_their_exact_top_k(index: VectorIndex) -> None:
+    """A filter's candidates (a small category) get their true top-k from one search, from
+    every index type: the approximate ones too, which searched whole would hold few of them."""
+    rng = np.random.default_rng(5)
+    ids = [f"item-{n}" for n in range(3_000)]
+    items = _unit(rng, len(ids))
+    index.upsert(ids, items)
+    among = {f"item-{n}" for n in range(0, 3_000, 97)} | {"unknown-item"}
+    queries = _unit(rng, 5)
+    found = index.search(queries, k=7, among=among)
+    rows = sorted(int(i.split("-")[1]) for i in among if i != "unknown-item")
+    for query, hits in zip(queries, found, strict=True):
+        scores = items[rows] @ query
+        best = [f"item-{rows[c]}" for c in np.argsort(-scores, kind="stable")[:7]]
+        assert hits.ids == best
+        assert hits.scores == pytest.approx(sorted(scores, reverse=True)[:7], rel=1e-4)
+    assert index.search(queries[:1], k=3, among=[])[0].ids == []

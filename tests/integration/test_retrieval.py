@@ -408,27 +408,59 @@ def test_with_repeats_the_users_own_items_come_first_most_often_then_most_recent
 
 def test_a_filter_nothing_matches_searches_at_most_max_scan_items(settings: Settings) -> None:
     """An impossible filter must not make one request scan the whole catalogue (at 1M items
-    that froze a replica); past `max_scan` the popular fallback has its turn."""
+    that froze a replica); past `max_scan` the popular fallback has its turn. A category no
+    item has is not searched at all."""
 
     async def scenario(world: World) -> None:
         rng = np.random.default_rng(6)
         n = 2_000
         await world.state.put_item_vectors([f"i{k}" for k in range(n)], _unit(rng, n), 1)
+        for k in range(n):  # one big category, all out of stock
+            await world.state.put_item_meta(f"i{k}", ItemMeta("big", in_stock=False))
         await world.follower.rebuild()
         retriever = world.retriever
         retriever.max_scan = 300
         fetched: list[int] = []
         search = retriever.index.search
 
-        def counted(vector: npt.NDArray[np.float32], k: int) -> Any:
+        def counted(vector: npt.NDArray[np.float32], k: int, among: Any = None) -> Any:
             fetched.append(k)
-            return search(vector, k)
+            return search(vector, k, among)
 
         retriever.index.search = counted  # type: ignore[method-assign,assignment]
-        similar = await retriever.similar_items("i1", 5, Filters(category="nothing-has-it"))
-        assert similar == []
+        assert await retriever.similar_items("i1", 5, Filters(category="nothing-has-it")) == []
+        assert fetched == []
+        in_stock = Filters(category="big", in_stock=True)
+        assert await retriever.similar_items("i1", 5, in_stock) == []
         assert fetched
         assert max(fetched) <= 300
+
+    run(settings, scenario)
+
+
+def test_a_small_categorys_items_are_found_whatever_the_index_holds_nearer(
+    settings: Settings,
+) -> None:
+    """A category of 20 items among 3,000 whose vectors lie far from the query: its true
+    top-5 comes back, from one exact search among the category (the whole-index search
+    would have had to widen past `max_scan`)."""
+
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(8)
+        n = 3_000
+        vectors = _unit(rng, n)
+        ids = [f"i{k}" for k in range(n)]
+        await world.state.put_item_vectors(ids, vectors, 1)
+        rare = ids[::150]
+        for item in rare:
+            await world.state.put_item_meta(item, ItemMeta("rare"))
+        await world.follower.rebuild()
+        retriever = world.retriever
+        retriever.max_scan = 50  # the old way could not have reached them
+        found = await retriever.similar_items("i1", 5, Filters(category="rare"))
+        scores = {i: float(vectors[int(i[1:])] @ vectors[1]) for i in rare if i != "i1"}
+        best = sorted(scores, key=lambda i: -scores[i])[:5]
+        assert [s.item_id for s in found] == best
 
     run(settings, scenario)
 
