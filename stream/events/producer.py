@@ -14,9 +14,12 @@ from kafka.producer.future import FutureRecordMetadata
 
 from stream.config import Settings
 from stream.events.event_time import EventTimeLimits
+from stream.events.kafka_sockets import close_failed_sockets
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.schema import ClickEvent, EventError, OrderEvent, validate_event
 from stream.events.topics import TopicNames
+
+close_failed_sockets()
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,9 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from stream.config import Settings
+from stream.events.kafka_sockets import close_failed_sockets
+
+close_failed_sockets()
 
 log = logging.getLogger(__name__)
 

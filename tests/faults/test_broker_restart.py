@@ -16,7 +16,7 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.local.processes import alive
-from stream.local.stack import read_state, restart_broker, stack_down, stack_up
+from stream.local.stack import free_port, read_state, restart_broker, stack_down, stack_up
 from tests.conftest import Processes, forget, ingest_counts, isolated_settings, wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 def durable(redis_url: str, tmp_path: Path) -> Iterator[Settings]:
     """A durable stack of this test's own: killing its broker harms no other test."""
     base = Settings(data_dir=tmp_path / "data", redis_url=redis_url)
-    state = stack_up(base, durable=True)
+    state = stack_up(base, kafka_port=free_port(), durable=True)  # ours, even under make test
     settings = isolated_settings(state.kafka_bootstrap, redis_url, tmp_path / "data")
     try:
         yield settings.model_copy(update={"session_timeout_s": 30.0})
