@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -22,9 +22,11 @@ from stream.local.stack import (
     stack_status,
     stack_up,
 )
-from stream.ops.replay_file import ProduceSummary
 from stream.settings_help import GROUPS, env_name, epilog, settings_lines, shown
 from stream.startup import interrupt
+
+if TYPE_CHECKING:  # the module imports torch: not for --help
+    from stream.ops.replay_file import ProduceSummary
 
 DEMO_EVENTS = 15_000  # `recstream demo` by default: about 3 minutes on 2 cores
 
