@@ -168,7 +168,9 @@ class CoVisitation:
 
     Each event adds a decayed weight between its item and each of the user's `window` previous
     items (nearer ones weigh more). A row keeps its `cap` heaviest neighbours (pruned when it
-    reaches twice that), so memory is at most `2 * cap` entries per item.
+    reaches twice that), so memory is at most `2 * cap` entries per item. A loaded state keeps
+    its rows packed (arrays, what scoring reads) and makes a row a dict (`rows`) only when it
+    learns: replicas load a state per model version and only score.
     """
 
     def __init__(
@@ -203,8 +205,20 @@ class CoVisitation:
             self._link(other, item, w)
             self._link(item, other, w)
 
+    def _row(self, item: str) -> dict[str, float]:
+        """`item`'s row to change: a loaded state keeps rows packed until one is learned."""
+        row = self.rows.get(item)
+        if row is None:
+            packed = self._packed.get(item)
+            row = self.rows[item] = {} if packed is None else self._unpacked(*packed)
+        return row
+
+    def _unpacked(self, codes: npt.NDArray[np.int64], weights: Vector) -> dict[str, float]:
+        ids = self.catalogue.ids
+        return dict(zip([ids[c] for c in codes.tolist()], weights.tolist(), strict=True))
+
     def _link(self, source: str, target: str, weight: float) -> None:
-        row = self.rows.setdefault(source, {})
+        row = self._row(source)
         row[target] = row.get(target, 0.0) + weight
         mass = self.mass[source] = self.mass.get(source, 0.0) + weight
         self._code(target)
@@ -228,7 +242,9 @@ class CoVisitation:
         for key in self.mass:
             self.mass[key] *= factor
         self._mass_of *= factor
-        self._packed.clear()
+        self._packed = {
+            item: (codes, weights * factor) for item, (codes, weights) in self._packed.items()
+        }
 
     def scores(self, recent: Sequence[str], decay: float = 0.9) -> dict[str, float]:
         """Neighbours of the user's `recent` items (newest last), weighted by how recent each
@@ -266,15 +282,25 @@ class CoVisitation:
 
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
-        return sum(len(row) for row in self.rows.values())
+        packed_only = (len(c) for item, (c, _) in self._packed.items() if item not in self.rows)
+        return sum(len(row) for row in self.rows.values()) + sum(packed_only)
+
+    def neighbour_rows(self) -> dict[str, dict[str, float]]:
+        """Every row as a dict, those still packed since a load included."""
+        rows = dict(self.rows)
+        for item, packed in self._packed.items():
+            if item not in rows:
+                rows[item] = self._unpacked(*packed)
+        return rows
 
     def state_dict(self) -> dict[str, Any]:
         """Checkpoint-safe: the rows packed as one id list and flat tensors (CSR)."""
-        ids = list(self.rows.keys() | self.mass.keys())
+        rows = self.neighbour_rows()
+        ids = list(rows.keys() | self.mass.keys())
         number = {item: n for n, item in enumerate(ids)}
-        sizes = [len(self.rows.get(item, ())) for item in ids]
-        targets = [number[t] for item in ids for t in self.rows.get(item, ())]
-        weights = [w for item in ids for w in self.rows.get(item, {}).values()]
+        sizes = [len(rows.get(item, ())) for item in ids]
+        targets = [number[t] for item in ids for t in rows.get(item, ())]
+        weights = [w for item in ids for w in rows.get(item, {}).values()]
         return {
             "settings": [self.window, self.cap, self.step_decay],
             "clock": self._clock.state_dict(),
@@ -290,23 +316,19 @@ class CoVisitation:
         self.window, self.cap, self.step_decay = int(window), int(cap), float(step_decay)
         self._clock.load_state_dict(state["clock"])
         ids: list[str] = state["ids"]
-        targets = [ids[t] for t in state["targets"].tolist()]
-        weights = state["weights"].tolist()
-        self.rows, self.mass, start = {}, {}, 0
+        self.rows, self.mass = {}, {}  # rows stay packed until one is learned (`_row`)
         self.catalogue, self._mass_of, self._packed = Catalogue(), np.zeros(1024), {}
         for item in ids:
             self._code(item)
         self._mass_of[: len(ids)] = state["mass"].numpy()
         codes = state["targets"].numpy().astype(np.int64)  # indices into `ids` = codes
         values = state["weights"].numpy().astype(np.float64)
-        for item, size, mass in zip(
-            ids, state["sizes"].tolist(), state["mass"].tolist(), strict=True
+        ends = np.cumsum(state["sizes"].numpy())
+        for item, end, size, mass in zip(
+            ids, ends.tolist(), state["sizes"].tolist(), state["mass"].tolist(), strict=True
         ):
             if size:
-                end = start + size
-                self.rows[item] = dict(zip(targets[start:end], weights[start:end], strict=True))
-                self._packed[item] = (codes[start:end], values[start:end])  # serve at once
-            start += size
+                self._packed[item] = (codes[end - size : end], values[end - size : end])
             if mass:
                 self.mass[item] = mass
 

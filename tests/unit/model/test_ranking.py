@@ -40,7 +40,7 @@ def test_a_ranking_restored_from_a_safe_checkpoint_ranks_exactly_alike() -> None
     torch.save(system.ranking.state_dict(), buffer)
     buffer.seek(0)
     restored = Ranking.from_state_dict(torch.load(buffer, weights_only=True))
-    assert restored.covisit.rows == system.ranking.covisit.rows
+    assert restored.covisit.neighbour_rows() == system.ranking.covisit.neighbour_rows()
     for user in range(10):
         history = tuple(Interaction(f"u{user}", f"i{n}", "click", n) for n in range(user, user + 5))
         request = RecommendRequest(f"u{user}", history, 2000 * HOUR_MS)

@@ -73,3 +73,23 @@ def test_covisitation_grows_past_its_first_arrays_and_scores_as_the_rows_say() -
     scores = source.scores(["i1500"])
     assert set(scores) == {"hub"}
     assert len(source.scores(["hub"])) == 3_000
+
+
+def test_a_loaded_covisitation_scores_and_keeps_learning_as_the_original() -> None:
+    """Replicas load the state at every version (they only score); a restarted trainer
+    loads it and learns on: both must behave as the state they loaded, scaling included."""
+    original = CoVisitation(window=3, cap=4, half_life_ms=DAY_MS)
+    for user in range(30):
+        _walk(original, f"u{user}", [f"i{(user * 7 + n) % 23}" for n in range(6)], user * DAY_MS)
+    loaded = CoVisitation()
+    loaded.load_state_dict(original.state_dict())
+    recent = ["i3", "i5", "i8"]
+    assert loaded.scores(recent) == pytest.approx(original.scores(recent))
+    assert loaded.entries() == original.entries()
+    for source in (original, loaded):  # more learning, far enough on to rescale the weights
+        _walk(source, "late", ["i1", "i3", "i22", "i5"], 400 * DAY_MS)
+    assert loaded.scores(recent) == pytest.approx(original.scores(recent))
+    again = CoVisitation()
+    again.load_state_dict(loaded.state_dict())
+    assert again.scores(["i22"]) == pytest.approx(original.scores(["i22"]))
+    assert again.entries() == original.entries()
