@@ -193,7 +193,8 @@ def _prepare(settings: Settings, options: UpOptions) -> tuple[Settings, str, str
 
 async def _load(settings: Settings, data: Sample, api_url: str, key: str) -> None:
     """Item metadata to Redis, the history through Kafka; then wait until it is applied
-    and the API serves a model version, with a progress line every few seconds."""
+    and the API serves a model version (learning the rest goes on: a first answer within
+    seconds matters more), with a progress line every few seconds."""
     client = redis_client(settings)
     try:
         state = vector_state(settings, client)
@@ -212,17 +213,21 @@ async def _load(settings: Settings, data: Sample, api_url: str, key: str) -> Non
             while True:
                 stats = await store.stats()
                 done = stats.applied + stats.duplicates + stats.dead_lettered
-                version = await _served_version(session, api_url, headers)
-                if done >= len(data.events) and version is not None:
-                    _progress(f"model version {version} served, {time.monotonic() - began:.0f}s")
-                    return
+                version, learned = await _served(session, api_url, headers)
                 now = time.monotonic()
+                if done >= len(data.events) and version is not None:
+                    _progress(
+                        f"model version {version} served, {learned:,} of the sample's "
+                        f"{len(data.events):,} events learned so far ({now - began:.0f}s; the "
+                        "trainer goes on, a version a second: the demo page shows it)"
+                    )
+                    return
                 if now - began > _FIRST_ANSWER_S:
                     raise UpError(f"no model version served after {_FIRST_ANSWER_S:.0f}s")
                 if now - said >= 5:
                     said = now
                     _progress(
-                        f"{done:,}/{len(data.events):,} events applied, "
+                        f"{done:,}/{len(data.events):,} events applied, {learned:,} learned, "
                         f"model version {version if version is not None else 'not yet'}"
                     )
                 await asyncio.sleep(0.25)
@@ -230,17 +235,19 @@ async def _load(settings: Settings, data: Sample, api_url: str, key: str) -> Non
         await client.aclose()
 
 
-async def _served_version(
+async def _served(
     session: aiohttp.ClientSession, api_url: str, headers: dict[str, str]
-) -> int | None:
+) -> tuple[int | None, int]:
+    """The model version the API serves (None: none yet) and the events it has learned."""
     try:
         async with session.get(f"{api_url}/v1/model", headers=headers) as response:
             if response.status != 200:
-                return None
-            version = (await response.json()).get("model_version")
-            return int(version) if version is not None else None
+                return None, 0
+            body = await response.json()
     except (aiohttp.ClientError, TimeoutError):
-        return None
+        return None, 0
+    version = body.get("model_version")
+    return (None if version is None else int(version)), int(body.get("events_learned") or 0)
 
 
 def _api_url(settings: Settings) -> str:
