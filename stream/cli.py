@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from stream.config import Settings
+from stream.config import GROUPS, Settings, env_name, settings_lines, shown
 from stream.errors import StreamError
 from stream.events.schema import json_schemas
 from stream.local.stack import (
@@ -22,7 +22,6 @@ from stream.local.stack import (
     stack_status,
     stack_up,
 )
-from stream.settings_help import GROUPS, env_name, epilog, settings_lines, shown
 from stream.startup import interrupt
 
 if TYPE_CHECKING:  # the module imports torch: not for --help
@@ -286,6 +285,29 @@ def _cmd_data(settings: Settings, args: argparse.Namespace) -> int:
     from stream.evaluation.offline import write_dataset
 
     return write_dataset(args)
+
+
+NEEDS = {
+    "broker": "a Kafka-protocol broker at RECSTREAM_KAFKA_BOOTSTRAP",
+    "redis": "Redis at RECSTREAM_REDIS_URL",
+    "model": "the model directory (RECSTREAM_MODEL_DIR, default <RECSTREAM_DATA_DIR>/models)",
+}
+
+
+def epilog(settings: Settings | None, needs: Sequence[str], groups: Sequence[str]) -> str:
+    """The end of a command's `--help`: what must run, and the settings it reads (`groups`:
+    group names or setting names)."""
+    parts = []
+    if needs:
+        parts.append("Needs running: " + "; ".join(NEEDS[n] for n in needs) + ".")
+    else:
+        parts.append("Needs nothing running.")
+    if groups and settings is not None:
+        parts.append(
+            "Settings it reads (environment variables; value now; flags above override them):\n"
+            + "\n".join(settings_lines(settings, groups))
+        )
+    return "\n\n".join(parts)
 
 
 _FLAG = "set_"  # argparse dest prefix of flags that override a setting

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.client import ApiError, RecstreamClient
+from stream.api.client import ApiError, RecstreamClient
 from stream.config import Settings
 from stream.events.schema import ClickEvent
 from stream.local.processes import alive, settings_env, stop

@@ -10,9 +10,8 @@ import pytest
 
 from stream.api.auth import KeyRing
 from stream.cli import build_parser, main
-from stream.config import Settings
+from stream.config import GROUPS, Settings
 from stream.local.stack import free_port
-from stream.settings_help import GROUPS
 
 
 def test_keys_new_adds_each_key_to_the_file_the_api_reads_and_prints_it_once(

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import pytest
 
-from stream.client import ApiError, RecstreamClient
+from stream.api.client import ApiError, RecstreamClient
 
 ANSWER = {
     "user_id": "u 1",
