@@ -223,6 +223,7 @@ def decode_event(payload: bytes, max_bytes: int) -> ClickEvent | OrderEvent:
 
 MAX_NESTING = 32  # an event nests 4 deep; deeper is refused before parsing
 _JSON_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN, _CLOSE = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)
 
 
 def _too_deep(payload: bytes) -> bool:
@@ -234,9 +235,6 @@ def _too_deep(payload: bytes) -> bool:
     codes = np.frombuffer(_JSON_STRINGS.sub(b"", payload), dtype=np.uint8)
     steps = np.isin(codes, _OPEN).astype(np.int32) - np.isin(codes, _CLOSE).astype(np.int32)
     return bool(steps.size) and int(np.cumsum(steps).max()) > MAX_NESTING
-
-
-_OPEN, _CLOSE = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)
 
 
 def _decode_reference(payload: bytes) -> ClickEvent | OrderEvent:

@@ -101,7 +101,8 @@ def kafka_reachable(bootstrap: str, timeout_s: float = 2.0) -> bool:
         admin.close()
 
 
-def _accepts(address: str, timeout_s: float) -> bool:
+def _accepts(address: str, timeout_s: float = 0.2) -> bool:
+    """Whether something takes a TCP connection at `address` (host:port; no host: local)."""
     host, _, port = address.strip().rpartition(":")
     try:
         with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s):
@@ -119,12 +120,6 @@ def redis_reachable(url: str, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         client.close()
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 S3_BUCKET = "tansu"
@@ -184,7 +179,7 @@ def start_broker(
     while time.monotonic() < deadline:
         if not alive(pid):
             raise StackError(f"the broker exited at start; see {state_dir / 'broker.log'}")
-        if _port_open(port) and kafka_reachable(f"127.0.0.1:{port}"):
+        if _accepts(f"127.0.0.1:{port}") and kafka_reachable(f"127.0.0.1:{port}"):
             return pid
         time.sleep(0.1)
     stop(pid, timeout_s=10.0)
@@ -234,7 +229,9 @@ def free_cluster_port(lowest: int = 20_000, highest: int = 55_000) -> int:
             port = int(sock.getsockname()[1])
         if not lowest <= port <= highest:
             port = lowest + port % (highest - lowest)
-        if not (_port_open(port) or _port_open(port + CLUSTER_BUS_OFFSET)):
+        if not (
+            _accepts(f"127.0.0.1:{port}") or _accepts(f"127.0.0.1:{port + CLUSTER_BUS_OFFSET}")
+        ):
             return port
     raise StackError("no free port pair for a Redis Cluster node")
 
