@@ -312,7 +312,19 @@ def epilog(settings: Settings | None, needs: Sequence[str], groups: Sequence[str
 
 _FLAG = "set_"  # argparse dest prefix of flags that override a setting
 USES_REDIS = frozenset(
-    ["worker", "trainer", "api", "replay", "rebuild", "promote", "rollback", "model", "namespace", "up", "demo"]
+    [
+        "worker",
+        "trainer",
+        "api",
+        "replay",
+        "rebuild",
+        "promote",
+        "rollback",
+        "model",
+        "namespace",
+        "up",
+        "demo",
+    ]
 )
 GROUPS_WORKER = ("broker", "redis", "events", "ingest", "model", "logging")
 GROUPS_TRAINER = ("broker", "redis", "events", "trainer", "model", "history_len", "logging")
