@@ -143,12 +143,22 @@ class _Picks:
 
 @dataclass(frozen=True, slots=True)
 class _Allowed:
-    """Whether a request's filters let an item through; `among`: every item they let
-    through, when a category filter narrows the catalogue to few enough to score exactly."""
+    """Whether a request's filters let an item through."""
 
     catalog: ItemCatalog
     filters: Filters
-    among: Collection[str] | None
+    exact_among: int
+
+    def among(self) -> Collection[str] | None:
+        """Every item the filters let through, when a category narrows the catalogue to at
+        most `exact_among` items (few enough to score exactly), else None. Made only when a
+        search needs it: many requests are filled without one."""
+        if self.filters.category is None:
+            return None
+        members = self.catalog.attributes.items_of(self.filters.category)
+        if len(members) > self.exact_among:
+            return None
+        return tuple(members)  # a copy: the search runs in a thread while the feed writes
 
     def __call__(self, item_id: str) -> bool:
         if item_id in self.catalog.deleted:
@@ -199,12 +209,7 @@ class Retriever:
         self._popular_at = float("-inf")
 
     def _allows(self, filters: Filters) -> _Allowed:
-        among = None
-        if filters.category is not None:
-            members = self.catalog.attributes.items_of(filters.category)
-            # a copy: the search runs in a thread while the feed may change the catalogue
-            among = tuple(members) if len(members) <= self.exact_among else None
-        return _Allowed(self.catalog, filters, among)
+        return _Allowed(self.catalog, filters, self.exact_among)
 
     async def recommend(
         self, user_id: str, k: int, filters: Filters, now_ms: int | None = None
@@ -367,7 +372,7 @@ class Retriever:
     ) -> None:
         """Nearest items the filters allow into `picks`: among a small category's items
         only (scored exactly), else over the index, searching wider while too few pass."""
-        among = allowed.among
+        among = allowed.among()
         scope = self.index.size if among is None else len(among)
         size = min(scope, max(self.max_scan, picks.k))  # what one request may scan
         fetch = min(size, picks.k * self.overfetch + len(picks.blocked))
