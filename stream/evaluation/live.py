@@ -12,7 +12,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -21,7 +20,8 @@ from tqdm import tqdm
 from model.evaluation import SystemScore
 from model.interaction import Interaction
 from stream.events.producer import EventProducer
-from stream.events.schema import ClickEvent, OrderEvent, OrderLine
+from stream.events.samples import wire_event
+from stream.events.schema import ClickEvent, OrderEvent
 
 _REFLECT_TIMEOUT_S = 3.0
 
@@ -62,20 +62,7 @@ class LiveFigures:
 
 def event_of(number: int, interaction: Interaction) -> ClickEvent | OrderEvent:
     """The wire event of one logged interaction (an order of one line for an order)."""
-    event_id = f"demo-{number:08d}"
-    ts = datetime.fromtimestamp(interaction.ts_ms / 1000, UTC)
-    if interaction.kind == "click":
-        return ClickEvent(
-            event_id=event_id, user_id=interaction.user_id, ts=ts, item_id=interaction.item_id
-        )
-    line = OrderLine(item_id=interaction.item_id, quantity=interaction.quantity)
-    return OrderEvent(
-        event_id=event_id,
-        user_id=interaction.user_id,
-        ts=ts,
-        order_id=f"order-{event_id}",
-        items=[line],
-    )
+    return wire_event(f"demo-{number:08d}", [interaction])
 
 
 class LiveEvaluation:

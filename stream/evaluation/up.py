@@ -20,8 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -37,7 +36,8 @@ from stream.config import Settings
 from stream.errors import StreamError
 from stream.evaluation.datasets import fetch_ml100k
 from stream.events.producer import EventProducer
-from stream.events.schema import ClickEvent, OrderEvent, OrderLine
+from stream.events.samples import wire_event
+from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import alive, spawn, spawn_detached, stop
 from stream.local.stack import local_stack
@@ -94,25 +94,9 @@ def sample(options: UpOptions, now_ms: int) -> Sample:
     events: list[ClickEvent | OrderEvent] = []
     activity: dict[str, int] = {}
     for number, group in enumerate(groups):
-        first = group[0]
-        ts = datetime.fromtimestamp((first.ts_ms + shift) / 1000, UTC)
-        event_id = f"sample-{number:07d}"
-        activity[first.user_id] = activity.get(first.user_id, 0) + 1
-        if first.kind == "click":
-            events.append(
-                ClickEvent(event_id=event_id, user_id=first.user_id, ts=ts, item_id=first.item_id)
-            )
-        else:
-            lines = [OrderLine(item_id=i.item_id, quantity=i.quantity) for i in group]
-            events.append(
-                OrderEvent(
-                    event_id=event_id,
-                    user_id=first.user_id,
-                    ts=ts,
-                    order_id=f"order-{number:07d}",
-                    items=lines,
-                )
-            )
+        moved = [replace(i, ts_ms=i.ts_ms + shift) for i in group]
+        events.append(wire_event(f"sample-{number:07d}", moved))
+        activity[group[0].user_id] = activity.get(group[0].user_id, 0) + 1
     users = sorted(activity, key=lambda u: (-activity[u], u))
     return Sample(events, items, users)
 
