@@ -2,18 +2,21 @@
 
 A batch of events and their idempotency markers are written by one Lua script, so an event's
 effects land together with its marker or not at all: replaying or redelivering changes nothing.
-Every key of the batch is passed to the script, so on Redis Cluster a batch must share a slot.
+On a Redis Cluster the state is split into shards by user (see `RedisKeys`): each shard holds
+its users' keys, idempotency records, item counters, stats and applied offsets in one slot, a
+batch runs one script per shard, and counters and stats are summed over the shards on read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import partial
 
@@ -134,7 +137,8 @@ def history_member(event_id: str, line: int, it: Interaction) -> str:
 # (the popular ones), by at most 1,000 a script. Each partition's applied offset is written
 # with the effects; when one Redis holds differs from what the worker expects (Redis came
 # back from an older snapshot, or another worker moved it), nothing is written and the answer
-# is {-2}.
+# is {-2}, unless it holds this very advance already (a retry of a call whose reply was lost,
+# or of a batch some of whose shards were written).
 _APPLY_EVENTS = """
 local expire_at, cap, user_ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local purchased_cap = tonumber(ARGV[6])
@@ -149,7 +153,8 @@ end
 local n_partitions = tonumber(ARGV[5])
 for p = 0, n_partitions - 1 do
   local expected = ARGV[8 + 3 * p]
-  if expected ~= '*' and (redis.call('HGET', KEYS[6], ARGV[7 + 3 * p]) or '') ~= expected then
+  local held = redis.call('HGET', KEYS[6], ARGV[7 + 3 * p]) or ''
+  if expected ~= '*' and held ~= expected and held ~= ARGV[9 + 3 * p] then
     return {-2}
   end
 end
@@ -324,15 +329,16 @@ class RedisInteractionStore:
         self._apply = client.register_script(_APPLY_EVENTS)
 
     def _event_args(
-        self, effect: EventEffect, period: int, near_next: bool, keys: list[str]
+        self, effect: EventEffect, period: int, near_next: bool, keys: list[str], view: RedisKeys
     ) -> list[object]:
-        """The event's keys (appended to `keys`) and its entry of the script's event array."""
+        """The event's keys (appended to `keys`; under `view`, its shard's) and its entry of
+        the script's event array."""
         bucket, fingerprint = event_fingerprint(effect.event_id)
-        now = self._keys.seen_events(period, bucket)
+        now = view.seen_events(period, bucket)
         # the next period's records can exist only near its start (workers' clocks differ)
-        later = self._keys.seen_events(period + 1, bucket) if near_next else now
-        keys += [self._keys.seen_events(period - 1, bucket), now, later]
-        keys += [self._keys.history(effect.user_id), self._keys.purchased(effect.user_id)]
+        later = view.seen_events(period + 1, bucket) if near_next else now
+        keys += [view.seen_events(period - 1, bucket), now, later]
+        keys += [view.history(effect.user_id), view.purchased(effect.user_id)]
         clicks: Counter[str] = Counter()
         units: Counter[str] = Counter()
         trending: dict[str, float] = defaultdict(float)
@@ -370,7 +376,43 @@ class RedisInteractionStore:
         (`Applied.UNUSABLE_KEYS`: nothing written for it; the rest of the batch is applied).
         The batch goes in scripts of at most `MAX_WORK_PER_SCRIPT` work, the partition
         offsets with the last; raises `AppliedOffsetsMovedError` (that script wrote
-        nothing) when an offset Redis holds is not the one expected."""
+        nothing) when an offset Redis holds is not the one expected. On a cluster each shard
+        gets the scripts of its users' events and its advances (fields of `offset_fields`),
+        the shards concurrently."""
+        if not self._keys.shards:
+            return await self._apply_in(self._keys, effects, advances)
+        members: dict[int, list[int]] = defaultdict(list)
+        for n, effect in enumerate(effects):
+            members[self._keys.shard_of(effect.user_id)].append(n)
+        shard_advances: dict[int, list[PartitionAdvance]] = defaultdict(list)
+        for advance in advances:
+            shard, field = _shard_field(advance.partition)
+            shard_advances[shard].append(replace(advance, partition=field))
+        shards = sorted(set(members) | set(shard_advances))
+        done = await asyncio.gather(
+            *(
+                self._apply_in(
+                    self._keys.shard(g), [effects[n] for n in members[g]], shard_advances[g]
+                )
+                for g in shards
+            ),
+            return_exceptions=True,  # every shard's call ends before this one raises
+        )
+        outcomes: list[Applied | None] = [None] * len(effects)
+        for shard, result in zip(shards, done, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            for n, outcome in zip(members[shard], result, strict=True):
+                outcomes[n] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _apply_in(
+        self,
+        view: RedisKeys,
+        effects: Sequence[EventEffect],
+        advances: Sequence[PartitionAdvance],
+    ) -> list[Applied]:
+        """`apply_many` on the keys of `view` (one Redis, or one shard)."""
         parts: list[list[EventEffect]] = [[]]
         size = 0
         for effect in effects:
@@ -383,15 +425,14 @@ class RedisInteractionStore:
         outcomes: list[Applied] = []
         for n, part in enumerate(parts):
             last = n == len(parts) - 1
-            outcomes += await self._apply_part(part, advances if last else ())
+            outcomes += await self._apply_part(view, part, advances if last else ())
         return outcomes
 
     async def _apply_part(
-        self, effects: Sequence[EventEffect], advances: Sequence[PartitionAdvance]
+        self, k: RedisKeys, effects: Sequence[EventEffect], advances: Sequence[PartitionAdvance]
     ) -> list[Applied]:
         if not effects and not advances:
             return []
-        k = self._keys
         keys = [k.item_clicks, k.item_orders, k.item_units, k.stats, k.item_trending]
         keys.append(k.applied_offsets)
         now_s = int(time.time())
@@ -408,7 +449,7 @@ class RedisInteractionStore:
         for advance in advances:
             expected = "" if advance.expected is None else str(advance.expected)
             args += [advance.partition, expected, advance.applied]
-        events = [self._event_args(e, period, near_next, keys) for e in effects]
+        events = [self._event_args(e, period, near_next, keys, k) for e in effects]
         args.append(_MSGPACK.encode(events))
         results = await self._apply(keys=keys, args=args)
         if results and int(results[0]) == -2:
@@ -418,23 +459,50 @@ class RedisInteractionStore:
             )
         return [Applied(int(r)) for r in results]
 
-    async def applied_offsets(self, partitions: Sequence[str]) -> dict[str, int]:
-        """The last applied offset Redis holds for each of `partitions` ("topic/partition")
+    def offset_fields(self, partition: str) -> list[str]:
+        """Where a partition's ("topic/partition") applied offset is kept: itself on one
+        Redis, one field per shard on a cluster (each shard's effects come with its own)."""
+        if not self._keys.shards:
+            return [partition]
+        return [f"{shard}{_SHARD_MARK}{partition}" for shard in range(self._keys.shards)]
+
+    async def applied_offsets(self, fields: Sequence[str]) -> dict[str, int]:
+        """The last applied offset Redis holds for each of `fields` (of `offset_fields`)
         that has one."""
-        if not partitions:
+        if not fields:
             return {}
-        values = await self._client.hmget(self._keys.applied_offsets, list(partitions))
-        return {p: int(v) for p, v in zip(partitions, values, strict=True) if v is not None}
+        if not self._keys.shards:
+            values = await self._client.hmget(self._keys.applied_offsets, list(fields))
+            return {f: int(v) for f, v in zip(fields, values, strict=True) if v is not None}
+        by_shard: dict[int, list[str]] = defaultdict(list)
+        for field in fields:
+            by_shard[_shard_field(field)[0]].append(field)
+        shards = sorted(by_shard)
+        replies = await asyncio.gather(
+            *(
+                self._client.hmget(
+                    self._keys.shard(g).applied_offsets, [_shard_field(f)[1] for f in by_shard[g]]
+                )
+                for g in shards
+            )
+        )
+        held: dict[str, int] = {}
+        for shard, values in zip(shards, replies, strict=True):
+            for field, value in zip(by_shard[shard], values, strict=True):
+                if value is not None:
+                    held[field] = int(value)
+        return held
 
     async def was_dead_lettered(self, source: str) -> bool:
         """Whether the message at `source` (topic/partition/offset) already went to the DLQ."""
-        return bool(await self._client.exists(self._keys.dead_lettered(source)))
+        return bool(await self._client.exists(self._keys.control.dead_lettered(source)))
 
     async def mark_dead_lettered(self, source: str) -> None:
         """Record that the message at `source` is in the DLQ, and count it."""
+        control = self._keys.control
         pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.dead_lettered(source), "1", ex=self._dedup_ttl_s)
-        pipe.hincrby(self._keys.stats, "dead_lettered", 1)
+        pipe.set(control.dead_lettered(source), "1", ex=self._dedup_ttl_s)
+        pipe.hincrby(control.stats, "dead_lettered", 1)
         await pipe.execute()
 
     async def history(self, user_id: str, limit: int | None = None) -> list[HistoryEntry]:
@@ -445,7 +513,7 @@ class RedisInteractionStore:
         """The newest `limit` interactions of each user (newest first), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.zrevrange(self._keys.history(user_id), 0, limit - 1)
+            pipe.zrevrange(self._keys.for_user(user_id).history(user_id), 0, limit - 1)
         raws = await pipe.execute(raise_on_error=False)
         return {
             u: await self._entries_of(u, raw, limit) for u, raw in zip(user_ids, raws, strict=True)
@@ -454,7 +522,8 @@ class RedisInteractionStore:
     async def _entries_of(self, user_id: str, raw: object, limit: int) -> list[HistoryEntry]:
         """Entries from a ZREVRANGE reply; a history still kept as a list by an older version
         is read as one."""
-        legacy = partial(self._client.lrange, self._keys.history(user_id), 0, limit - 1)
+        key = self._keys.for_user(user_id).history(user_id)
+        legacy = partial(self._client.lrange, key, 0, limit - 1)
         raw = await _or_legacy(raw, legacy)
         if not isinstance(raw, list):
             raise TypeError(f"unexpected history reply {type(raw).__name__}")
@@ -463,42 +532,74 @@ class RedisInteractionStore:
     async def purchased(self, user_id: str) -> set[str]:
         """Items the user has ordered (the newest `purchased_kept`)."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.zrange(self._keys.purchased(user_id), 0, -1)
+        pipe.zrange(self._keys.for_user(user_id).purchased(user_id), 0, -1)
         (members,) = await pipe.execute(raise_on_error=False)
         return await self._purchased_of(user_id, members)
 
     async def _purchased_of(self, user_id: str, raw: object) -> set[str]:
         """Items from a ZRANGE reply; a set left by an older version is read as one."""
-        raw = await _or_legacy(raw, partial(self._client.smembers, self._keys.purchased(user_id)))
+        key = self._keys.for_user(user_id).purchased(user_id)
+        raw = await _or_legacy(raw, partial(self._client.smembers, key))
         if not isinstance(raw, list | set):
             raise TypeError(f"unexpected purchased reply {type(raw).__name__}")
         return {as_text(m) for m in raw}
 
     async def user_context(self, user_id: str, limit: int) -> tuple[list[HistoryEntry], set[str]]:
         """`history(user_id, limit)` and `purchased(user_id)` in one round trip."""
+        keys = self._keys.for_user(user_id)
         pipe = self._client.pipeline(transaction=False)
-        pipe.zrevrange(self._keys.history(user_id), 0, limit - 1)
-        pipe.zrange(self._keys.purchased(user_id), 0, -1)
+        pipe.zrevrange(keys.history(user_id), 0, limit - 1)
+        pipe.zrange(keys.purchased(user_id), 0, -1)
         raw, members = await pipe.execute(raise_on_error=False)
         return await self._entries_of(user_id, raw, limit), await self._purchased_of(
             user_id, members
         )
 
     async def top_items(self, counter: str, n: int | None = 10) -> list[tuple[str, float]]:
-        """Top `n` items (all when None) by `counter`: clicks, orders, units or trending."""
-        keys = {"clicks": self._keys.item_clicks, "orders": self._keys.item_orders}
-        keys["units"] = self._keys.item_units
-        keys["trending"] = self._keys.item_trending
-        end = -1 if n is None else n - 1
-        pairs = await self._client.zrevrange(keys[counter], 0, end, withscores=True)
-        return [(as_text(pair[0]), float(pair[1])) for pair in pairs]
+        """Top `n` items (all when None) by `counter`: clicks, orders, units or trending. On a
+        cluster the shards' counts are summed, from each shard's top `2 n` (an item outside
+        every shard's top `2 n` is missed: shards hold similar mixes of users)."""
+        end = -1 if n is None else (n if len(self._keys.every_shard()) == 1 else 2 * n) - 1
+        replies = await asyncio.gather(
+            *(
+                self._client.zrevrange(_counter(view, counter), 0, end, withscores=True)
+                for view in self._keys.every_shard()
+            )
+        )
+        if len(replies) == 1:
+            return [(as_text(pair[0]), float(pair[1])) for pair in replies[0]]
+        totals: dict[str, float] = defaultdict(float)
+        for pairs in replies:
+            for pair in pairs:
+                totals[as_text(pair[0])] += float(pair[1])
+        ranked = sorted(totals.items(), key=lambda pair: (-pair[1], pair[0]))
+        return ranked if n is None else ranked[:n]
 
     async def stats(self) -> IngestStats:
-        """What ingest has done so far."""
-        raw = await self._client.hgetall(self._keys.stats)
-        values = {as_text(k): int(v) for k, v in raw.items()}
+        """What ingest has done so far (on a cluster, summed over the shards)."""
+        keys = {view.stats for view in self._keys.every_shard()} | {self._keys.control.stats}
+        replies = await asyncio.gather(*(self._client.hgetall(key) for key in sorted(keys)))
+        values: Counter[str] = Counter()
+        for raw in replies:
+            values.update({as_text(k): int(v) for k, v in raw.items()})
         return IngestStats(
             applied=values.get("applied", 0),
             duplicates=values.get("duplicates", 0),
             dead_lettered=values.get("dead_lettered", 0),
         )
+
+
+_SHARD_MARK = "|"  # between a shard and a partition in an offset field (never in a topic name)
+
+
+def _shard_field(field: str) -> tuple[int, str]:
+    """(shard, partition) of an offset field of `offset_fields` (shard 0 when it has none)."""
+    shard, mark, partition = field.partition(_SHARD_MARK)
+    return (int(shard), partition) if mark else (0, field)
+
+
+def _counter(keys: RedisKeys, counter: str) -> str:
+    """The sorted set of one item counter: clicks, orders, units or trending."""
+    named = {"clicks": keys.item_clicks, "orders": keys.item_orders, "units": keys.item_units}
+    named["trending"] = keys.item_trending
+    return named[counter]

@@ -1,17 +1,58 @@
-"""Every Redis key recstream writes, under one configurable prefix, defined here only."""
+"""Every Redis key recstream writes, under one configurable prefix, defined here only.
+
+On one Redis every key is `<prefix><name>`. On a Redis Cluster (`shards` > 0) the keys carry
+hash tags so that what one script or transaction touches shares a slot: a user's keys, the
+idempotency records, item counters, ingest stats and applied offsets of the users that hash to
+shard g live under `{<prefix>#g}` (one slot per shard, spread over the primaries); everything
+else (item vectors, metadata, the feed, the model version, leases, dead-letter marks) under
+`{<prefix>}`. A view's keys are named as on one Redis under a tagged prefix, so the key
+functions below are the only layout.
+"""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio as aioredis
+
+CLUSTER_SHARDS = 16  # shard slots of a namespace on a Redis Cluster (RECSTREAM_REDIS_SHARDS)
 
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
-    """Key layout; `prefix` isolates deployments, shadows and tests from each other."""
+    """Key layout; `prefix` isolates deployments, shadows and tests from each other; `shards`
+    > 0 lays the keys out for a Redis Cluster (see the module's docstring)."""
 
     prefix: str = "recstream:"
+    shards: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shards < 0:
+            raise ValueError(f"shards must be >= 0, not {self.shards}")
+
+    @property
+    def control(self) -> RedisKeys:
+        """The view of the keys outside the shards (the item catalogue, the model, leases)."""
+        return RedisKeys(f"{{{self.prefix}}}") if self.shards else self
+
+    def shard_of(self, user_id: str) -> int:
+        """The shard holding `user_id`'s keys (0 on one Redis)."""
+        return zlib.crc32(user_id.encode()) % self.shards if self.shards else 0
+
+    def shard(self, number: int) -> RedisKeys:
+        """The view of shard `number`'s keys (on one Redis, all keys)."""
+        return RedisKeys(f"{{{self.prefix}#{number}}}") if self.shards else self
+
+    def for_user(self, user_id: str) -> RedisKeys:
+        """The view holding `user_id`'s keys."""
+        return self.shard(self.shard_of(user_id))
+
+    def every_shard(self) -> list[RedisKeys]:
+        """Each shard's view, in shard order (one Redis: just this one)."""
+        return [self.shard(n) for n in range(self.shards)] if self.shards else [self]
 
     def seen_events(self, period: int, bucket: int) -> str:
         """Set of the fingerprints of events applied in one period of processing time (one
@@ -125,9 +166,39 @@ def as_text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def delete_prefixed(client: redis.Redis, prefix: str, chunk: int = 1000) -> int:
-    """Delete every key under `prefix` (a test's, a demo's or a shadow's); returns how many."""
-    keys = list(client.scan_iter(match=f"{prefix}*", count=chunk))
-    for start in range(0, len(keys), chunk):
-        client.delete(*keys[start : start + chunk])
-    return len(keys)
+def prefixed_patterns(prefix: str) -> tuple[str, ...]:
+    """SCAN patterns of every key under `prefix`, in both layouts (see `RedisKeys`)."""
+    return (f"{prefix}*", f"{{{prefix}*")
+
+
+def delete_prefixed(
+    client: redis.Redis | redis.RedisCluster, prefix: str, chunk: int = 1000
+) -> int:
+    """Delete every key under `prefix` (a test's, a demo's or a shadow's), on a cluster from
+    every primary; returns how many."""
+    found = 0
+    for node_client in _primaries(client):
+        for pattern in prefixed_patterns(prefix):
+            keys = list(node_client.scan_iter(match=pattern, count=chunk))
+            for start in range(0, len(keys), chunk):
+                pipe = node_client.pipeline(transaction=False)
+                for key in keys[start : start + chunk]:  # a cluster refuses keys of other slots
+                    pipe.unlink(key)  # in one call, even on one node
+                pipe.execute()
+            found += len(keys)
+    return found
+
+
+def _primaries(client: redis.Redis | redis.RedisCluster) -> Iterable[redis.Redis]:
+    """A client per primary: the client itself on one Redis."""
+    if isinstance(client, redis.RedisCluster):
+        primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+        return [client.get_redis_connection(node) for node in primaries]
+    return [client]
+
+
+def is_cluster(
+    client: redis.Redis | redis.RedisCluster | aioredis.Redis | aioredis.RedisCluster,
+) -> bool:
+    """Whether `client` talks to a Redis Cluster."""
+    return isinstance(client, redis.RedisCluster | aioredis.RedisCluster)

@@ -130,7 +130,8 @@ class RedisVectorState:
         user_ttl_s: int = 90 * 24 * 3600,
     ) -> None:
         self._client = client
-        self._keys = keys
+        self._keys = keys.control  # the catalogue and the model: one slot on a cluster
+        self._users = keys
         self.dim = dim
         self._feed_retention_ms = int(feed_retention_s * 1000)
         self._user_ttl_s = user_ttl_s
@@ -152,7 +153,7 @@ class RedisVectorState:
         pipe = self._client.pipeline(transaction=False)
         for update in updates:
             user = update.vector
-            key = self._keys.user_vector(update.user_id)
+            key = self._users.for_user(update.user_id).user_vector(update.user_id)
             pipe.hset(
                 key,
                 mapping={
@@ -166,7 +167,7 @@ class RedisVectorState:
         await pipe.execute()
 
     async def user_vector(self, user_id: str) -> UserVector | None:
-        raw = await self._client.hgetall(self._keys.user_vector(user_id))
+        raw = await self._client.hgetall(self._users.for_user(user_id).user_vector(user_id))
         if not raw:
             return None
         fields = {as_text(k): v for k, v in raw.items()}

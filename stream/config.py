@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -24,6 +25,17 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (db index included)")
     redis_prefix: str = Field("recstream:", description="prefix of every Redis key")
+    redis_cluster: Literal["auto", "yes", "no"] = Field(
+        "auto",
+        description="whether RECSTREAM_REDIS_URL is a Redis Cluster node: auto asks it at start",
+    )
+    redis_shards: int = Field(
+        16,
+        ge=1,
+        le=16_384,
+        description="on a Redis Cluster: slots a namespace's users, idempotency records and "
+        "counters are sharded over (fixed for the life of its data)",
+    )
     redis_timeout_s: float = Field(
         0.5, gt=0, description="longest an API request waits on Redis before its fallback"
     )
@@ -253,6 +265,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "redis": (
         "redis_url",
         "redis_prefix",
+        "redis_cluster",
+        "redis_shards",
         "namespace",
         "redis_timeout_s",
         "redis_socket_timeout_s",

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
+from store.cluster_client import ClusterClient
 from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -58,36 +59,72 @@ def redis_client(settings: Settings, timeout_s: float | None = None) -> aioredis
     """An asyncio Redis client whose calls wait at most `timeout_s` (default
     `redis_socket_timeout_s`; the API passes its short fallback timeout), with TCP keepalive
     and a PING before reusing a connection idle for a while: a Redis that went silent is
-    noticed and retried (`retrying`), never waited on for the kernel's TCP timeout."""
+    noticed and retried (`retrying`), never waited on for the kernel's TCP timeout. On a
+    Redis Cluster, a cluster client (typed as a client of one Redis: the calls recstream
+    makes are the same, each within one slot)."""
     timeout = settings.redis_socket_timeout_s if timeout_s is None else timeout_s
-    return aioredis.from_url(settings.redis_url, **_connection_options(timeout))
+    options = _connection_options(timeout)
+    if redis_is_cluster(settings):
+        return cast(aioredis.Redis, ClusterClient.from_url(settings.redis_url, **options))
+    return aioredis.from_url(settings.redis_url, **options)
 
 
 def blocking_redis_client(settings: Settings) -> redis.Redis:
     """A blocking Redis client, for SCANs over many keys from synchronous code; its calls
-    time out as `redis_client`'s do."""
+    time out as `redis_client`'s do (on a Redis Cluster, a cluster client)."""
     options = _connection_options(settings.redis_socket_timeout_s)
+    if redis_is_cluster(settings):
+        return cast(redis.Redis, redis.RedisCluster.from_url(settings.redis_url, **options))
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+_CLUSTER_URLS: dict[str, bool] = {}  # what each Redis URL answered: is it a cluster node
+
+
+def redis_is_cluster(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """Whether RECSTREAM_REDIS_URL is a Redis Cluster node: as RECSTREAM_REDIS_CLUSTER says,
+    or (auto) as the node answers `INFO cluster`, asked once per process. A Redis that does
+    not answer is taken for one Redis, with a warning, and asked again next time."""
+    if settings.redis_cluster != "auto":
+        return settings.redis_cluster == "yes"
+    known = _CLUSTER_URLS.get(settings.redis_url)
+    if known is not None:
+        return known
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    try:
+        known = bool(client.info("cluster").get("cluster_enabled"))
+    except (redis.RedisError, OSError) as error:
+        log.warning(
+            "Redis at %s did not say whether it is a cluster node (%s): taking it for one "
+            "Redis (RECSTREAM_REDIS_CLUSTER=yes says it is a cluster)",
+            settings.redis_url,
+            error,
+        )
+        return False
+    finally:
+        client.close()
+    _CLUSTER_URLS[settings.redis_url] = known
+    return known
+
+
+def redis_keys(settings: Settings) -> RedisKeys:
+    """The key layout of the settings' namespace: sharded over `redis_shards` slots on a
+    Redis Cluster."""
+    shards = settings.redis_shards if redis_is_cluster(settings) else 0
+    return RedisKeys(settings.keys_prefix, shards=shards)
 
 
 class RedisClusterUnsupportedError(StreamError, RuntimeError):
     """RECSTREAM_REDIS_URL names a Redis Cluster node, which recstream cannot use yet."""
 
 
-def refuse_redis_cluster(settings: Settings, timeout_s: float = 2.0) -> None:
-    """Refuse, with the reason, a Redis that is a cluster node: ingest scripts and publish
-    transactions span keys a cluster keeps in different slots, so it would fail later, one
-    cross-slot error at a time. A Redis that does not answer now is left to the retries."""
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-    )
-    try:
-        cluster = bool(client.info("cluster").get("cluster_enabled"))
-    except (redis.RedisError, OSError):
-        return
-    finally:
-        client.close()
-    if cluster:
+def refuse_redis_cluster(settings: Settings) -> None:
+    """Refuse, with the reason, a Redis that is a cluster node: publish transactions span
+    keys a cluster keeps in different slots, so it would fail later, one cross-slot error at
+    a time."""
+    if redis_is_cluster(settings):
         raise RedisClusterUnsupportedError(
             f"RECSTREAM_REDIS_URL={settings.redis_url} is a Redis Cluster node; recstream "
             "needs one Redis (a primary, with replicas for failover) for now: its ingest "
@@ -149,7 +186,7 @@ def interaction_store(settings: Settings, client: aioredis.Redis) -> RedisIntera
     """Where ingest effects go: histories, counters, idempotency records."""
     return RedisInteractionStore(
         client,
-        RedisKeys(settings.keys_prefix),
+        redis_keys(settings),
         history_len=settings.history_len,
         dedup_ttl_s=settings.dedup_ttl_s,
         trending_half_life_s=settings.trending_half_life_s,
@@ -163,7 +200,7 @@ def vector_state(settings: Settings, client: aioredis.Redis) -> RedisVectorState
     """Where vectors, item metadata, the model version and the item feed live."""
     return RedisVectorState(
         client,
-        RedisKeys(settings.keys_prefix),
+        redis_keys(settings),
         settings.vector_dim,
         feed_retention_s=settings.feed_retention_s,
         user_ttl_s=settings.user_ttl_s,
@@ -205,7 +242,7 @@ def namespace_state(settings: Settings, client: aioredis.Redis) -> NamespaceStat
 
 def namespace_registry(settings: Settings, client: aioredis.Redis) -> NamespaceRegistry:
     """The namespaces, their build records and the serving pointer."""
-    return NamespaceRegistry(client, settings.redis_prefix)
+    return NamespaceRegistry(client, redis_keys(settings.in_namespace("")).control.prefix)
 
 
 def delete_namespace_keys(settings: Settings) -> int:

@@ -3,6 +3,7 @@ prefix and consumer group per test), recstream child processes, polling, metrics
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -15,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import torch
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from store.redis_keys import RedisKeys, as_text, delete_prefixed
+from store.interaction_store import IngestStats
+from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.local.processes import spawn, stop
 from stream.local.stack import (
@@ -31,6 +32,7 @@ from stream.local.stack import (
     start_redis_cluster,
     stop_redis_cluster,
 )
+from stream.wiring import blocking_redis_client, interaction_store, redis_client
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,8 +95,8 @@ def isolated_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> S
 
 
 def forget(settings: Settings) -> None:
-    """Delete the Redis keys of `settings`."""
-    client = redis.Redis.from_url(settings.redis_url)
+    """Delete the Redis keys of `settings` (on a cluster, from every primary)."""
+    client = blocking_redis_client(settings)
     delete_prefixed(client, settings.redis_prefix)
     client.close()
 
@@ -179,9 +181,17 @@ def scrape_metrics(port: int) -> dict[str, float]:
 
 def ingest_counts(settings: Settings) -> dict[str, int]:
     """The ingest counters of `settings`' namespace: applied, duplicates, dead_lettered."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
-    try:
-        raw = client.hgetall(RedisKeys(settings.keys_prefix).stats)
-        return {as_text(k): int(v) for k, v in raw.items()}
-    finally:
-        client.close()
+
+    async def read() -> IngestStats:
+        client = redis_client(settings, timeout_s=2)
+        try:
+            return await interaction_store(settings, client).stats()
+        finally:
+            await client.aclose()
+
+    stats = asyncio.run(read())
+    return {
+        "applied": stats.applied,
+        "duplicates": stats.duplicates,
+        "dead_lettered": stats.dead_lettered,
+    }

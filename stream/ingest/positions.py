@@ -60,9 +60,10 @@ class AppliedPositions:
         Redis to hold at least the offset before each, which `check` verifies once it is back."""
         if self._store is None:
             raise RuntimeError("the worker has no store yet")
-        by_field = {partition_key(tp.topic, tp.partition): tp for tp in tps}
+        store = self._store
+        by_field = {field: tp for tp in tps for field in store.offset_fields(partition_key(*tp))}
         try:
-            stored = await self._store.applied_offsets(list(by_field))
+            stored = await store.applied_offsets(list(by_field))
         except (RedisError, OSError) as error:
             log.warning("Redis away at assignment (%s): resuming from Kafka's offsets", error)
             known = committed or {}
@@ -76,17 +77,24 @@ class AppliedPositions:
         if self._rewinding_since is not None:
             log.warning("re-reading from the offsets Redis holds: %s", stored or "none")
         self._rewinding_since = None
-        return {by_field[field]: offset + 1 for field, offset in stored.items()}
+        resume: dict[TP, int] = {}  # a cluster's shards: from the one behind the others
+        for field, offset in stored.items():
+            tp = by_field[field]
+            resume[tp] = min(resume.get(tp, offset + 1), offset + 1)
+        return resume
 
     def advances(self, messages: Sequence[Message]) -> list[PartitionAdvance]:
         """Each partition's last offset in `messages`, with the offset Redis should hold now."""
+        if self._store is None:
+            raise RuntimeError("the worker has no store yet")
         last: dict[str, int] = {}
         for message in messages:
             field = partition_key(message.topic, message.partition)
             last[field] = max(last.get(field, -1), message.offset)
         return [
-            PartitionAdvance(field, self._expected.get(field, "*"), offset)
+            PartitionAdvance(kept, self._expected.get(kept, "*"), offset)
             for field, offset in last.items()
+            for kept in self._store.offset_fields(field)
         ]
 
     def advanced(self, advances: Sequence[PartitionAdvance]) -> None:

@@ -11,10 +11,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.errors import StreamError
-from stream.wiring import NamespaceWatch, checkpoint_store, redis_client, vector_state
+from stream.wiring import (
+    NamespaceWatch,
+    checkpoint_store,
+    redis_client,
+    redis_keys,
+    vector_state,
+)
 
 
 class RollbackError(StreamError):
@@ -92,7 +97,7 @@ async def _rollback(settings: Settings, version: int, wait_s: float) -> int:
     try:
         state = vector_state(settings, client)
         before = await state.model_version() or 0
-        await client.set(RedisKeys(settings.keys_prefix).trainer_rollback, version)
+        await client.set(redis_keys(settings).control.trainer_rollback, version)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             served = await state.model_version() or 0

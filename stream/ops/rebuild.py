@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry
-from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.events.handlers import DeadLetter, Decoded
 from stream.ops.event_spool import EventSpool
@@ -33,6 +32,7 @@ from stream.wiring import (
     interaction_store,
     namespace_registry,
     redis_client,
+    redis_keys,
     serving_models,
     vector_state,
 )
@@ -112,9 +112,9 @@ async def _rebuild(
         registry = await _prepare(settings, client, shadow.namespace, force)
         await asyncio.to_thread(delete_namespace_keys, shadow)
         shutil.rmtree(shadow.checkpoint_dir, ignore_errors=True)
-        keys = RedisKeys(shadow.keys_prefix)
+        keys = redis_keys(shadow).control
         store = interaction_store(shadow, client)
-        serving = RedisKeys(settings.in_namespace(await registry.serving()).keys_prefix)
+        serving = redis_keys(settings.in_namespace(await registry.serving())).control
         catalogue = await client.hgetall(serving.item_meta)  # item metadata is not in the log
         if catalogue:
             await client.hset(keys.item_meta, items=[x for pair in catalogue.items() for x in pair])

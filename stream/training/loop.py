@@ -19,7 +19,6 @@ from model.device import choose_device
 from model.trainer import OnlineTrainer, TrainerConfig
 from model.two_tower import ITEM_FEATURE_FIELDS, TwoTowerConfig, TwoTowerRecommender
 from model.vocabulary import IdVocabulary
-from store.redis_keys import RedisKeys
 from store.vector_state import FencedOffError
 from stream.config import Settings
 from stream.events.event_time import EventTimeLimits
@@ -38,7 +37,14 @@ from stream.training.learner import StreamLearner
 from stream.training.lease import TrainerLease
 from stream.training.metrics import TrainerMetrics
 from stream.training.publisher import ModelPublisher
-from stream.wiring import NamespaceWatch, checkpoint_store, redis_client, retrying, vector_state
+from stream.wiring import (
+    NamespaceWatch,
+    checkpoint_store,
+    redis_client,
+    redis_keys,
+    retrying,
+    vector_state,
+)
 
 log = logging.getLogger(__name__)
 _DESCRIBE_EVERY_S = 1.0  # how often the trainer reads item metadata changes before a step
@@ -111,7 +117,7 @@ async def train(
     ensure_topics(settings)
     checkpoints = checkpoint_store(settings)
     client = redis_client(settings)
-    lease = TrainerLease(client, RedisKeys(settings.keys_prefix), settings.trainer_lease_s)
+    lease = TrainerLease(client, redis_keys(settings).control, settings.trainer_lease_s)
     try:
         if not await lease.acquire(stop):
             return (await asyncio.to_thread(load_or_create, settings, checkpoints))[0]
@@ -252,7 +258,7 @@ async def _rollback_request(
 ) -> int | None:
     """The version `recstream model rollback` asked for, with CURRENT pointed at it (None:
     no request, or one for a version no longer on disk, which is dropped with an error)."""
-    key = RedisKeys(settings.keys_prefix).trainer_rollback
+    key = redis_keys(settings).control.trainer_rollback
     raw = await client.getdel(key)
     if raw is None:
         return None

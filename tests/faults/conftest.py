@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
-from store.redis_keys import RedisKeys
-from store.vector_state import RedisVectorState
 from stream.config import Settings
 from stream.local.processes import stop
 from stream.local.stack import free_port, start_broker, start_redis
+from stream.wiring import redis_client, vector_state
 
 
 class ApiPoller:
@@ -56,10 +54,9 @@ def events_learned(settings: Settings) -> int:
     """Events learned by the model version Redis serves (-1 while Redis is away)."""
 
     async def read() -> int:
-        client = aioredis.from_url(settings.redis_url, socket_timeout=2)
+        client = redis_client(settings, timeout_s=2)
         try:
-            keys = RedisKeys(settings.keys_prefix)
-            return await RedisVectorState(client, keys, settings.vector_dim).events_learned()
+            return await vector_state(settings, client).events_learned()
         except Exception:
             return -1
         finally:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import cast
 
-from faust.types import TP
+from faust.types import TP, Message
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from store.interaction_store import PartitionAdvance, RedisInteractionStore
@@ -16,8 +17,12 @@ from stream.ingest.positions import AppliedPositions
 class _Offsets:
     """Just the applied offsets of a store."""
 
-    def __init__(self, held: dict[str, int]) -> None:
+    def __init__(self, held: dict[str, int], shards: int = 0) -> None:
         self.held = held
+        self.shards = shards
+
+    def offset_fields(self, partition: str) -> list[str]:
+        return [f"{g}|{partition}" for g in range(self.shards)] if self.shards else [partition]
 
     async def applied_offsets(self, partitions: Sequence[str]) -> dict[str, int]:
         return {p: self.held[p] for p in partitions if p in self.held}
@@ -71,5 +76,25 @@ def test_an_assignment_while_redis_is_away_resumes_from_kafka_and_checks_redis_l
     resumed = asyncio.run(positions.resume_offsets([tp], committed={tp: 11}))
     assert (resumed, positions.rewinding) == ({}, False)
     store.away = False  # back, but behind what Kafka says was applied
+    asyncio.run(positions.check())
+    assert positions.rewinding
+
+
+def test_on_a_cluster_each_shard_is_expected_at_its_own_offset_and_the_one_behind_leads() -> None:
+    """A batch some of whose shards were written before a crash: the partition is read again
+    from the shard behind, and each shard's script is told what that shard holds."""
+    store = _Offsets({"0|t/0": 9, "1|t/0": 6}, shards=2)
+    positions = AppliedPositions()
+    positions.use(cast(RedisInteractionStore, store))
+    tp = TP("t", 0)
+    assert asyncio.run(positions.resume_offsets([tp])) == {tp: 7}
+    message = cast(Message, SimpleNamespace(topic="t", partition=0, offset=9))
+    advances = positions.advances([message])
+    assert advances == [PartitionAdvance("0|t/0", 9, 9), PartitionAdvance("1|t/0", 6, 9)]
+    positions.advanced(advances)
+    store.held.update({"0|t/0": 9, "1|t/0": 9})
+    asyncio.run(positions.check())
+    assert not positions.rewinding
+    store.held["1|t/0"] = 6  # that shard's primary came back from an older snapshot
     asyncio.run(positions.check())
     assert positions.rewinding
