@@ -254,6 +254,13 @@ end
 return out
 """
 
+# A message's dead-letter mark (KEYS[1], kept ARGV[1] seconds) and its count in the stats
+# (KEYS[2]), together: a mark is never left uncounted.
+_MARK_DEAD_LETTERED = """
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return redis.call('HINCRBY', KEYS[2], 'dead_lettered', 1)
+"""
+
 
 async def _or_legacy(raw: object, legacy: Callable[[], Awaitable[object]]) -> object:
     """A pipeline reply (taken with raise_on_error=False), or where it is WRONGTYPE, what
@@ -327,6 +334,7 @@ class RedisInteractionStore:
         self._dedup_ttl_s = dedup_ttl_s
         self._user_ttl_s = user_ttl_s
         self._apply = client.register_script(_APPLY_EVENTS)
+        self._mark_dead_lettered = client.register_script(_MARK_DEAD_LETTERED)
 
     def _event_args(
         self, effect: EventEffect, period: int, near_next: bool, keys: list[str], view: RedisKeys
@@ -500,10 +508,8 @@ class RedisInteractionStore:
     async def mark_dead_lettered(self, source: str) -> None:
         """Record that the message at `source` is in the DLQ, and count it."""
         control = self._keys.control
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(control.dead_lettered(source), "1", ex=self._dedup_ttl_s)
-        pipe.hincrby(control.stats, "dead_lettered", 1)
-        await pipe.execute()
+        keys = [control.dead_lettered(source), control.stats]
+        await self._mark_dead_lettered(keys=keys, args=[self._dedup_ttl_s])
 
     async def history(self, user_id: str, limit: int | None = None) -> list[HistoryEntry]:
         """The user's recent interactions, newest first."""

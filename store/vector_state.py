@@ -11,8 +11,6 @@ from typing import Literal, cast
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from store.errors import StoreError
 from store.redis_keys import RedisKeys, as_text
@@ -115,6 +113,73 @@ def _blob(value: object) -> bytes:
     return value
 
 
+# Publishes a model version in one script (atomic, and within one slot on a cluster): its
+# item vectors and their versions, leaving out items with a tombstone (deleted meanwhile),
+# retired items' vectors removed, its info, a feed entry and the served version, only while
+# the fence key holds the fence value (when one is given). KEYS: tombstones, fence key,
+# vectors, versions, info, feed, model version. ARGV: fence value ('' for none), version,
+# info JSON ('' for none), the info version to forget, the feed's oldest id kept, n, then n
+# ids, their n vector blobs and the retired ids. Returns the items written, or -1: fenced off.
+_PUBLISH = """
+local fence = ARGV[1]
+if fence ~= '' and redis.call('GET', KEYS[2]) ~= fence then return -1 end
+local version, n = ARGV[2], tonumber(ARGV[6])
+local announced = {}
+for i = 1, n do
+  local id = ARGV[6 + i]
+  if redis.call('SISMEMBER', KEYS[1], id) == 0 then
+    redis.call('HSET', KEYS[3], id, ARGV[6 + n + i])
+    redis.call('HSET', KEYS[4], id, version)
+    announced[#announced + 1] = id
+  end
+end
+local written = #announced
+for i = 7 + 2 * n, #ARGV do
+  redis.call('HDEL', KEYS[3], ARGV[i])
+  redis.call('HDEL', KEYS[4], ARGV[i])
+  announced[#announced + 1] = ARGV[i]
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[5], version, ARGV[3])
+  redis.call('HDEL', KEYS[5], ARGV[4])
+end
+local ids = #announced > 0 and cjson.encode(announced) or '[]'
+redis.call('XADD', KEYS[6], 'MINID', '~', ARGV[5], '*', 'op', 'upsert', 'ids', ids,
+  'version', version)
+redis.call('SET', KEYS[7], version)
+return written
+"""
+# Changes the catalogue and announces it in the feed, in one script. KEYS: vectors, meta,
+# versions, tombstones, feed. ARGV: op (meta: set one item's metadata, lifting its tombstone;
+# delete: forget the items' vectors and metadata and keep a tombstone of each), the feed's
+# oldest id kept, the ids as JSON, the metadata JSON (meta), then the ids. Returns how many
+# of the deleted items had a vector (0 for meta).
+_CHANGE_ITEMS = """
+local op, removed = ARGV[1], 0
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  if op == 'meta' then
+    redis.call('HSET', KEYS[2], id, ARGV[4])
+    redis.call('SREM', KEYS[4], id)
+  else
+    removed = removed + redis.call('HDEL', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('SADD', KEYS[4], id)
+  end
+end
+redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[2], '*', 'op', op, 'ids', ARGV[3])
+return removed
+"""
+# Reads what a publish wrote, as of one moment: KEYS: model version, feed, vectors; ARGV:
+# item ids. Returns the version, the newest feed entry's id, then each item's vector (false
+# where there is none: nil, or under RESP3 a boolean).
+_READ_PUBLISHED = """
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+local out = {redis.call('GET', KEYS[1]), last and last[1] or false}
+for i = 1, #ARGV do out[i + 2] = redis.call('HGET', KEYS[3], ARGV[i]) end
+return out
+"""
 _FeedAnswer = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
@@ -135,6 +200,9 @@ class RedisVectorState:
         self.dim = dim
         self._feed_retention_ms = int(feed_retention_s * 1000)
         self._user_ttl_s = user_ttl_s
+        self._publish = client.register_script(_PUBLISH)
+        self._change = client.register_script(_CHANGE_ITEMS)
+        self._read_published = client.register_script(_READ_PUBLISHED)
 
     async def put_user_vector(
         self,
@@ -191,72 +259,38 @@ class RedisVectorState:
         retired: Sequence[str] = (),
     ) -> None:
         """Publish `model_version`: its changed item vectors, their versions, a feed entry and
-        the served version, in one transaction (followers see all of it or none); `retired`
-        items (gone from the model: expired) lose their vectors, keeping their metadata. Items with
-        a tombstone are left out, checked in the same transaction (WATCH), so an item deleted
-        while the version was being prepared stays deleted. With `fence`, only while its key
-        holds its value, checked the same way: else `FencedOffError` and nothing is written."""
+        the served version, in one script (followers see all of it or none; one slot on a
+        cluster); `retired` items (gone from the model: expired) lose their vectors, keeping
+        their metadata. Items with a tombstone are left out, checked in the same script, so an
+        item deleted while the version was being prepared stays deleted. With `fence`, only
+        while its key holds its value: else `FencedOffError` and nothing is written."""
         matrix = as_matrix(vectors, self.dim) if len(item_ids) else None
         if matrix is not None and len(item_ids) != len(matrix):
             raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
-        while True:
-            async with self._client.pipeline(transaction=True) as pipe:
-                watched = [self._keys.item_tombstones] + ([fence.key] if fence else [])
-                await pipe.watch(*watched)
-                if fence is not None and as_text(await pipe.get(fence.key) or b"") != fence.value:
-                    raise FencedOffError(f"{fence.key} no longer holds {fence.value!r}")
-                ids, kept = list(item_ids), matrix
-                if ids:
-                    deleted = await pipe.smismember(self._keys.item_tombstones, ids)
-                    if any(deleted):
-                        rows = [n for n, gone in enumerate(deleted) if not gone]
-                        ids = [ids[n] for n in rows]
-                        kept = None if matrix is None or not ids else matrix[rows]
-                pipe.multi()  # type: ignore[no-untyped-call]
-                self._queue_publish(pipe, ids, kept, model_version, info, retired)
-                try:
-                    await pipe.execute()
-                    return
-                except WatchError:
-                    if fence is None:
-                        continue  # a delete came mid-publish: look at the tombstones again
-                    if as_text(await self._client.get(fence.key) or b"") != fence.value:
-                        raise FencedOffError(f"{fence.key} changed mid-publish") from None
-
-    def _queue_publish(
-        self,
-        pipe: Pipeline,
-        item_ids: Sequence[str],
-        matrix: npt.NDArray[np.float32] | None,
-        model_version: int,
-        info: Mapping[str, object] | None,
-        retired: Sequence[str] = (),
-    ) -> None:
-        if matrix is not None:
-            pipe.hset(
-                self._keys.item_vectors,
-                mapping={i: v.tobytes() for i, v in zip(item_ids, matrix, strict=True)},
-            )
-            pipe.hset(self._keys.item_versions, mapping=dict.fromkeys(item_ids, model_version))
-        if info is not None:
-            pipe.hset(self._keys.model_info, str(model_version), json.dumps(dict(info)))
-            pipe.hdel(self._keys.model_info, str(model_version - MODEL_INFO_KEPT))
-        if retired:  # followers read them as missing, and drop them from their index
-            pipe.hdel(self._keys.item_vectors, *retired)
-            pipe.hdel(self._keys.item_versions, *retired)
-        self._announce(pipe, "upsert", [*item_ids, *retired], model_version)
-        pipe.set(self._keys.model_version, model_version)
+        k = self._keys
+        keys = [k.item_tombstones, fence.key if fence else k.item_tombstones, k.item_vectors]
+        keys += [k.item_versions, k.model_info, k.item_feed, k.model_version]
+        args: list[str | int | bytes] = [
+            fence.value if fence else "",
+            model_version,
+            "" if info is None else json.dumps(dict(info)),
+            model_version - MODEL_INFO_KEPT,
+            self._feed_min_id(),
+            len(item_ids),
+            *item_ids,
+            *([] if matrix is None else [row.tobytes() for row in matrix]),
+            *retired,
+        ]
+        if int(await self._publish(keys=keys, args=args)) < 0:
+            raise FencedOffError(f"{fence.key if fence else ''} no longer holds the fence")
 
     async def published(self, item_ids: Sequence[str]) -> PublishedItems:
         """The published vectors of `item_ids` with the model version and feed position, read
-        in one transaction (the publisher writes all three in one)."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.get(self._keys.model_version)
-        pipe.xrevrange(self._keys.item_feed, count=1)
-        if item_ids:
-            pipe.hmget(self._keys.item_vectors, list(item_ids))
-        version, last, *rest = await pipe.execute()
-        values = rest[0] if rest else []
+        in one script (the publisher writes all three in one)."""
+        k = self._keys
+        keys = [k.model_version, k.item_feed, k.item_vectors]
+        reply = await self._read_published(keys=keys, args=list(item_ids))
+        version, last, *values = [x if isinstance(x, bytes) else None for x in reply]
         found = [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
         ids, matrix = self._matrix(found)
         missing = [i for i, v in zip(item_ids, values, strict=True) if v is None]
@@ -265,7 +299,7 @@ class RedisVectorState:
             matrix,
             missing,
             None if version is None else int(version),
-            as_text(last[0][0]) if last else "0-0",
+            as_text(last) if last else "0-0",
         )
 
     async def model_info(self, version: int) -> dict[str, object]:
@@ -276,44 +310,27 @@ class RedisVectorState:
 
     async def put_item_meta(self, item_id: str, meta: ItemMeta) -> None:
         """Set an item's metadata (bringing back an item deleted before)."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hset(self._keys.item_meta, item_id, meta.to_json())
-        pipe.srem(self._keys.item_tombstones, item_id)
-        self._announce(pipe, "meta", [item_id])
-        await pipe.execute()
+        await self._change_items("meta", [item_id], meta.to_json())
 
     async def delete_items(self, item_ids: Sequence[str]) -> int:
         """Forget vectors and metadata of `item_ids` and keep a tombstone of each, so that no
         later publish brings them back; returns how many had a vector."""
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hdel(self._keys.item_vectors, *item_ids)
-        pipe.hdel(self._keys.item_meta, *item_ids)
-        pipe.hdel(self._keys.item_versions, *item_ids)
-        pipe.sadd(self._keys.item_tombstones, *item_ids)
-        self._announce(pipe, "delete", item_ids)
-        removed, *_ = await pipe.execute()
-        return int(removed)
+        return await self._change_items("delete", item_ids)
+
+    async def _change_items(self, op: FeedOp, item_ids: Sequence[str], meta: str = "") -> int:
+        """One `_CHANGE_ITEMS` call: the change and its feed entry in one script."""
+        k = self._keys
+        keys = [k.item_vectors, k.item_meta, k.item_versions, k.item_tombstones, k.item_feed]
+        args = [op, self._feed_min_id(), json.dumps(list(item_ids)), meta, *item_ids]
+        return int(await self._change(keys=keys, args=args))
 
     async def tombstones(self) -> set[str]:
         """Every deleted item id (see `delete_items`)."""
         return {as_text(i) for i in await self._client.smembers(self._keys.item_tombstones)}
 
-    def _announce(
-        self,
-        pipe: aioredis.client.Pipeline,
-        op: FeedOp,
-        item_ids: Sequence[str],
-        model_version: int | None = None,
-    ) -> None:
-        fields = {"op": op, "ids": json.dumps(list(item_ids))}
-        if model_version is not None:
-            fields["version"] = str(model_version)
-        pipe.xadd(
-            self._keys.item_feed,
-            fields,  # type: ignore[arg-type]
-            minid=f"{int(time.time() * 1000) - self._feed_retention_ms}-0",
-            approximate=True,
-        )
+    def _feed_min_id(self) -> str:
+        """The oldest feed entry id kept: entries older than the retention are trimmed."""
+        return f"{int(time.time() * 1000) - self._feed_retention_ms}-0"
 
     async def all_item_vectors(
         self, chunk: int = 10_000
@@ -340,7 +357,9 @@ class RedisVectorState:
             [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
         )
 
-    def _matrix(self, pairs: list[tuple[str, object]]) -> tuple[list[str], npt.NDArray[np.float32]]:
+    def _matrix(
+        self, pairs: Sequence[tuple[str, object]]
+    ) -> tuple[list[str], npt.NDArray[np.float32]]:
         matrix = np.empty((len(pairs), self.dim), dtype=np.float32)
         for row, (_, blob) in enumerate(pairs):
             matrix[row] = np.frombuffer(_blob(blob), dtype=np.float32)

@@ -310,6 +310,7 @@ def epilog(settings: Settings | None, needs: Sequence[str], groups: Sequence[str
     return "\n\n".join(parts)
 
 
+STARTS_REDIS = frozenset(["up", "demo"])  # may start the Redis they use: asked later
 _FLAG = "set_"  # argparse dest prefix of flags that override a setting
 USES_REDIS = frozenset(
     [
@@ -725,14 +726,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None or problem:
         print(f"recstream: invalid settings: {problem}", file=sys.stderr)
         return 2
-    try:
-        if args.command in USES_REDIS:
-            from stream.wiring import refuse_redis_cluster  # imports torch: not for --help
+    if args.command in USES_REDIS - STARTS_REDIS:
+        from stream.wiring import redis_is_cluster  # imports torch: not for --help
 
-            refuse_redis_cluster(settings)
-    except StreamError as error:
-        print(f"recstream: {error}", file=sys.stderr)
-        return 2
+        redis_is_cluster(settings)  # one Redis or a cluster: asked once, at start
     # SIGTERM unwinds like Ctrl-C, so the demo and the stack stop what they started;
     # the worker, trainer and API install their own handlers over this one.
     signal.signal(signal.SIGTERM, interrupt)

@@ -33,7 +33,6 @@ from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys, delete_prefixed
 from store.vector_state import RedisVectorState
 from stream.config import Settings
-from stream.errors import StreamError
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +113,6 @@ def redis_keys(settings: Settings) -> RedisKeys:
     Redis Cluster."""
     shards = settings.redis_shards if redis_is_cluster(settings) else 0
     return RedisKeys(settings.keys_prefix, shards=shards)
-
-
-class RedisClusterUnsupportedError(StreamError, RuntimeError):
-    """RECSTREAM_REDIS_URL names a Redis Cluster node, which recstream cannot use yet."""
-
-
-def refuse_redis_cluster(settings: Settings) -> None:
-    """Refuse, with the reason, a Redis that is a cluster node: publish transactions span
-    keys a cluster keeps in different slots, so it would fail later, one cross-slot error at
-    a time."""
-    if redis_is_cluster(settings):
-        raise RedisClusterUnsupportedError(
-            f"RECSTREAM_REDIS_URL={settings.redis_url} is a Redis Cluster node; recstream "
-            "needs one Redis (a primary, with replicas for failover) for now: its ingest "
-            "scripts and publish transactions span keys a cluster keeps in different slots"
-        )
 
 
 def _connection_options(timeout_s: float) -> dict[str, Any]:

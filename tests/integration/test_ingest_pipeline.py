@@ -16,15 +16,22 @@ import redis.asyncio as aioredis
 from kafka import KafkaProducer
 
 from store.interaction_store import IngestStats, RedisInteractionStore
-from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import TopicNames, ensure_topics
+from stream.wiring import redis_client, redis_keys
 from tests.conftest import Processes, Spawner, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_url(each_redis: str) -> str:
+    """Every test here runs against one Redis and against a Redis Cluster."""
+    return each_redis
+
 
 _INVALID_PAYLOADS = [
     b"{not json",
@@ -65,14 +72,14 @@ class Expected:
 
 
 def _store(client: aioredis.Redis, settings: Settings) -> RedisInteractionStore:
-    return RedisInteractionStore(client, RedisKeys(settings.redis_prefix))
+    return RedisInteractionStore(client, redis_keys(settings))
 
 
 def history_items(settings: Settings, user_id: str) -> list[str]:
     """The items of the user's history as Redis holds it, newest first."""
 
     async def read() -> list[str]:
-        client = aioredis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             return [h.item_id for h in await _store(client, settings).history(user_id)]
         finally:
@@ -83,7 +90,7 @@ def history_items(settings: Settings, user_id: str) -> list[str]:
 
 def stats_of(settings: Settings) -> IngestStats:
     async def read() -> IngestStats:
-        client = aioredis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             return await _store(client, settings).stats()
         finally:
@@ -94,7 +101,7 @@ def stats_of(settings: Settings) -> IngestStats:
 
 def assert_state_matches(settings: Settings, expected: Expected) -> None:
     async def check() -> None:
-        client = aioredis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             store = _store(client, settings)
             assert dict(await store.top_items("clicks", None)) == dict(expected.clicks)

@@ -17,6 +17,12 @@ from tests.conftest import Spawner, ingest_counts, wait_until
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def redis_url(each_redis: str) -> str:
+    """Every test here runs against one Redis and against a Redis Cluster."""
+    return each_redis
+
+
 def test_a_replayed_time_range_is_seen_as_duplicates_and_only_that_range(
     settings: Settings, start_worker: Spawner
 ) -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,7 +26,6 @@ from model.ranking import ItemAttributes
 from model.recommender import RecommendRequest
 from model.serving_models import ServingModels
 from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
@@ -35,6 +33,7 @@ from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.local.stack import free_port
+from stream.wiring import redis_client, redis_keys
 from tests.conftest import (
     Processes,
     forget,
@@ -44,6 +43,12 @@ from tests.conftest import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_url(each_redis: str) -> str:
+    """Every test here runs against one Redis and against a Redis Cluster."""
+    return each_redis
 
 
 def _loop_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
@@ -71,8 +76,8 @@ def _redis(settings: Settings, read: Any) -> Any:
     """Run `read(vector_state, interaction_store)` against Redis and return its result."""
 
     async def main() -> Any:
-        client = aioredis.from_url(settings.redis_url)
-        keys = RedisKeys(settings.redis_prefix)
+        client = redis_client(settings)
+        keys = redis_keys(settings)
         try:
             state = RedisVectorState(client, keys, settings.vector_dim)
             return await read(state, RedisInteractionStore(client, keys))

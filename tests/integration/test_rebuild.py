@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
@@ -22,9 +20,16 @@ from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.ops.promote import switch
 from stream.ops.rebuild import rebuild
+from stream.wiring import redis_client, redis_keys
 from tests.conftest import Processes, forget, isolated_settings, wait_until
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def redis_url(each_redis: str) -> str:
+    """Every test here runs against one Redis and against a Redis Cluster."""
+    return each_redis
 
 
 def _settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
@@ -44,8 +49,8 @@ def _counts(settings: Settings, namespace: str) -> tuple[int, int]:
     """(events applied, events learned by the served version) of one namespace."""
 
     async def read() -> tuple[int, int]:
-        client = aioredis.from_url(settings.redis_url)
-        keys = RedisKeys(settings.in_namespace(namespace).keys_prefix)
+        client = redis_client(settings)
+        keys = redis_keys(settings.in_namespace(namespace))
         try:
             applied = (await RedisInteractionStore(client, keys).stats()).applied
             learned = await RedisVectorState(client, keys, settings.vector_dim).events_learned()

@@ -12,7 +12,6 @@ import hypothesis
 import numpy as np
 import numpy.typing as npt
 import pytest
-import redis.asyncio as aioredis
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,10 +20,17 @@ from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.interaction_store import RedisInteractionStore
 from store.item_catalog import ItemCatalog
-from store.redis_keys import RedisKeys
 from store.retrieval import Filters, Retriever, UnknownItemError
 from store.vector_state import ItemMeta, RedisVectorState
 from stream.config import Settings
+from stream.wiring import redis_client, redis_keys
+
+
+@pytest.fixture(scope="module")
+def redis_url(each_redis: str) -> str:
+    """Every test here runs against one Redis and against a Redis Cluster."""
+    return each_redis
+
 
 DIM = 8
 
@@ -44,8 +50,8 @@ def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:
 
 
 async def _open(settings: Settings) -> tuple[World, Callable[[], Awaitable[None]]]:
-    client = aioredis.from_url(settings.redis_url)
-    keys = RedisKeys(settings.redis_prefix)
+    client = redis_client(settings)
+    keys = redis_keys(settings)
     state = RedisVectorState(client, keys, DIM)
     interactions = RedisInteractionStore(client, keys)
     index = FaissVectorIndex(DIM)
@@ -141,10 +147,8 @@ def test_a_replica_whose_feed_position_was_trimmed_away_reloads_instead_of_skipp
         rng = np.random.default_rng(2)
         await world.state.put_item_vectors(["a", "b", "c"], _unit(rng, 3), model_version=1)
         assert await world.follower.rebuild() == 3
-        client = aioredis.from_url(settings.redis_url)
-        short = RedisVectorState(
-            client, RedisKeys(settings.redis_prefix), DIM, feed_retention_s=0.001
-        )
+        client = redis_client(settings)
+        short = RedisVectorState(client, redis_keys(settings), DIM, feed_retention_s=0.001)
         try:
             await short.delete_items(["b"])  # the follower is away: this entry gets trimmed
             for _ in range(200):  # trimming is approximate: whole nodes of ~100 entries go

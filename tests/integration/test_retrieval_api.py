@@ -7,15 +7,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
 
 from model.interaction import EventEffect, Interaction
-from store.redis_keys import RedisKeys
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.wiring import interaction_store
+from stream.wiring import interaction_store, redis_client, redis_keys
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -26,8 +24,8 @@ def _write(settings: Settings, ids: list[str], seed: int, user: str | None = Non
     """Item vectors (and optionally a user vector) written as the trainer would."""
 
     async def main() -> None:
-        client = aioredis.from_url(settings.redis_url)
-        state = RedisVectorState(client, RedisKeys(settings.redis_prefix), DIM)
+        client = redis_client(settings)
+        state = RedisVectorState(client, redis_keys(settings), DIM)
         rng = np.random.default_rng(seed)
         vectors = rng.normal(size=(len(ids), DIM)).astype(np.float32)
         await state.put_item_vectors(ids, vectors, model_version=1)
@@ -149,7 +147,7 @@ def test_repeats_follow_the_setting_unless_a_request_says_otherwise(settings: Se
 
 async def _apply_order(settings: Settings, user: str, item: str) -> None:
     """The order's effect in Redis, as a worker applies it (no worker runs in this test)."""
-    client = aioredis.from_url(settings.redis_url)
+    client = redis_client(settings)
     store = interaction_store(settings, client)
     effect = EventEffect("o1", user, (Interaction(user, item, "order", 1_767_225_600_000),))
     await store.apply_many([effect])
