@@ -1,18 +1,24 @@
-"""The asyncio Redis Cluster client recstream uses: redis-py's, set up before its first call."""
+"""The asyncio Redis Cluster client recstream uses: redis-py's, with two of its races mended."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class ClusterClient(aioredis.RedisCluster):
-    """redis-py's asyncio cluster client, which loads the cluster's layout at its first call;
-    several first calls at once fail there (redis-py 8.1: AttributeError on a half-made
-    connection), so every call waits for that load to be done."""
+    """redis-py's asyncio cluster client (8.1), which loads the cluster's layout at its first
+    call and again after a node failed; calls made meanwhile can meet a connection being set
+    up or torn down under them and fail with AttributeError. So every call waits for a
+    pending load, and that failure is raised as the connection error it is (callers retry
+    those: see `stream.wiring.retrying`)."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()  # under the client's lock: the load happens once
-        return await super().execute_command(*args, **kwargs)
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as error:  # e.g. "'NoneType' object has no attribute 'writelines'"
+            raise RedisConnectionError(f"cluster connection reset mid-call: {error}") from error

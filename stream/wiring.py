@@ -16,11 +16,13 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import (
     BusyLoadingError,
+    ClusterDownError,
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,7 +42,17 @@ RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 # replies of a Redis that is up but cannot take the call now (memory full under noeviction, a
 # replica after failover, a failed snapshot, a long script, loading its data, a cluster
 # resharding): an outage to wait out, never a fault of the data
-REFUSALS = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS")
+REFUSALS = (
+    "OOM",
+    "READONLY",
+    "MISCONF",
+    "BUSY",
+    "LOADING",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+)
 # the refusals redis-py raises as classes of their own (their message no longer starts with
 # the code), by code
 REFUSAL_ERRORS: dict[type[RedisError], str] = {
@@ -48,6 +60,8 @@ REFUSAL_ERRORS: dict[type[RedisError], str] = {
     ReadOnlyError: "READONLY",
     BusyLoadingError: "LOADING",
     MasterDownError: "MASTERDOWN",
+    ClusterDownError: "CLUSTERDOWN",
+    TryAgainError: "TRYAGAIN",
 }
 HEALTH_CHECK_S = 15  # a connection idle this long is PINGed before its next use
 FOLLOW_EVERY_S = 0.5  # how often a process looks at the serving pointer

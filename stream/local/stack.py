@@ -238,10 +238,13 @@ def free_cluster_port(lowest: int = 20_000, highest: int = 55_000) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RedisClusterNodes:
-    """A local Redis Cluster: its primaries' ports and PIDs."""
+    """A local Redis Cluster: its primaries' ports and PIDs, where they keep their state and
+    whether they keep their data (an append-only file) across a restart."""
 
     ports: tuple[int, ...]
     pids: tuple[int, ...]
+    state_dir: Path
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -250,25 +253,20 @@ class RedisClusterNodes:
 
 
 def start_redis_cluster(
-    state_dir: Path, primaries: int = 3, timeout_s: float = 30.0
+    state_dir: Path, primaries: int = 3, timeout_s: float = 30.0, durable: bool = False
 ) -> RedisClusterNodes:
     """Start `primaries` redis-server nodes with cluster mode on, and join them into one
-    cluster (`redis-cli --cluster create`, no replicas); returns once every slot is served."""
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
+    cluster (`redis-cli --cluster create`, no replicas); returns once every slot is served.
+    `durable` nodes keep an append-only file (fsync every second), so a node restarted with
+    `restart_redis_node` comes back with its data, less at most its last second."""
+    cli = shutil.which("redis-cli")
+    if shutil.which("redis-server") is None or cli is None:
         raise StackError("a Redis Cluster needs redis-server and redis-cli on PATH")
     ports, pids = [], []
     try:
         for _ in range(primaries):
             port = free_cluster_port()
-            node_dir = state_dir / f"cluster-{port}"
-            node_dir.mkdir(parents=True, exist_ok=True)
-            argv = [
-                server, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
-                "--cluster-config-file", str(node_dir / "nodes.conf"), "--save", "",
-                "--appendonly", "no", "--dir", str(node_dir),
-            ]  # fmt: skip
-            pids.append(spawn_detached(argv, node_dir / "redis.log"))
+            pids.append(_start_cluster_node(state_dir, port, durable))
             ports.append(port)
         for port in ports:
             _wait(partial(redis_reachable, f"redis://127.0.0.1:{port}/0"), timeout_s, port)
@@ -284,7 +282,33 @@ def start_redis_cluster(
         for pid in pids:
             stop(pid, timeout_s=5.0)
         raise
-    return RedisClusterNodes(tuple(ports), tuple(pids))
+    return RedisClusterNodes(tuple(ports), tuple(pids), state_dir, durable)
+
+
+def _start_cluster_node(state_dir: Path, port: int, durable: bool) -> int:
+    """Start one cluster node on `port` with its state under `state_dir`; returns its PID."""
+    node_dir = state_dir / f"cluster-{port}"
+    node_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
+        "--port", str(port), "--cluster-enabled", "yes",
+        "--cluster-config-file", str(node_dir / "nodes.conf"), "--save", "",
+        "--appendonly", "yes" if durable else "no", "--appendfsync", "everysec",
+        "--dir", str(node_dir),
+    ]  # fmt: skip
+    return spawn_detached(argv, node_dir / "redis.log")
+
+
+def restart_redis_node(
+    nodes: RedisClusterNodes, index: int, timeout_s: float = 30.0
+) -> RedisClusterNodes:
+    """Start node `index` again (after it was stopped or killed) on its port with its state;
+    returns the cluster with its new PID, once every slot is served again."""
+    port = nodes.ports[index]
+    pid = _start_cluster_node(nodes.state_dir, port, nodes.durable)
+    _wait(lambda: all(_cluster_ok(p) for p in nodes.ports), timeout_s, port)
+    pids = (*nodes.pids[:index], pid, *nodes.pids[index + 1 :])
+    return RedisClusterNodes(nodes.ports, pids, nodes.state_dir, nodes.durable)
 
 
 def stop_redis_cluster(nodes: RedisClusterNodes) -> None:
