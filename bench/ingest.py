@@ -1,14 +1,16 @@
 """Ingest benchmark: sustained events/s end to end and produce-to-effect latency (prints figures).
 
     python -m bench.ingest [--events 100000] [--runs 3] [--workers 1 2] [--rate 1000 10000]
-                           [--seconds 15]
+                           [--seconds 15] [--redis-cluster]
 
 End to end = SDK -> broker -> Faust worker -> Redis effects. Baseline in the same run: the same
 events applied straight to Redis by the store (no broker, no Faust), i.e. the ceiling of the
 Redis side alone; and the producer alone (the same SDK sending to the broker with no worker
 running), the rate no end-to-end run on this box can pass. Each run is also repeated as a
 backlog the workers drain with the producer done: what the workers reach without sharing the
-cores with it. Starts the local stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker.
+cores with it. Starts the local stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker;
+with --redis-cluster the state goes to a local 3-primary Redis Cluster (on one machine it is
+not faster: it shows the cost per event of the sharded path against one Redis).
 """
 
 from __future__ import annotations
@@ -17,19 +19,19 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from bench.load import probe_click
-from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys, delete_prefixed
+from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.handlers import effect_of
 from stream.events.producer import EventProducer
@@ -37,7 +39,8 @@ from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import spawn, stop
-from stream.local.stack import local_stack
+from stream.local.stack import local_stack, start_redis_cluster, stop_redis_cluster
+from stream.wiring import blocking_redis_client, interaction_store, redis_client, redis_keys
 
 SETTLE_S = 8.0  # for several workers to settle their partitions after the first joined
 
@@ -54,8 +57,9 @@ def _isolated(settings: Settings, tag: str) -> Settings:
 
 
 def _applied(client: redis.Redis, settings: Settings) -> int:
-    value = client.hget(RedisKeys(settings.redis_prefix).stats, "applied")
-    return int(value) if value else 0
+    """Events applied so far (on a cluster, summed over the shards)."""
+    shards = redis_keys(settings).every_shard()
+    return sum(int(client.hget(view.stats, "applied") or 0) for view in shards)
 
 
 def _wait_applied(client: redis.Redis, settings: Settings, n: int, timeout_s: float) -> float:
@@ -71,8 +75,8 @@ def baseline_redis_only(settings: Settings, events: list[ClickEvent | OrderEvent
     """Events/s of the store alone, in batches as the worker applies them."""
 
     async def run() -> float:
-        client = aioredis.from_url(settings.redis_url)
-        store = RedisInteractionStore(client, RedisKeys(settings.redis_prefix))
+        client = redis_client(settings)
+        store = interaction_store(settings, client)
         effects = [effect_of(e) for e in events]
         start = time.perf_counter()
         for i in range(0, len(effects), settings.batch_size):
@@ -148,7 +152,7 @@ def backlog_run(
 
 def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Redis) -> list[float]:
     """Produce-to-effect latencies (ms) of probes sent every 10 ms under `rate` events/s."""
-    keys = RedisKeys(settings.redis_prefix)
+    keys = redis_keys(settings)
     latencies: list[float] = []
     with _warm_worker(settings, client, linger_ms=1) as producer:
         load = sample_events(int(rate * seconds) + rate, seed=3)
@@ -173,7 +177,7 @@ def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Red
                     user = f"probe-{uuid.uuid4().hex[:12]}"
                     sent_at = time.perf_counter()
                     producer.send(probe_click(user))
-                    while not client.exists(keys.history(user)):
+                    while not client.exists(keys.for_user(user).history(user)):
                         if time.perf_counter() - sent_at > 10:
                             raise TimeoutError("a probe took more than 10 s")
                         time.sleep(0.0002)
@@ -184,6 +188,21 @@ def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Red
             stop_load.set()
             loader.join()
     return latencies
+
+
+@contextmanager
+def _redis_of(settings: Settings, cluster: bool) -> Iterator[Settings]:
+    """`settings`, or with `cluster` the same pointed at a local 3-primary Redis Cluster."""
+    if not cluster:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory() as state:
+        nodes = start_redis_cluster(Path(state))
+        try:
+            print(f"Redis Cluster of 3 primaries at {nodes.url}", file=sys.stderr)
+            yield settings.model_copy(update={"redis_url": nodes.url})
+        finally:
+            stop_redis_cluster(nodes)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -204,10 +223,15 @@ def main() -> int:
         "--rate", type=int, nargs="+", default=[1_000, 10_000], help="latency loads"
     )
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each latency run")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="keep the state in a local 3-primary Redis Cluster instead of one Redis",
+    )
     args = parser.parse_args()
 
-    with local_stack(Settings()) as base:
-        client = redis.Redis.from_url(base.redis_url)
+    with local_stack(Settings()) as stack, _redis_of(stack, args.redis_cluster) as base:
+        client = blocking_redis_client(base)
         events = list(sample_events(args.events, users=10_000, items=50_000, seed=11))
         baseline_settings = _isolated(base, uuid.uuid4().hex[:8])
         baseline = baseline_redis_only(baseline_settings, events)
@@ -242,7 +266,8 @@ def main() -> int:
     producer_floor = statistics.median(produced)
     print(
         f"\ningest benchmark ({args.events:,} events per run, {args.runs} runs, "
-        f"batch {base.batch_size}, fetch wait {base.fetch_max_wait_ms} ms)"
+        f"batch {base.batch_size}, fetch wait {base.fetch_max_wait_ms} ms; "
+        f"{'a 3-primary Redis Cluster' if args.redis_cluster else 'one Redis'})"
     )
     print(
         f"  floors: store alone (no broker/Faust) {baseline:,.0f} events/s; "

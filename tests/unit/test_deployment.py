@@ -16,6 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+CLUSTER = ROOT / "docker-compose.cluster.yml"  # over COMPOSE: a Redis Cluster, 2 workers, 2 APIs
 
 
 def _compose() -> dict[str, Any]:
@@ -27,9 +28,12 @@ def _compose() -> dict[str, Any]:
     shutil.which("docker-compose") is None,
     reason="needs Debian's docker-compose (apt-get install docker-compose; .ci/run installs it)",
 )
-def test_compose_config_passes_and_the_api_requires_keys_from_the_environment() -> None:
+@pytest.mark.parametrize("files", [[COMPOSE], [COMPOSE, CLUSTER]], ids=["one-redis", "cluster"])
+def test_compose_config_passes_and_the_api_requires_keys_from_the_environment(
+    files: list[Path],
+) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RECSTREAM_API_KEYS"}
-    command = ["docker-compose", "-f", str(COMPOSE), "config", "-q"]
+    command = ["docker-compose", *(f"-f{f}" for f in files), "config", "-q"]
     without = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert "set RECSTREAM_API_KEYS" in without.stdout + without.stderr
     keyed = {**env, "RECSTREAM_API_KEYS": '{"name": "x", "sha256": "0", "scopes": ["read"]}'}
@@ -57,3 +61,19 @@ def test_the_image_installs_the_cpu_build_of_the_pinned_torch() -> None:
     torch = next(d for d in pinned if d.startswith("torch=="))
     assert re.search(r"ARG TORCH_INDEX=https://download\.pytorch\.org/whl/cpu\n", dockerfile)
     assert f'--index-url "$TORCH_INDEX" {torch} ' in dockerfile
+
+
+def test_the_cluster_override_runs_every_process_on_a_three_primary_cluster() -> None:
+    services: dict[str, Any] = yaml.safe_load(CLUSTER.read_text())["services"]
+    nodes = [name for name in services if re.fullmatch(r"redis-\d", name)]
+    assert len(nodes) == 3
+    for name in nodes:
+        assert "--cluster-enabled" in services[name]["command"]
+    assert "--cluster create" in services["redis-cluster"]["command"][0]
+    recstream = ("worker", "trainer", "api", "api-2")
+    for name in recstream:
+        assert services[name]["environment"]["RECSTREAM_REDIS_URL"] == "redis://redis-1:6379/0"
+        assert services[name]["depends_on"]["redis-cluster"] == {
+            "condition": "service_completed_successfully"
+        }
+    assert services["worker"]["scale"] == 2
