@@ -389,9 +389,11 @@ def test_users_served_lately_are_prepared_for_each_new_version_off_the_request_p
 
 
 def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, single_redis_url: str, tmp_path: Path
 ) -> None:
-    settings = _loop_settings(kafka_bootstrap, redis_url, tmp_path / "data").model_copy(
+    """About the trainer's checkpoints, not Redis's layout: run once, on one Redis."""
+    data = tmp_path / "data"
+    settings = _loop_settings(kafka_bootstrap, single_redis_url, data).model_copy(
         update={"publish_interval_s": 0.2, "publish_events": 200, "train_batch": 64}
     )
     events = list(sample_events(6_000, users=300, items=400, seed=5))
