@@ -15,9 +15,6 @@ import zlib
 from dataclasses import dataclass
 
 import redis
-import redis.asyncio as aioredis
-
-CLUSTER_SHARDS = 16  # shard slots of a namespace on a Redis Cluster (RECSTREAM_REDIS_SHARDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,27 +162,14 @@ def as_text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def prefixed_patterns(prefix: str) -> tuple[str, ...]:
-    """SCAN patterns of every key under `prefix`, in both layouts (see `RedisKeys`)."""
-    return (f"{prefix}*", f"{{{prefix}*")
-
-
 def delete_prefixed(
     client: redis.Redis | redis.RedisCluster, prefix: str, chunk: int = 1000
 ) -> int:
     """Delete every key under `prefix` (a test's, a demo's or a shadow's); returns how many. A
-    cluster client scans every primary and deletes slot by slot."""
-    found = 0
-    for pattern in prefixed_patterns(prefix):
-        keys = list(client.scan_iter(match=pattern, count=chunk))
-        for start in range(0, len(keys), chunk):
-            client.unlink(*keys[start : start + chunk])
-        found += len(keys)
-    return found
-
-
-def is_cluster(
-    client: redis.Redis | redis.RedisCluster | aioredis.Redis | aioredis.RedisCluster,
-) -> bool:
-    """Whether `client` talks to a Redis Cluster."""
-    return isinstance(client, redis.RedisCluster | aioredis.RedisCluster)
+    cluster client scans every primary for the tagged keys (see `RedisKeys`) and deletes
+    them slot by slot."""
+    cluster = isinstance(client, redis.RedisCluster)
+    keys = list(client.scan_iter(match=f"{{{prefix}*" if cluster else f"{prefix}*", count=chunk))
+    for start in range(0, len(keys), chunk):
+        client.unlink(*keys[start : start + chunk])
+    return len(keys)
