@@ -3,9 +3,10 @@
 On one Redis every key is `<prefix><name>`. On a Redis Cluster (`shards` > 0) the keys carry
 hash tags so that what one script or transaction touches shares a slot: a user's keys, the
 idempotency records, item counters, ingest stats and applied offsets of the users that hash to
-shard g live under `{<prefix>#g}` (one slot per shard, spread over the primaries); everything
-else (item vectors, metadata, the feed, the model version, leases, dead-letter marks) under
-`{<prefix>}`. A view's keys are named as on one Redis under a tagged prefix, so the key
+shard g live under `{<prefix>#g}` (one slot per shard, spread over the primaries), and so do
+the vectors, versions, metadata and tombstones of the items that hash to shard g; the feed,
+the model version, pending publishes, leases and dead-letter marks live under `{<prefix>}`
+(the control slot). A view's keys are named as on one Redis under a tagged prefix, so the key
 functions below are the only layout.
 """
 
@@ -34,9 +35,9 @@ class RedisKeys:
         """The view of the keys outside the shards (the item catalogue, the model, leases)."""
         return RedisKeys(f"{{{self.prefix}}}") if self.shards else self
 
-    def shard_of(self, user_id: str) -> int:
-        """The shard holding `user_id`'s keys (0 on one Redis)."""
-        return zlib.crc32(user_id.encode()) % self.shards if self.shards else 0
+    def shard_of(self, user_or_item_id: str) -> int:
+        """The shard holding a user's keys, or an item's vector and metadata (0 on one Redis)."""
+        return zlib.crc32(user_or_item_id.encode()) % self.shards if self.shards else 0
 
     def shard(self, number: int) -> RedisKeys:
         """The view of shard `number`'s keys (on one Redis, all keys)."""
@@ -45,6 +46,10 @@ class RedisKeys:
     def for_user(self, user_id: str) -> RedisKeys:
         """The view holding `user_id`'s keys."""
         return self.shard(self.shard_of(user_id))
+
+    def for_item(self, item_id: str) -> RedisKeys:
+        """The view holding `item_id`'s vector, version, metadata and tombstone."""
+        return self.shard(self.shard_of(item_id))
 
     def every_shard(self) -> list[RedisKeys]:
         """Each shard's view, in shard order (one Redis: just this one)."""
@@ -97,6 +102,18 @@ class RedisKeys:
     def item_versions(self) -> str:
         """Hash: item id -> model version of its stored vector."""
         return f"{self.prefix}items:versions"
+
+    def staged_items(self, publish: str) -> str:
+        """Hash: item id -> float32 vector bytes ('' for an item the version retires), the
+        part of one publish (see `pending_publishes`) whose items are in this view's shard,
+        written before the publish is announced and moved into `item_vectors` after."""
+        return f"{self.prefix}items:staged:{publish}"
+
+    @property
+    def pending_publishes(self) -> str:
+        """Set: publishes announced in the feed whose staged items are not yet all moved into
+        `item_vectors` (each '<version>:<fence>'); readers finish them before reading."""
+        return f"{self.prefix}model:pending"
 
     @property
     def item_meta(self) -> str:

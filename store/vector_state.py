@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
@@ -87,8 +88,8 @@ class UserVectorUpdate:
 
 @dataclass(frozen=True, slots=True)
 class PublishedItems:
-    """Item vectors as published, read in one transaction with the model version and the
-    newest feed entry id: together they name one consistent published state."""
+    """Item vectors as published, with the model version and the newest feed entry id they
+    belong to: together they name one consistent published state."""
 
     ids: list[str]
     vectors: npt.NDArray[np.float32]
@@ -113,53 +114,60 @@ def _blob(value: object) -> bytes:
     return value
 
 
-# Publishes a model version in one script (atomic, and within one slot on a cluster): its
-# item vectors and their versions, leaving out items with a tombstone (deleted meanwhile),
-# retired items' vectors removed, its info, a feed entry and the served version, only while
-# the fence key holds the fence value (when one is given). KEYS: tombstones, fence key,
-# vectors, versions, info, feed, model version. ARGV: fence value ('' for none), version,
-# info JSON ('' for none), the info version to forget, the feed's oldest id kept, n, then n
-# ids, their n vector blobs and the retired ids. Returns the items written, or -1: fenced off.
-_PUBLISH = """
+# A publish is staged, announced, then moved into place, so that each write stays within one
+# slot on a Redis Cluster (item vectors are spread over the shards there) and a reader never
+# sees part of a version: 1. each shard's part is staged under a key of its own, unseen;
+# 2. `_ANNOUNCE`, in the control slot: only while the fence holds, the feed entry, the served
+# version, its info, and the publish in the pending set; 3. `_MOVE_STAGED` in each shard, then
+# the publish leaves the pending set. A reader finishes any pending publish before it reads
+# (step 3 is idempotent), so a publisher that dies between 2 and 3 leaves nothing half done.
+#
+# _ANNOUNCE: KEYS: fence key, info, feed, model version, pending. ARGV: fence value ('' for
+# none), version, info JSON ('' for none), the info version to forget, the feed's oldest id
+# kept, the publish's name, the ids as JSON. Returns 0, or -1: fenced off (nothing written).
+_ANNOUNCE = """
 local fence = ARGV[1]
-if fence ~= '' and redis.call('GET', KEYS[2]) ~= fence then return -1 end
-local version, n = ARGV[2], tonumber(ARGV[6])
-local announced = {}
-for i = 1, n do
-  local id = ARGV[6 + i]
-  if redis.call('SISMEMBER', KEYS[1], id) == 0 then
-    redis.call('HSET', KEYS[3], id, ARGV[6 + n + i])
-    redis.call('HSET', KEYS[4], id, version)
-    announced[#announced + 1] = id
+if fence ~= '' and redis.call('GET', KEYS[1]) ~= fence then return -1 end
+local version = ARGV[2]
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], version, ARGV[3])
+  redis.call('HDEL', KEYS[2], ARGV[4])
+end
+redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[5], '*', 'op', 'upsert', 'ids', ARGV[7],
+  'version', version)
+redis.call('SET', KEYS[4], version)
+redis.call('SADD', KEYS[5], ARGV[6])
+return 0
+"""
+# _MOVE_STAGED: one shard's staged part of a publish into place, leaving out items with a
+# tombstone (deleted while the version was prepared); retired items ('' staged) lose their
+# vectors. KEYS: staged, tombstones, vectors, versions. ARGV: version. Returns items written.
+_MOVE_STAGED = """
+local staged, written = redis.call('HGETALL', KEYS[1]), 0
+for i = 1, #staged, 2 do
+  local id, blob = staged[i], staged[i + 1]
+  if blob == '' then
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+  elseif redis.call('SISMEMBER', KEYS[2], id) == 0 then
+    redis.call('HSET', KEYS[3], id, blob)
+    redis.call('HSET', KEYS[4], id, ARGV[1])
+    written = written + 1
   end
 end
-local written = #announced
-for i = 7 + 2 * n, #ARGV do
-  redis.call('HDEL', KEYS[3], ARGV[i])
-  redis.call('HDEL', KEYS[4], ARGV[i])
-  announced[#announced + 1] = ARGV[i]
-end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[5], version, ARGV[3])
-  redis.call('HDEL', KEYS[5], ARGV[4])
-end
-local ids = #announced > 0 and cjson.encode(announced) or '[]'
-redis.call('XADD', KEYS[6], 'MINID', '~', ARGV[5], '*', 'op', 'upsert', 'ids', ids,
-  'version', version)
-redis.call('SET', KEYS[7], version)
+redis.call('DEL', KEYS[1])
 return written
 """
-# Changes the catalogue and announces it in the feed, in one script. KEYS: vectors, meta,
-# versions, tombstones, feed. ARGV: op (meta: set one item's metadata, lifting its tombstone;
-# delete: forget the items' vectors and metadata and keep a tombstone of each), the feed's
-# oldest id kept, the ids as JSON, the metadata JSON (meta), then the ids. Returns how many
-# of the deleted items had a vector (0 for meta).
+# Changes one shard's items (announced in the feed after): KEYS: vectors, meta, versions,
+# tombstones. ARGV: op (meta: set the items' metadata, lifting their tombstones; delete:
+# forget the items' vectors and metadata and keep a tombstone of each), the metadata JSON
+# (meta), then the ids. Returns how many of the deleted items had a vector (0 for meta).
 _CHANGE_ITEMS = """
 local op, removed = ARGV[1], 0
-for i = 5, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   if op == 'meta' then
-    redis.call('HSET', KEYS[2], id, ARGV[4])
+    redis.call('HSET', KEYS[2], id, ARGV[2])
     redis.call('SREM', KEYS[4], id)
   else
     removed = removed + redis.call('HDEL', KEYS[1], id)
@@ -168,18 +176,29 @@ for i = 5, #ARGV do
     redis.call('SADD', KEYS[4], id)
   end
 end
-redis.call('XADD', KEYS[5], 'MINID', '~', ARGV[2], '*', 'op', op, 'ids', ARGV[3])
 return removed
 """
-# Reads what a publish wrote, as of one moment: KEYS: model version, feed, vectors; ARGV:
-# item ids. Returns the version, the newest feed entry's id, then each item's vector (false
-# where there is none: nil, or under RESP3 a boolean).
-_READ_PUBLISHED = """
+# The control slot as of one moment: KEYS: model version, feed, pending. Returns the version,
+# the newest feed entry's id (false when none), then the pending publishes.
+_READ_CONTROL = """
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 local out = {redis.call('GET', KEYS[1]), last and last[1] or false}
-for i = 1, #ARGV do out[i + 2] = redis.call('HGET', KEYS[3], ARGV[i]) end
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[3])) do out[#out + 1] = name end
 return out
 """
+STAGED_TTL_S = 24 * 3600  # a staged publish never announced (fenced off, crashed) expires
+_STAGE_CHUNK = 2_000  # items per HSET while staging
+
+
+@dataclass(frozen=True, slots=True)
+class _Control:
+    """What `_READ_CONTROL` returns."""
+
+    version: int | None
+    position: str
+    pending: list[str]
+
+
 _FeedAnswer = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
@@ -195,14 +214,15 @@ class RedisVectorState:
         user_ttl_s: int = 90 * 24 * 3600,
     ) -> None:
         self._client = client
-        self._keys = keys.control  # the catalogue and the model: one slot on a cluster
-        self._users = keys
+        self._keys = keys.control  # the feed and the model: one slot on a cluster
+        self._shards = keys  # users and items, spread over the shards on a cluster
         self.dim = dim
         self._feed_retention_ms = int(feed_retention_s * 1000)
         self._user_ttl_s = user_ttl_s
-        self._publish = client.register_script(_PUBLISH)
+        self._announce = client.register_script(_ANNOUNCE)
+        self._move_staged = client.register_script(_MOVE_STAGED)
         self._change = client.register_script(_CHANGE_ITEMS)
-        self._read_published = client.register_script(_READ_PUBLISHED)
+        self._read_control = client.register_script(_READ_CONTROL)
 
     async def put_user_vector(
         self,
@@ -221,7 +241,7 @@ class RedisVectorState:
         pipe = self._client.pipeline(transaction=False)
         for update in updates:
             user = update.vector
-            key = self._users.for_user(update.user_id).user_vector(update.user_id)
+            key = self._shards.for_user(update.user_id).user_vector(update.user_id)
             pipe.hset(
                 key,
                 mapping={
@@ -235,7 +255,7 @@ class RedisVectorState:
         await pipe.execute()
 
     async def user_vector(self, user_id: str) -> UserVector | None:
-        raw = await self._client.hgetall(self._users.for_user(user_id).user_vector(user_id))
+        raw = await self._client.hgetall(self._shards.for_user(user_id).user_vector(user_id))
         if not raw:
             return None
         fields = {as_text(k): v for k, v in raw.items()}
@@ -258,49 +278,96 @@ class RedisVectorState:
         fence: Fence | None = None,
         retired: Sequence[str] = (),
     ) -> None:
-        """Publish `model_version`: its changed item vectors, their versions, a feed entry and
-        the served version, in one script (followers see all of it or none; one slot on a
-        cluster); `retired` items (gone from the model: expired) lose their vectors, keeping
-        their metadata. Items with a tombstone are left out, checked in the same script, so an
-        item deleted while the version was being prepared stays deleted. With `fence`, only
-        while its key holds its value: else `FencedOffError` and nothing is written."""
+        """Publish `model_version`: its changed item vectors and their versions, a feed entry
+        and the served version; followers see all of it or none (staged, announced, moved:
+        see `_ANNOUNCE`). `retired` items (gone from the model: expired) lose their vectors,
+        keeping their metadata. Items with a tombstone are left out, checked as they are moved
+        into place, so an item deleted while the version was prepared stays deleted. With
+        `fence`, only while its key holds its value: else `FencedOffError`, and nothing that
+        anyone reads is written. Safe to retry."""
         matrix = as_matrix(vectors, self.dim) if len(item_ids) else None
         if matrix is not None and len(item_ids) != len(matrix):
             raise ValueError(f"{len(item_ids)} ids for {len(matrix)} vectors")
+        publish = f"{model_version}:{fence.value if fence else ''}"
+        blobs = [] if matrix is None else [row.tobytes() for row in matrix]
+        await self._stage(publish, [*item_ids, *retired], [*blobs, *([b""] * len(retired))])
         k = self._keys
-        keys = [k.item_tombstones, fence.key if fence else k.item_tombstones, k.item_vectors]
-        keys += [k.item_versions, k.model_info, k.item_feed, k.model_version]
-        args: list[str | int | bytes] = [
+        keys = [fence.key if fence else k.model_version, k.model_info, k.item_feed]
+        keys += [k.model_version, k.pending_publishes]
+        args: list[str | int] = [
             fence.value if fence else "",
             model_version,
             "" if info is None else json.dumps(dict(info)),
             model_version - MODEL_INFO_KEPT,
             self._feed_min_id(),
-            len(item_ids),
-            *item_ids,
-            *([] if matrix is None else [row.tobytes() for row in matrix]),
-            *retired,
+            publish,
+            json.dumps([*item_ids, *retired]),
         ]
-        if int(await self._publish(keys=keys, args=args)) < 0:
+        if int(await self._announce(keys=keys, args=args)) < 0:
             raise FencedOffError(f"{fence.key if fence else ''} no longer holds the fence")
+        await self._finish(publish)
+
+    async def _stage(self, publish: str, item_ids: Sequence[str], blobs: Sequence[bytes]) -> None:
+        """Write each shard's part of `publish` where no reader looks (see `_ANNOUNCE`)."""
+        pipe = self._client.pipeline(transaction=False)
+        for shard, rows in self._by_shard(item_ids).items():
+            staged = shard.staged_items(publish)
+            pipe.delete(staged)  # a retried publish starts its part again
+            for start in range(0, len(rows), _STAGE_CHUNK):
+                part = rows[start : start + _STAGE_CHUNK]
+                pipe.hset(staged, items=[x for n in part for x in (item_ids[n], blobs[n])])
+            pipe.expire(staged, STAGED_TTL_S)
+        await pipe.execute()
+
+    async def _finish(self, publish: str) -> None:
+        """Move every shard's staged part of an announced `publish` into place; idempotent, so
+        a reader may finish a publish whose publisher died or is still at it."""
+        await asyncio.gather(
+            *(
+                self._move_staged(
+                    keys=[
+                        shard.staged_items(publish),
+                        shard.item_tombstones,
+                        shard.item_vectors,
+                        shard.item_versions,
+                    ],
+                    args=[publish.split(":", 1)[0]],
+                )
+                for shard in self._shards.every_shard()
+            )
+        )
+        await self._client.srem(self._keys.pending_publishes, publish)
+
+    async def _control(self) -> _Control:
+        """The served version and the feed position, with no publish pending (finished here
+        when one is)."""
+        while True:
+            k = self._keys
+            keys = [k.model_version, k.item_feed, k.pending_publishes]
+            reply = await self._read_control(keys=keys)
+            version, last, *pending = [x if isinstance(x, bytes) else None for x in reply]
+            if not pending:
+                return _Control(
+                    None if version is None else int(version),
+                    as_text(last) if last else "0-0",
+                    [],
+                )
+            for publish in pending:
+                await self._finish(as_text(publish))
 
     async def published(self, item_ids: Sequence[str]) -> PublishedItems:
-        """The published vectors of `item_ids` with the model version and feed position, read
-        in one script (the publisher writes all three in one)."""
-        k = self._keys
-        keys = [k.model_version, k.item_feed, k.item_vectors]
-        reply = await self._read_published(keys=keys, args=list(item_ids))
-        version, last, *values = [x if isinstance(x, bytes) else None for x in reply]
+        """The published vectors of `item_ids` with the model version and feed position they
+        belong to: read between two looks at the feed that find it unchanged (a publish or
+        a change of items announces itself there)."""
+        while True:
+            control = await self._control()
+            values = await self._values(lambda k: k.item_vectors, item_ids)
+            if await self._feed_last() == control.position:
+                break
         found = [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
         ids, matrix = self._matrix(found)
         missing = [i for i, v in zip(item_ids, values, strict=True) if v is None]
-        return PublishedItems(
-            ids,
-            matrix,
-            missing,
-            None if version is None else int(version),
-            as_text(last) if last else "0-0",
-        )
+        return PublishedItems(ids, matrix, missing, control.version, control.position)
 
     async def model_info(self, version: int) -> dict[str, object]:
         """What the publisher recorded about `version` (empty when nothing was)."""
@@ -318,41 +385,81 @@ class RedisVectorState:
         return await self._change_items("delete", item_ids)
 
     async def _change_items(self, op: FeedOp, item_ids: Sequence[str], meta: str = "") -> int:
-        """One `_CHANGE_ITEMS` call: the change and its feed entry in one script."""
-        k = self._keys
-        keys = [k.item_vectors, k.item_meta, k.item_versions, k.item_tombstones, k.item_feed]
-        args = [op, self._feed_min_id(), json.dumps(list(item_ids)), meta, *item_ids]
-        return int(await self._change(keys=keys, args=args))
+        """Change each shard's items (one `_CHANGE_ITEMS` each), then announce it in the feed.
+        A failure between the two leaves Redis changed and the followers not told: the caller
+        got an error and retries (both steps are idempotent)."""
+        changed = await asyncio.gather(
+            *(
+                self._change(
+                    keys=[s.item_vectors, s.item_meta, s.item_versions, s.item_tombstones],
+                    args=[op, meta, *(item_ids[n] for n in rows)],
+                )
+                for s, rows in self._by_shard(item_ids).items()
+            )
+        )
+        await self._client.xadd(
+            self._keys.item_feed,
+            {"op": op, "ids": json.dumps(list(item_ids))},
+            minid=self._feed_min_id(),
+            approximate=True,
+        )
+        return sum(int(n) for n in changed)
 
     async def tombstones(self) -> set[str]:
         """Every deleted item id (see `delete_items`)."""
-        return {as_text(i) for i in await self._client.smembers(self._keys.item_tombstones)}
+        pipe = self._client.pipeline(transaction=False)
+        for shard in self._shards.every_shard():
+            pipe.smembers(shard.item_tombstones)
+        return {as_text(i) for members in await pipe.execute() for i in members}
 
     def _feed_min_id(self) -> str:
         """The oldest feed entry id kept: entries older than the retention are trimmed."""
         return f"{int(time.time() * 1000) - self._feed_retention_ms}-0"
 
+    def _by_shard(self, ids: Sequence[str]) -> dict[RedisKeys, list[int]]:
+        """The positions in `ids` of each shard's items."""
+        rows: dict[RedisKeys, list[int]] = {}
+        for n, item_id in enumerate(ids):
+            rows.setdefault(self._shards.for_item(item_id), []).append(n)
+        return rows
+
+    async def _values(
+        self, name: Callable[[RedisKeys], str], item_ids: Sequence[str]
+    ) -> list[bytes | None]:
+        """Each item's field in the hash `name` of its shard (None where there is none)."""
+        if not item_ids:
+            return []
+        groups = self._by_shard(item_ids)
+        pipe = self._client.pipeline(transaction=False)
+        for shard, rows in groups.items():
+            pipe.hmget(name(shard), [item_ids[n] for n in rows])
+        values: list[bytes | None] = [None] * len(item_ids)
+        for rows, found in zip(groups.values(), await pipe.execute(), strict=True):
+            for n, value in zip(rows, found, strict=True):
+                values[n] = value
+        return values
+
     async def all_item_vectors(
         self, chunk: int = 10_000
     ) -> AsyncIterator[tuple[list[str], npt.NDArray[np.float32]]]:
-        """Every stored item vector, in chunks (HSCAN: no single huge reply, Redis stays live)."""
-        cursor = 0
-        while True:
-            cursor, raw = await self._client.hscan(self._keys.item_vectors, cursor, count=chunk)
-            if raw:
-                yield self._matrix(
-                    [(as_text(k), v) for k, v in cast(dict[bytes, bytes], raw).items()]
-                )
-            if cursor == 0:
-                return
+        """Every stored item vector, in chunks (HSCAN of each shard: no single huge reply,
+        Redis stays live)."""
+        for shard in self._shards.every_shard():
+            cursor = 0
+            while True:
+                cursor, raw = await self._client.hscan(shard.item_vectors, cursor, count=chunk)
+                if raw:
+                    yield self._matrix(
+                        [(as_text(k), v) for k, v in cast(dict[bytes, bytes], raw).items()]
+                    )
+                if cursor == 0:
+                    break
 
     async def item_vectors(
         self, item_ids: Sequence[str]
     ) -> tuple[list[str], npt.NDArray[np.float32]]:
         """Vectors of those `item_ids` that exist, as ids and a matrix."""
-        values = (
-            await self._client.hmget(self._keys.item_vectors, list(item_ids)) if item_ids else []
-        )
+        values = await self._values(lambda k: k.item_vectors, item_ids)
         return self._matrix(
             [(i, v) for i, v in zip(item_ids, values, strict=True) if v is not None]
         )
@@ -368,21 +475,18 @@ class RedisVectorState:
     async def item_meta(self, item_ids: Sequence[str] | None = None) -> dict[str, ItemMeta]:
         if item_ids is None:
             found: dict[str, ItemMeta] = {}
-            async for key, value in self._client.hscan_iter(self._keys.item_meta, count=10_000):
-                found[as_text(key)] = ItemMeta.from_json(_blob(value))
+            for shard in self._shards.every_shard():
+                async for key, value in self._client.hscan_iter(shard.item_meta, count=10_000):
+                    found[as_text(key)] = ItemMeta.from_json(_blob(value))
             return found
-        if not item_ids:
-            return {}
-        values = await self._client.hmget(self._keys.item_meta, list(item_ids))
+        values = await self._values(lambda k: k.item_meta, item_ids)
         return {
             i: ItemMeta.from_json(v) for i, v in zip(item_ids, values, strict=True) if v is not None
         }
 
     async def item_versions(self, item_ids: Sequence[str]) -> dict[str, int]:
         """Model version of each stored item vector (ids without a vector are left out)."""
-        values = (
-            await self._client.hmget(self._keys.item_versions, list(item_ids)) if item_ids else []
-        )
+        values = await self._values(lambda k: k.item_versions, item_ids)
         return {i: int(v) for i, v in zip(item_ids, values, strict=True) if v is not None}
 
     async def events_learned(self) -> int:
@@ -400,7 +504,12 @@ class RedisVectorState:
         return None if raw is None else int(raw)
 
     async def feed_position(self) -> str:
-        """The id of the newest feed entry ('0-0' when empty): follow from here after a rebuild."""
+        """The id of the newest feed entry ('0-0' when empty), every publish it announces
+        finished: follow from here after a rebuild."""
+        return (await self._control()).position
+
+    async def _feed_last(self) -> str:
+        """The id of the newest feed entry ('0-0' when empty)."""
         last = await self._client.xrevrange(self._keys.item_feed, count=1)
         return as_text(last[0][0]) if last else "0-0"
 

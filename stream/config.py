@@ -33,8 +33,8 @@ class Settings(BaseSettings):
         16,
         ge=1,
         le=16_384,
-        description="on a Redis Cluster: slots a namespace's users, idempotency records and "
-        "counters are sharded over (fixed for the life of its data)",
+        description="on a Redis Cluster: slots a namespace's users, items, idempotency records "
+        "and counters are sharded over (fixed for the life of its data)",
     )
     redis_timeout_s: float = Field(
         0.5, gt=0, description="longest an API request waits on Redis before its fallback"

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
-from store.cluster_client import ClusterClient
+from store.cluster_client import BlockingClusterClient, ClusterClient
 from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -87,7 +87,7 @@ def blocking_redis_client(settings: Settings) -> redis.Redis:
     time out as `redis_client`'s do (on a Redis Cluster, a cluster client)."""
     options = _connection_options(settings.redis_socket_timeout_s)
     if redis_is_cluster(settings):
-        return cast(redis.Redis, redis.RedisCluster.from_url(settings.redis_url, **options))
+        return cast(redis.Redis, BlockingClusterClient.from_url(settings.redis_url, **options))
     return redis.Redis.from_url(settings.redis_url, **options)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 
@@ -21,14 +23,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The route template, never the path: paths hold user ids, and logs must not.
 access = logging.getLogger("recstream.access")
+REPLICA_HEADER = b"x-recstream-replica"
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class _Measure:
-    """Plain ASGI middleware (no per-request task group, unlike `@app.middleware`)."""
+    """Plain ASGI middleware (no per-request task group, unlike `@app.middleware`): times and
+    counts each request, and names the replica that answered in `X-Recstream-Replica`
+    (host:pid), so that an operator can tell replicas apart behind a load balancer."""
 
     def __init__(self, app: ASGIApp, latency: Histogram, responses: Counter) -> None:
         self.app, self.latency, self.responses = app, latency, responses
+        self.replica = (REPLICA_HEADER, f"{socket.gethostname()}:{os.getpid()}".encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,6 +47,7 @@ class _Measure:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), self.replica]
             await send(message)
 
         try:

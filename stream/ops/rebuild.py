@@ -112,12 +112,15 @@ async def _rebuild(
         registry = await _prepare(settings, client, shadow.namespace, force)
         await asyncio.to_thread(delete_namespace_keys, shadow)
         shutil.rmtree(shadow.checkpoint_dir, ignore_errors=True)
-        keys = redis_keys(shadow).control
         store = interaction_store(shadow, client)
-        serving = redis_keys(settings.in_namespace(await registry.serving())).control
-        catalogue = await client.hgetall(serving.item_meta)  # item metadata is not in the log
-        if catalogue:
-            await client.hset(keys.item_meta, items=[x for pair in catalogue.items() for x in pair])
+        serving = redis_keys(settings.in_namespace(await registry.serving()))
+        # item metadata is not in the log; an item's shard is the same in every namespace
+        shards = zip(serving.every_shard(), redis_keys(shadow).every_shard(), strict=True)
+        for source, target in shards:
+            catalogue = await client.hgetall(source.item_meta)
+            if catalogue:
+                pairs = [x for pair in catalogue.items() for x in pair]
+                await client.hset(target.item_meta, items=pairs)
         complete_ms = int(time.time() * 1000)
         began = time.perf_counter()
         reader = RangeReader(shadow, since_ms)

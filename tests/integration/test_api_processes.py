@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import urllib.request
+from collections import Counter
 
 import pytest
 import redis
@@ -76,11 +77,26 @@ def test_api_processes_share_the_port_and_one_that_dies_is_replaced(settings: Se
         wait_until(lambda: len(_children(process.pid)) == 2, 60, "two API processes")
         wait_until(lambda: _get(port, "/readyz")[0] == 200, 60, "the API to be ready")
         first = _children(process.pid)
-        # Every connection is a new one: the kernel spreads them over both processes.
-        for _ in range(20):
-            status, body = _get(port, "/v1/users/someone/recommendations?k=1")
-            assert status == 200
+        # Every connection is a new one: the kernel spreads them over both processes, once
+        # both listen (each when its index is loaded); the answer names its process.
+        served: Counter[int] = Counter()
+
+        def recommend() -> None:
+            url = f"http://127.0.0.1:{port}/v1/users/someone/recommendations?k=1"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body = json.loads(response.read())
+                served[int(response.headers["X-Recstream-Replica"].rsplit(":", 1)[1])] += 1
             assert body["items"] == [{"item_id": "popular-item", "score": 3.0, "reason": "popular"}]
+
+        def both_answered() -> bool:
+            recommend()
+            return set(served) == first
+
+        wait_until(both_answered, 60, "both to answer")
+        served.clear()
+        for _ in range(40):
+            recommend()
+        assert set(served) == first  # each took a share of the 40 connections
         os.kill(sorted(first)[0], signal.SIGKILL)
         wait_until(lambda: _get(port, "/readyz")[0] == 200, 10, "the other one to answer")
         wait_until(

@@ -21,7 +21,7 @@ from store.index_sync import IndexFollower
 from store.interaction_store import RedisInteractionStore
 from store.item_catalog import ItemCatalog
 from store.retrieval import Filters, Retriever, UnknownItemError
-from store.vector_state import ItemMeta, RedisVectorState
+from store.vector_state import Fence, FencedOffError, ItemMeta, RedisVectorState
 from stream.config import Settings
 from stream.wiring import redis_client, redis_keys
 
@@ -111,6 +111,100 @@ def test_vectors_metadata_and_versions_round_trip(settings: Settings) -> None:
         assert await world.state.item_versions(["a", "c", "zz"]) == {"a": 1, "c": 2}
         assert await world.state.delete_items(["b", "zz"]) == 1
         assert await world.state.item_versions(["b"]) == {}
+
+    run(settings, scenario)
+
+
+def test_item_vectors_and_metadata_live_with_their_shard_not_in_one_key(
+    settings: Settings,
+) -> None:
+    async def scenario(world: World) -> None:
+        ids = [f"item-{n}" for n in range(64)]
+        await world.state.put_item_vectors(ids, _unit(np.random.default_rng(9), 64), 1)
+        for item_id in ids:
+            await world.state.put_item_meta(item_id, ItemMeta(category="c"))
+        client, keys = world.state._client, redis_keys(settings)
+        counts = [await client.hlen(s.item_vectors) for s in keys.every_shard()]
+        metas = [await client.hlen(s.item_meta) for s in keys.every_shard()]
+        assert sum(counts) == sum(metas) == 64
+        if keys.shards:  # a cluster: spread over the shards, none in the control slot
+            assert sum(1 for n in counts if n) >= keys.shards // 2
+            assert await client.exists(keys.control.item_vectors, keys.control.item_meta) == 0
+        else:  # one Redis: the key names of before
+            assert await client.hlen(f"{settings.redis_prefix}items:vectors") == 64
+        assert await client.scard(keys.control.pending_publishes) == 0
+
+    run(settings, scenario)
+
+
+def test_a_publish_whose_publisher_died_after_announcing_it_is_finished_by_a_reader(
+    settings: Settings,
+) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(10)
+        ids = [f"i{n}" for n in range(20)]
+        await world.state.put_item_vectors(ids, _unit(rng, 20), model_version=1)
+        finish = world.state._finish
+
+        async def die(publish: str) -> None:
+            raise RuntimeError("the publisher died after announcing " + publish)
+
+        world.state._finish = die  # type: ignore[method-assign]
+        fresh = _unit(rng, 10)
+        with pytest.raises(RuntimeError):
+            await world.state.put_item_vectors(ids[:10], fresh, 2, retired=ids[-2:])
+        world.state._finish = finish  # type: ignore[method-assign]
+        published = await world.state.published(ids)
+        assert published.model_version == 2
+        assert published.missing == ids[-2:]
+        np.testing.assert_array_equal(published.vectors[:10], fresh)
+        assert await world.state.item_versions(ids[:11]) == {
+            **{i: 2 for i in ids[:10]},
+            ids[10]: 1,
+        }
+        pending = redis_keys(settings).control.pending_publishes
+        assert await world.state._client.scard(pending) == 0
+
+    run(settings, scenario)
+
+
+def test_a_fenced_off_publish_leaves_what_readers_see_unchanged(settings: Settings) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(11)
+        ids = ["a", "b", "c"]
+        before = _unit(rng, 3)
+        lease = redis_keys(settings).control.trainer_lease
+        await world.state._client.set(lease, "2 new-holder")
+        await world.state.put_item_vectors(ids, before, 1, fence=Fence(lease, "2 new-holder"))
+        position = await world.state.feed_position()
+        with pytest.raises(FencedOffError):
+            await world.state.put_item_vectors(ids, _unit(rng, 3), 2, fence=Fence(lease, "1 old"))
+        published = await world.state.published(ids)
+        assert (published.model_version, published.feed_position) == (1, position)
+        np.testing.assert_array_equal(published.vectors, before)
+        assert await world.state.item_versions(ids) == {"a": 1, "b": 1, "c": 1}
+
+    run(settings, scenario)
+
+
+def test_an_item_deleted_while_a_version_is_staged_is_not_brought_back(
+    settings: Settings,
+) -> None:
+    async def scenario(world: World) -> None:
+        rng = np.random.default_rng(12)
+        state = world.state
+        await state.put_item_vectors(["a", "b"], _unit(rng, 2), model_version=1)
+        stage = state._stage
+
+        async def deleted_meanwhile(publish: str, *args: Any) -> None:
+            await stage(publish, *args)
+            await state.delete_items(["b"])
+
+        state._stage = deleted_meanwhile  # type: ignore[method-assign,assignment]
+        await state.put_item_vectors(["a", "b"], _unit(rng, 2), model_version=2)
+        published = await state.published(["a", "b"])
+        assert (published.ids, published.missing) == (["a"], ["b"])
+        assert await state.tombstones() == {"b"}
 
     run(settings, scenario)
 
