@@ -386,9 +386,7 @@ class RedisInteractionStore:
         offsets with the last; raises `AppliedOffsetsMovedError` (that script wrote
         nothing) when an offset Redis holds is not the one expected. On a cluster each shard
         gets the scripts of its users' events and its advances (fields of `offset_fields`),
-        the shards concurrently."""
-        if not self._keys.shards:
-            return await self._apply_in(self._keys, effects, advances)
+        the shards concurrently (one Redis: its only shard)."""
         members: dict[int, list[int]] = defaultdict(list)
         for n, effect in enumerate(effects):
             members[self._keys.shard_of(effect.user_id)].append(n)
@@ -479,9 +477,6 @@ class RedisInteractionStore:
         that has one."""
         if not fields:
             return {}
-        if not self._keys.shards:
-            values = await self._client.hmget(self._keys.applied_offsets, list(fields))
-            return {f: int(v) for f, v in zip(fields, values, strict=True) if v is not None}
         by_shard: dict[int, list[str]] = defaultdict(list)
         for field in fields:
             by_shard[_shard_field(field)[0]].append(field)
@@ -565,7 +560,7 @@ class RedisInteractionStore:
         """Top `n` items (all when None) by `counter`: clicks, orders, units or trending. On a
         cluster the shards' counts are summed, from each shard's top `2 n` (an item outside
         every shard's top `2 n` is missed: shards hold similar mixes of users)."""
-        end = -1 if n is None else (n if len(self._keys.every_shard()) == 1 else 2 * n) - 1
+        end = -1 if n is None else (2 * n if self._keys.shards else n) - 1
         replies = await asyncio.gather(
             *(
                 self._client.zrevrange(_counter(view, counter), 0, end, withscores=True)

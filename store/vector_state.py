@@ -500,8 +500,9 @@ class RedisVectorState:
         await self._client.set(self._keys.model_version, version)
 
     async def model_version(self) -> int | None:
-        raw = await self._client.get(self._keys.model_version)
-        return None if raw is None else int(raw)
+        """The served model version, every publish announced so far finished (so that one
+        whose publisher died between its steps is completed, readers or none)."""
+        return (await self._control()).version
 
     async def feed_position(self) -> str:
         """The id of the newest feed entry ('0-0' when empty), every publish it announces
