@@ -19,18 +19,16 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import redis
 from tqdm import tqdm
 
-from bench.load import probe_click
+from bench.load import probe_click, redis_of
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.handlers import effect_of
@@ -39,7 +37,7 @@ from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.local.processes import spawn, stop
-from stream.local.stack import local_stack, start_redis_cluster, stop_redis_cluster
+from stream.local.stack import local_stack
 from stream.wiring import blocking_redis_client, interaction_store, redis_client, redis_keys
 
 SETTLE_S = 8.0  # for several workers to settle their partitions after the first joined
@@ -190,21 +188,6 @@ def latency_run(settings: Settings, rate: int, seconds: float, client: redis.Red
     return latencies
 
 
-@contextmanager
-def _redis_of(settings: Settings, cluster: bool) -> Iterator[Settings]:
-    """`settings`, or with `cluster` the same pointed at a local 3-primary Redis Cluster."""
-    if not cluster:
-        yield settings
-        return
-    with tempfile.TemporaryDirectory() as state:
-        nodes = start_redis_cluster(Path(state))
-        try:
-            print(f"Redis Cluster of 3 primaries at {nodes.url}", file=sys.stderr)
-            yield settings.model_copy(update={"redis_url": nodes.url})
-        finally:
-            stop_redis_cluster(nodes)
-
-
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -230,7 +213,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    with local_stack(Settings()) as stack, _redis_of(stack, args.redis_cluster) as base:
+    with local_stack(Settings()) as stack, redis_of(stack, args.redis_cluster) as base:
         client = blocking_redis_client(base)
         events = list(sample_events(args.events, users=10_000, items=50_000, seed=11))
         baseline_settings = _isolated(base, uuid.uuid4().hex[:8])

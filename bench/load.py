@@ -1,10 +1,15 @@
-"""Load shared by the benchmarks: synthetic events produced at a fixed rate through the SDK."""
+"""Load shared by the benchmarks: synthetic events produced at a fixed rate through the SDK,
+and the Redis a benchmark keeps its state in (one, or a local cluster)."""
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,6 +17,7 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent
+from stream.local.stack import start_redis_cluster, stop_redis_cluster
 
 
 def probe_click(user_id: str, item_id: str = "probe") -> ClickEvent:
@@ -85,3 +91,18 @@ def cpu_share(before: dict[str, float], after: dict[str, float], seconds: float)
     """Cores used by each role between two `cpu_by_role` readings, as one line."""
     shares = {r: (after[r] - before.get(r, 0.0)) / seconds for r in after}
     return ", ".join(f"{r} {s:.2f}" for r, s in shares.items() if s >= 0.005)
+
+
+@contextmanager
+def redis_of(settings: Settings, cluster: bool) -> Iterator[Settings]:
+    """`settings`, or with `cluster` the same pointed at a local 3-primary Redis Cluster."""
+    if not cluster:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory() as state:
+        nodes = start_redis_cluster(Path(state))
+        try:
+            print(f"Redis Cluster of 3 primaries at {nodes.url}", file=sys.stderr)
+            yield settings.model_copy(update={"redis_url": nodes.url})
+        finally:
+            stop_redis_cluster(nodes)

@@ -1,6 +1,6 @@
 """Ops benchmark: replay throughput from a file and from Kafka, time to rebuild (prints figures).
 
-    python bench/replay.py [--events 100000 1000000] [--json OUT]
+    python -m bench.replay [--events 100000 1000000] [--json OUT] [--redis-cluster]
 
 For each size, on fresh topics and a fresh key prefix: write a synthetic JSONL log; `replay
 --from-file` it into the topics (validate + produce, acknowledged); `replay --from-kafka` the
@@ -22,12 +22,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 import torch
 
-from store.interaction_store import RedisInteractionStore
-from store.redis_keys import RedisKeys, delete_prefixed
+from bench.load import redis_of
+from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.files import read_events
 from stream.events.handlers import effect_of
@@ -36,6 +34,7 @@ from stream.local.stack import local_stack
 from stream.ops.rebuild import rebuild
 from stream.ops.replay_file import replay_file
 from stream.ops.replay_kafka import replay_kafka
+from stream.wiring import blocking_redis_client, interaction_store, redis_client
 
 
 def _isolated(settings: Settings, tag: str, data_dir: Path) -> Settings:
@@ -53,8 +52,8 @@ def _isolated(settings: Settings, tag: str, data_dir: Path) -> Settings:
 
 async def _redis_only(settings: Settings, log: Path) -> float:
     """Events/s of the store alone applying the same events (batches of 500)."""
-    client = aioredis.from_url(settings.redis_url)
-    store = RedisInteractionStore(client, RedisKeys(settings.keys_prefix))
+    client = redis_client(settings)
+    store = interaction_store(settings, client)
     effects = [effect_of(r.event) for r in read_events(str(log)) if r.event is not None]
     began = time.perf_counter()
     for start in range(0, len(effects), 500):
@@ -71,7 +70,7 @@ def measure(base: Settings, events: int, work: Path) -> dict[str, Any]:
     with log.open("w") as out:
         for event in sample_events(events, users=max(1_000, events // 20), items=50_000, seed=3):
             out.write(event.to_json().decode() + "\n")
-    client = redis.Redis.from_url(settings.redis_url)
+    client = blocking_redis_client(settings)
     try:
         print(f"{events:,} events: replay from the file", file=sys.stderr)
         began = time.perf_counter()
@@ -114,11 +113,20 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--json", dest="json_out", default=None, help="write the figures here")
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="keep the state in a local 3-primary Redis Cluster instead of one Redis",
+    )
     args = parser.parse_args()
     rows = []
     settings = Settings()
     torch.set_num_threads(settings.torch_threads)  # as `recstream rebuild` sets it
-    with local_stack(settings) as base, tempfile.TemporaryDirectory() as work:
+    with (
+        local_stack(settings) as stack,
+        redis_of(stack, args.redis_cluster) as base,
+        tempfile.TemporaryDirectory() as work,
+    ):
         for events in args.events:
             rows.append(measure(base, events, Path(work)))
             print(json.dumps(rows[-1]), file=sys.stderr)

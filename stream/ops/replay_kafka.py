@@ -16,7 +16,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from tqdm import tqdm
 
-from model.interaction import EventEffect
 from store.interaction_store import Applied
 from stream.config import Settings
 from stream.events.event_time import EventTimeLimits
@@ -181,15 +180,6 @@ class RangeReader:
         return {tp: at.offset for tp, at in found.items() if at is not None}
 
 
-async def _apply(settings: Settings, batches: list[list[EventEffect]]) -> list[Applied]:
-    client = redis_client(settings)
-    try:
-        store = interaction_store(settings, client)
-        return [flag for batch in batches for flag in await store.apply_many(batch)]
-    finally:
-        await client.aclose()
-
-
 def replay_kafka(
     settings: Settings,
     since_ms: int,
@@ -222,16 +212,25 @@ def replay_kafka(
             "--since later, or pass --past-horizon (e.g. into an empty Redis) to apply them"
         )
     began = time.monotonic()
-    for batch in reader.batches(progress=progress):
-        summary.messages += len(batch)
-        effects = [outcome for _, outcome in batch if not isinstance(outcome, DeadLetter)]
-        summary.invalid += len(batch) - len(effects)
-        applied = asyncio.run(_apply(settings, [effects])) if effects and not dry_run else []
-        summary.applied += applied.count(Applied.NEW)
-        summary.duplicates += applied.count(Applied.DUPLICATE)
-        summary.unusable += applied.count(Applied.UNUSABLE_KEYS)
-        summary.conflicts += applied.count(Applied.CONFLICT)
-        if rate is not None:
-            time.sleep(max(0.0, began + summary.messages / rate - time.monotonic()))
+    # one loop and one client for the whole replay (a cluster client loads the layout once)
+    with asyncio.Runner() as runner:
+        client = redis_client(settings)
+        store = interaction_store(settings, client)
+        try:
+            for batch in reader.batches(progress=progress):
+                summary.messages += len(batch)
+                effects = [o for _, o in batch if not isinstance(o, DeadLetter)]
+                summary.invalid += len(batch) - len(effects)
+                applied: list[Applied] = []
+                if effects and not dry_run:
+                    applied = runner.run(store.apply_many(effects))
+                summary.applied += applied.count(Applied.NEW)
+                summary.duplicates += applied.count(Applied.DUPLICATE)
+                summary.unusable += applied.count(Applied.UNUSABLE_KEYS)
+                summary.conflicts += applied.count(Applied.CONFLICT)
+                if rate is not None:
+                    time.sleep(max(0.0, began + summary.messages / rate - time.monotonic()))
+        finally:
+            runner.run(client.aclose())
     summary.past_horizon = reader.older
     return summary
