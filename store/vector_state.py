@@ -192,11 +192,10 @@ _STAGE_CHUNK = 2_000  # items per HSET while staging
 
 @dataclass(frozen=True, slots=True)
 class _Control:
-    """What `_READ_CONTROL` returns."""
+    """The served version and the newest feed entry's id, with no publish pending."""
 
     version: int | None
     position: str
-    pending: list[str]
 
 
 _FeedAnswer = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
@@ -348,9 +347,7 @@ class RedisVectorState:
             version, last, *pending = [x if isinstance(x, bytes) else None for x in reply]
             if not pending:
                 return _Control(
-                    None if version is None else int(version),
-                    as_text(last) if last else "0-0",
-                    [],
+                    None if version is None else int(version), as_text(last) if last else "0-0"
                 )
             for publish in pending:
                 await self._finish(as_text(publish))
