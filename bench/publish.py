@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import numpy as np
 
+from bench.load import redis_of
 from store.redis_keys import delete_prefixed
 from store.vector_state import RedisVectorState
 from stream.config import Settings
-from stream.local.stack import start_redis_cluster, stop_redis_cluster
 from stream.wiring import blocking_redis_client, redis_client, redis_keys
 
 DIM = 64
@@ -84,13 +81,8 @@ def main() -> int:
     args = parser.parse_args()
 
     one = _run(Settings(), args)
-    with tempfile.TemporaryDirectory() as state:
-        nodes = start_redis_cluster(Path(state))
-        try:
-            print(f"Redis Cluster of 3 primaries at {nodes.url}", file=sys.stderr)
-            cluster = _run(Settings(redis_url=nodes.url), args)
-        finally:
-            stop_redis_cluster(nodes)
+    with redis_of(Settings(), cluster=True) as on_cluster:
+        cluster = _run(on_cluster, args)
 
     print(f"{'ms':<44}{'one Redis':>12}{'cluster':>12}{'cluster/one':>13}")
     rows = [
