@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.interaction import own_items
+from model.packed import pack_strings, unpack_strings
 from model.ranker import OnlineRanker
 from model.recommender import RecommendRequest
 from model.sources import CoVisitation, ItemPopularity
@@ -138,15 +139,18 @@ class ItemAttributes:
         ordered = [i for members in self._by_category.values() for i in members]
         ids = ordered + sorted(set(ids) - set(ordered))
         return {
-            "ids": ids,
-            "category": [self.category_of.get(i, "") for i in ids],
-            "brand": [self.brand_of.get(i, "") for i in ids],
+            "ids": pack_strings(ids),
+            "category": pack_strings([self.category_of.get(i, "") for i in ids]),
+            "brand": pack_strings([self.brand_of.get(i, "") for i in ids]),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.category_of, self.brand_of, self._by_category = {}, {}, {}
         for item, category, brand in zip(
-            state["ids"], state["category"], state["brand"], strict=True
+            unpack_strings(state["ids"]),
+            unpack_strings(state["category"]),
+            unpack_strings(state["brand"]),
+            strict=True,
         ):
             self.set(item, category or None, brand or None)
 

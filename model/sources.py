@@ -14,6 +14,7 @@ import torch
 
 from model.errors import ModelError
 from model.interaction import Interaction
+from model.packed import pack_strings, unpack_strings
 from model.recommender import Catalogue
 
 
@@ -109,7 +110,7 @@ class ItemPopularity:
         """Plain containers and tensors (checkpoint-safe)."""
         n = len(self.catalogue)
         return {
-            "ids": list(self.catalogue.ids),
+            "ids": pack_strings(self.catalogue.ids),
             "first_ms": torch.from_numpy(self.first_ms[:n].copy()),
             "counts": torch.from_numpy(self.counts[:n].copy()),
             "trending": torch.from_numpy(self.trending[:n].copy()),
@@ -118,7 +119,7 @@ class ItemPopularity:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._top.clear()
-        self.catalogue = Catalogue(state["ids"])
+        self.catalogue = Catalogue(unpack_strings(state["ids"]))
         self.first_ms = state["first_ms"].numpy().astype(np.int64)
         self.counts = state["counts"].numpy().astype(np.float64)
         self.trending = state["trending"].numpy().astype(np.float64)
@@ -304,7 +305,7 @@ class CoVisitation:
         return {
             "settings": [self.window, self.cap, self.step_decay],
             "clock": self._clock.state_dict(),
-            "ids": ids,
+            "ids": pack_strings(ids),
             "mass": torch.tensor([self.mass.get(item, 0.0) for item in ids], dtype=torch.float64),
             "sizes": torch.tensor(sizes, dtype=torch.int64),
             "targets": torch.tensor(targets, dtype=torch.int64),
@@ -315,22 +316,20 @@ class CoVisitation:
         window, cap, step_decay = state["settings"]
         self.window, self.cap, self.step_decay = int(window), int(cap), float(step_decay)
         self._clock.load_state_dict(state["clock"])
-        ids: list[str] = state["ids"]
+        ids = unpack_strings(state["ids"])
         self.rows, self.mass = {}, {}  # rows stay packed until one is learned (`_row`)
-        self.catalogue, self._mass_of, self._packed = Catalogue(), np.zeros(1024), {}
-        for item in ids:
-            self._code(item)
-        self._mass_of[: len(ids)] = state["mass"].numpy()
+        self.catalogue, self._packed = Catalogue(ids), {}  # saved ids are distinct
+        self._mass_of = np.zeros(max(1024, 2 * len(ids)))  # `_code` grows it by doubling
+        masses = state["mass"].numpy()
+        self._mass_of[: len(ids)] = masses
         codes = state["targets"].numpy().astype(np.int64)  # indices into `ids` = codes
         values = state["weights"].numpy().astype(np.float64)
-        ends = np.cumsum(state["sizes"].numpy())
-        for item, end, size, mass in zip(
-            ids, ends.tolist(), state["sizes"].tolist(), state["mass"].tolist(), strict=True
-        ):
-            if size:
-                self._packed[item] = (codes[end - size : end], values[end - size : end])
-            if mass:
-                self.mass[item] = mass
+        sizes = state["sizes"].numpy()
+        ends = np.cumsum(sizes)
+        for n in np.flatnonzero(sizes).tolist():
+            end = int(ends[n])
+            self._packed[ids[n]] = (codes[end - sizes[n] : end], values[end - sizes[n] : end])
+        self.mass = {ids[n]: float(masses[n]) for n in np.flatnonzero(masses).tolist()}
 
 
 def top_by_score(scores: dict[str, float], n: int) -> list[str]:

@@ -10,6 +10,14 @@ import numpy as np
 import numpy.typing as npt
 
 from model.errors import ModelError
+from model.packed import (
+    pack_bools,
+    pack_ints,
+    pack_strings,
+    unpack_bools,
+    unpack_ints,
+    unpack_strings,
+)
 
 UNKNOWN_ROW = 0
 
@@ -152,12 +160,12 @@ class IdVocabulary:
             "expire_after_ms": self.expire_after_ms,
             "chunk": self.chunk,
             "capacity": self.capacity,
-            "ids": ["" if i is None else i for i in self._ids],
-            "owned": [i is not None for i in self._ids],
-            "last_seen": list(self._last_seen),
-            "pending_ids": list(self._pending),
-            "pending_counts": [c for c, _ in self._pending.values()],
-            "pending_last_ms": [t for _, t in self._pending.values()],
+            "ids": pack_strings(["" if i is None else i for i in self._ids]),
+            "owned": pack_bools([i is not None for i in self._ids]),
+            "last_seen": pack_ints(self._last_seen),
+            "pending_ids": pack_strings(list(self._pending)),
+            "pending_counts": pack_ints([c for c, _ in self._pending.values()]),
+            "pending_last_ms": pack_ints([t for _, t in self._pending.values()]),
         }
 
     @classmethod
@@ -168,20 +176,21 @@ class IdVocabulary:
             expire_after_ms=state["expire_after_ms"],
             chunk=int(state["chunk"]),
         )
-        owned: list[bool] = state["owned"]
-        ids: list[str] = state["ids"]
-        if len(owned) != len(ids) or len(ids) != len(state["last_seen"]) or owned[UNKNOWN_ROW]:
+        owned = unpack_bools(state["owned"])
+        ids = unpack_strings(state["ids"])
+        last_seen = unpack_ints(state["last_seen"])
+        if len(owned) != len(ids) or len(ids) != len(last_seen) or owned[UNKNOWN_ROW]:
             raise VocabularyError("corrupt vocabulary state: row tables disagree")
         vocab._ids = [i if own else None for i, own in zip(ids, owned, strict=True)]
-        vocab._last_seen = [int(t) for t in state["last_seen"]]
+        vocab._last_seen = last_seen
         vocab._rows = {i: row for row, i in enumerate(vocab._ids) if i is not None}
         vocab._free = [row for row in range(1, len(ids)) if not owned[row]][::-1]
         vocab._pending = {
             i: (int(c), int(t))
             for i, c, t in zip(
-                state["pending_ids"],
-                state["pending_counts"],
-                state["pending_last_ms"],
+                unpack_strings(state["pending_ids"]),
+                unpack_ints(state["pending_counts"]),
+                unpack_ints(state["pending_last_ms"]),
                 strict=True,
             )
         }
