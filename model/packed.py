@@ -8,11 +8,13 @@ catalogue (~60 ms per 20,000 ids). States saved as lists before still load.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 
 def pack_strings(values: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -38,9 +40,7 @@ def pack_ints(values: Sequence[int]) -> torch.Tensor:
 
 def unpack_ints(packed: Any) -> list[int]:
     """What `pack_ints` packed (or a list, as older states hold)."""
-    if isinstance(packed, torch.Tensor):
-        return [int(v) for v in packed.tolist()]
-    return [int(v) for v in packed]
+    return _values(packed, int)
 
 
 def pack_bools(values: Sequence[bool]) -> torch.Tensor:
@@ -49,6 +49,9 @@ def pack_bools(values: Sequence[bool]) -> torch.Tensor:
 
 def unpack_bools(packed: Any) -> list[bool]:
     """What `pack_bools` packed (or a list, as older states hold)."""
-    if isinstance(packed, torch.Tensor):
-        return [bool(v) for v in packed.tolist()]
-    return [bool(v) for v in packed]
+    return _values(packed, bool)
+
+
+def _values(packed: Any, kind: Callable[[Any], T]) -> list[T]:
+    values = packed.tolist() if isinstance(packed, torch.Tensor) else packed
+    return [kind(v) for v in values]
