@@ -18,7 +18,12 @@ T = TypeVar("T")
 
 
 def pack_strings(values: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`values` as their UTF-8 bytes end to end and where each one ends."""
+    """`values` as UTF-8 bytes: joined by NUL where none holds one (one split unpacks them),
+    else end to end with where each one ends."""
+    joined = "\x00".join(values)
+    if joined.count("\x00") == max(len(values) - 1, 0):  # no value holds a NUL
+        data = np.frombuffer(joined.encode("utf-8"), dtype=np.uint8).copy()
+        return {"nul_joined": torch.from_numpy(data), "count": torch.tensor(len(values))}
     encoded = [v.encode("utf-8") for v in values]
     data = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
     ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
@@ -29,6 +34,10 @@ def unpack_strings(packed: Any) -> list[str]:
     """What `pack_strings` packed (or a list of strings, as older states hold)."""
     if isinstance(packed, list | tuple):
         return [str(v) for v in packed]
+    if "nul_joined" in packed:
+        if int(packed["count"]) == 0:
+            return []
+        return str(packed["nul_joined"].numpy().tobytes().decode("utf-8")).split("\x00")
     raw = packed["utf8"].numpy().tobytes()
     ends: list[int] = packed["ends"].tolist()
     return [raw[start:end].decode("utf-8") for start, end in zip([0, *ends], ends, strict=False)]

@@ -164,14 +164,30 @@ class CovisitScores:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class _SavedRows:
+    """A loaded state's rows as one CSR, by item code: read in place, never unpacked whole."""
+
+    starts: npt.NDArray[np.int64]
+    sizes: npt.NDArray[np.int64]
+    codes: npt.NDArray[np.int64]
+    weights: Vector
+
+    def row(self, code: int | None) -> tuple[npt.NDArray[np.int64], Vector] | None:
+        if code is None or code >= len(self.sizes) or not self.sizes[code]:
+            return None
+        start, size = int(self.starts[code]), int(self.sizes[code])
+        return self.codes[start : start + size], self.weights[start : start + size]
+
+
 class CoVisitation:
     """Item-to-item neighbours from users' consecutive interactions, maintained online.
 
     Each event adds a decayed weight between its item and each of the user's `window` previous
     items (nearer ones weigh more). A row keeps its `cap` heaviest neighbours (pruned when it
     reaches twice that), so memory is at most `2 * cap` entries per item. A loaded state keeps
-    its rows packed (arrays, what scoring reads) and makes a row a dict (`rows`) only when it
-    learns: replicas load a state per model version and only score.
+    its rows as saved (one CSR, what scoring reads) and makes a row a dict (`rows`) only when
+    it learns: replicas load a state per model version and only score.
     """
 
     def __init__(
@@ -184,11 +200,11 @@ class CoVisitation:
         if window < 1 or cap < 1 or not 0 < step_decay <= 1:
             raise SourceConfigError("window and cap must be >= 1, step_decay in (0, 1]")
         self.window, self.cap, self.step_decay = window, cap, step_decay
-        self.rows: dict[str, dict[str, float]] = {}
-        self.mass: dict[str, float] = {}
-        self.catalogue = Catalogue()  # a code per item, for the packed rows below
-        self._mass_of = np.zeros(1024)  # `mass` by code
-        self._packed: dict[str, tuple[npt.NDArray[np.int64], Vector]] = {}
+        self.rows: dict[str, dict[str, float]] = {}  # rows learned since the load
+        self.catalogue = Catalogue()  # a code per item: rows, CSR and masses are by code
+        self._mass_of = np.zeros(1024)  # each item's total link weight, by code
+        self._packed: dict[str, tuple[npt.NDArray[np.int64], Vector]] = {}  # `rows` as arrays
+        self._saved: _SavedRows | None = None
         self._clock = DecayClock(half_life_ms)
 
     def learn(self, history: Sequence[Interaction], target: Interaction) -> None:
@@ -206,13 +222,24 @@ class CoVisitation:
             self._link(other, item, w)
             self._link(item, other, w)
 
+    def mass(self, item: str) -> float:
+        """`item`'s total link weight (0 for an item never linked)."""
+        code = self.catalogue.column.get(item)
+        return 0.0 if code is None else float(self._mass_of[code])
+
     def _row(self, item: str) -> dict[str, float]:
-        """`item`'s row to change: a loaded state keeps rows packed until one is learned."""
+        """`item`'s row to change: a loaded state's row becomes a dict when first learned."""
         row = self.rows.get(item)
         if row is None:
-            packed = self._packed.get(item)
-            row = self.rows[item] = {} if packed is None else self._unpacked(*packed)
+            saved = self._saved_row(item)
+            row = self.rows[item] = {} if saved is None else self._unpacked(*saved)
         return row
+
+    def _saved_row(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
+        """`item`'s row as loaded, unless it has learned since."""
+        if self._saved is None or item in self.rows:
+            return None
+        return self._saved.row(self.catalogue.column.get(item))
 
     def _unpacked(self, codes: npt.NDArray[np.int64], weights: Vector) -> dict[str, float]:
         ids = self.catalogue.ids
@@ -221,10 +248,9 @@ class CoVisitation:
     def _link(self, source: str, target: str, weight: float) -> None:
         row = self._row(source)
         row[target] = row.get(target, 0.0) + weight
-        mass = self.mass[source] = self.mass.get(source, 0.0) + weight
         self._code(target)
         code = self._code(source)  # may grow `_mass_of`: index the array only after it
-        self._mass_of[code] = mass
+        self._mass_of[code] += weight
         self._packed.pop(source, None)
         if len(row) >= 2 * self.cap:
             kept = sorted(row.items(), key=lambda kv: kv[1], reverse=True)[: self.cap]
@@ -240,12 +266,12 @@ class CoVisitation:
         for row in self.rows.values():
             for key in row:
                 row[key] *= factor
-        for key in self.mass:
-            self.mass[key] *= factor
         self._mass_of *= factor
         self._packed = {
             item: (codes, weights * factor) for item, (codes, weights) in self._packed.items()
         }
+        if self._saved is not None:
+            self._saved.weights[:] *= factor  # our own copy, made at load
 
     def scores(self, recent: Sequence[str], decay: float = 0.9) -> dict[str, float]:
         """Neighbours of the user's `recent` items (newest last), weighted by how recent each
@@ -260,7 +286,7 @@ class CoVisitation:
         for age, item in enumerate(reversed(recent)):
             packed = self._packed_row(item)
             if packed is not None:
-                scale = decay**age / math.sqrt(self.mass[item])
+                scale = decay**age / math.sqrt(self.mass(item))
                 codes.append(packed[0])
                 weights.append(packed[1] * scale)
         if not codes:
@@ -270,10 +296,13 @@ class CoVisitation:
         return CovisitScores(self.catalogue, unique, sums / np.sqrt(self._mass_of[unique]))
 
     def _packed_row(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
-        """`item`'s row as (neighbour codes, weights), rebuilt only after the row changed."""
+        """`item`'s row as (neighbour codes, weights): as loaded, or a learned row packed
+        again only after it changed."""
         packed = self._packed.get(item)
         if packed is None:
             row = self.rows.get(item)
+            if row is None:
+                return self._saved_row(item)
             if not row:
                 return None
             column = self.catalogue.column
@@ -281,32 +310,45 @@ class CoVisitation:
             packed = self._packed[item] = (codes, np.fromiter(row.values(), np.float64, len(row)))
         return packed
 
+    def _saved_items(self) -> list[str]:
+        """Items with a loaded row that has not learned since."""
+        if self._saved is None:
+            return []
+        ids = self.catalogue.ids
+        return [
+            ids[c] for c in np.flatnonzero(self._saved.sizes).tolist() if ids[c] not in self.rows
+        ]
+
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
-        packed_only = (len(c) for item, (c, _) in self._packed.items() if item not in self.rows)
-        return sum(len(row) for row in self.rows.values()) + sum(packed_only)
+        learned = sum(len(row) for row in self.rows.values())
+        if self._saved is None:
+            return learned
+        column, sizes = self.catalogue.column, self._saved.sizes
+        replaced = sum(int(sizes[c]) for c in map(column.__getitem__, self.rows) if c < len(sizes))
+        return learned + int(sizes.sum()) - replaced
 
     def neighbour_rows(self) -> dict[str, dict[str, float]]:
-        """Every row as a dict, those still packed since a load included."""
+        """Every row as a dict, those still as loaded included."""
         rows = dict(self.rows)
-        for item, packed in self._packed.items():
-            if item not in rows:
-                rows[item] = self._unpacked(*packed)
+        for item in self._saved_items():
+            saved = self._saved_row(item)
+            if saved is not None:
+                rows[item] = self._unpacked(*saved)
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        """Checkpoint-safe: the rows packed as one id list and flat tensors (CSR)."""
+        """Checkpoint-safe: the rows as one CSR over the item codes (ids saved in code order)."""
         rows = self.neighbour_rows()
-        ids = list(rows.keys() | self.mass.keys())
-        number = {item: n for n, item in enumerate(ids)}
+        ids, column = self.catalogue.ids, self.catalogue.column
         sizes = [len(rows.get(item, ())) for item in ids]
-        targets = [number[t] for item in ids for t in rows.get(item, ())]
+        targets = [column[t] for item in ids for t in rows.get(item, ())]
         weights = [w for item in ids for w in rows.get(item, {}).values()]
         return {
             "settings": [self.window, self.cap, self.step_decay],
             "clock": self._clock.state_dict(),
             "ids": pack_strings(ids),
-            "mass": torch.tensor([self.mass.get(item, 0.0) for item in ids], dtype=torch.float64),
+            "mass": torch.from_numpy(self._mass_of[: len(ids)].copy()),
             "sizes": torch.tensor(sizes, dtype=torch.int64),
             "targets": torch.tensor(targets, dtype=torch.int64),
             "weights": torch.tensor(weights, dtype=torch.float64),
@@ -317,19 +359,17 @@ class CoVisitation:
         self.window, self.cap, self.step_decay = int(window), int(cap), float(step_decay)
         self._clock.load_state_dict(state["clock"])
         ids = unpack_strings(state["ids"])
-        self.rows, self.mass = {}, {}  # rows stay packed until one is learned (`_row`)
-        self.catalogue, self._packed = Catalogue(ids), {}  # saved ids are distinct
+        self.rows, self._packed = {}, {}
+        self.catalogue = Catalogue(ids)  # saved ids are distinct; `targets` index them
         self._mass_of = np.zeros(max(1024, 2 * len(ids)))  # `_code` grows it by doubling
-        masses = state["mass"].numpy()
-        self._mass_of[: len(ids)] = masses
-        codes = state["targets"].numpy().astype(np.int64)  # indices into `ids` = codes
-        values = state["weights"].numpy().astype(np.float64)
-        sizes = state["sizes"].numpy()
-        ends = np.cumsum(sizes)
-        for n in np.flatnonzero(sizes).tolist():
-            end = int(ends[n])
-            self._packed[ids[n]] = (codes[end - sizes[n] : end], values[end - sizes[n] : end])
-        self.mass = {ids[n]: float(masses[n]) for n in np.flatnonzero(masses).tolist()}
+        self._mass_of[: len(ids)] = state["mass"].numpy()
+        sizes = state["sizes"].numpy().astype(np.int64)
+        self._saved = _SavedRows(
+            starts=np.cumsum(sizes) - sizes,
+            sizes=sizes,
+            codes=state["targets"].numpy().astype(np.int64),
+            weights=state["weights"].numpy().astype(np.float64),  # a copy: `_scale` writes it
+        )
 
 
 def top_by_score(scores: dict[str, float], n: int) -> list[str]:

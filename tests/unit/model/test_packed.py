@@ -75,7 +75,9 @@ def test_a_served_version_loads_what_was_saved(tmp_path: Path) -> None:
 def test_columns_round_trip_whatever_the_ids_hold() -> None:
     ids = ["a", "", "é\u00e9\U0001f600", "with\nnewline", "nul\x00inside", "x" * 128]
     assert unpack_strings(pack_strings(ids)) == ids
-    assert unpack_strings(pack_strings([])) == []
+    assert unpack_strings(pack_strings(ids[:4])) == ids[:4]  # no NUL: joined by NUL
+    for few in ([], [""], ["", ""], ["\x00"]):
+        assert unpack_strings(pack_strings(few)) == few
     assert unpack_ints(pack_ints([3, -1, 2**40])) == [3, -1, 2**40]
     assert unpack_ints(pack_ints([])) == []
     assert unpack_bools(pack_bools([True, False])) == [True, False]

@@ -89,6 +89,11 @@ def test_a_loaded_covisitation_scores_and_keeps_learning_as_the_original() -> No
     for source in (original, loaded):  # more learning, far enough on to rescale the weights
         _walk(source, "late", ["i1", "i3", "i22", "i5"], 400 * DAY_MS)
     assert loaded.scores(recent) == pytest.approx(original.scores(recent))
+    assert loaded.entries() == original.entries()  # rows learned since the load and as loaded
+    rows, expected = loaded.neighbour_rows(), original.neighbour_rows()
+    assert rows.keys() == expected.keys()
+    for item, row in rows.items():
+        assert row == pytest.approx(expected[item])
     again = CoVisitation()
     again.load_state_dict(loaded.state_dict())
     assert again.scores(["i22"]) == pytest.approx(original.scores(["i22"]))
