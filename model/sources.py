@@ -338,20 +338,26 @@ class CoVisitation:
         return rows
 
     def state_dict(self) -> dict[str, Any]:
-        """Checkpoint-safe: the rows as one CSR over the item codes (ids saved in code order)."""
-        rows = self.neighbour_rows()
-        ids, column = self.catalogue.ids, self.catalogue.column
-        sizes = [len(rows.get(item, ())) for item in ids]
-        targets = [column[t] for item in ids for t in rows.get(item, ())]
-        weights = [w for item in ids for w in rows.get(item, {}).values()]
+        """Checkpoint-safe: the rows as one CSR over the item codes (ids saved in code order),
+        joined from each row's arrays (the trainer saves one at every model version)."""
+        ids = self.catalogue.ids
+        sizes = np.zeros(len(ids), dtype=np.int64)
+        targets: list[npt.NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)]
+        weights: list[Vector] = [np.zeros(0)]
+        for code, item in enumerate(ids):
+            row = self._packed_row(item)
+            if row is not None:
+                sizes[code] = len(row[0])
+                targets.append(row[0])
+                weights.append(row[1])
         return {
             "settings": [self.window, self.cap, self.step_decay],
             "clock": self._clock.state_dict(),
             "ids": pack_strings(ids),
             "mass": torch.from_numpy(self._mass_of[: len(ids)].copy()),
-            "sizes": torch.tensor(sizes, dtype=torch.int64),
-            "targets": torch.tensor(targets, dtype=torch.int64),
-            "weights": torch.tensor(weights, dtype=torch.float64),
+            "sizes": torch.from_numpy(sizes),
+            "targets": torch.from_numpy(np.concatenate(targets)),
+            "weights": torch.from_numpy(np.concatenate(weights)),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
