@@ -310,15 +310,6 @@ class CoVisitation:
             packed = self._packed[item] = (codes, np.fromiter(row.values(), np.float64, len(row)))
         return packed
 
-    def _saved_items(self) -> list[str]:
-        """Items with a loaded row that has not learned since."""
-        if self._saved is None:
-            return []
-        ids = self.catalogue.ids
-        return [
-            ids[c] for c in np.flatnonzero(self._saved.sizes).tolist() if ids[c] not in self.rows
-        ]
-
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
         learned = sum(len(row) for row in self.rows.values())
@@ -331,10 +322,12 @@ class CoVisitation:
     def neighbour_rows(self) -> dict[str, dict[str, float]]:
         """Every row as a dict, those still as loaded included."""
         rows = dict(self.rows)
-        for item in self._saved_items():
-            saved = self._saved_row(item)
-            if saved is not None:
-                rows[item] = self._unpacked(*saved)
+        if self._saved is not None:
+            ids = self.catalogue.ids
+            for code in np.flatnonzero(self._saved.sizes).tolist():
+                saved = self._saved.row(code)
+                if ids[code] not in rows and saved is not None:
+                    rows[ids[code]] = self._unpacked(*saved)
         return rows
 
     def state_dict(self) -> dict[str, Any]:
