@@ -215,8 +215,8 @@ def replay_kafka(
     # one loop and one client for the whole replay (a cluster client loads the layout once)
     with asyncio.Runner() as runner:
         client = redis_client(settings)
-        store = interaction_store(settings, client)
         try:
+            store = interaction_store(settings, client)
             for batch in reader.batches(progress=progress):
                 summary.messages += len(batch)
                 effects = [o for _, o in batch if not isinstance(o, DeadLetter)]
