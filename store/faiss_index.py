@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 _omp = threading.local()
 
 
-def _use_omp_threads(n: int) -> None:
+def use_omp_threads(n: int) -> None:
     """OpenMP threads for searches from this thread (an OpenMP setting is per calling thread):
     set once per thread, not per search, where the call cost ~5% of a replica's time."""
     if getattr(_omp, "threads", None) != n:
@@ -29,7 +29,7 @@ def _use_omp_threads(n: int) -> None:
 
 DEFAULT_FACTORY = "IDMap2,Flat"
 _COMPACT_SHARE = 0.2
-_QUICK_SCAN = 2_000_000
+QUICK_SCAN = 2_000_000
 _TRAIN_PER_LIST = 64  # IVF training sample per inverted list (FAISS wants 39 at least)
 _RETRAIN_SHARE = 1.0  # IVF: retrain once this many vectors per trained one were added since
 
@@ -118,7 +118,7 @@ class FaissVectorIndex(StampedIndex):
         scanned = self.size * self.dim
         if self._ivf and not self._untrained and self._nlist:
             scanned = scanned * min(self.nprobe, self._nlist) // self._nlist
-        return "HNSW" in self.factory or scanned <= _QUICK_SCAN
+        return "HNSW" in self.factory or scanned <= QUICK_SCAN
 
     def ids(self) -> list[str]:
         """Every searchable item id."""
@@ -142,7 +142,7 @@ class FaissVectorIndex(StampedIndex):
 
     def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
         if self.search_threads is not None:
-            _use_omp_threads(self.search_threads)
+            use_omp_threads(self.search_threads)
         if self._untrained:
             return self._exact(matrix, k)
         if self._index.ntotal == 0:

@@ -44,6 +44,14 @@ class IndexSnapshots:
         self._prune()
         return target
 
+    def position(self) -> str | None:
+        """The feed position of the current snapshot, or None (none, or unreadable)."""
+        try:
+            target = (self.directory / "current").resolve(strict=True)
+            return str(json.loads((target / "feed.json").read_text())["position"])
+        except (OSError, ValueError, KeyError):
+            return None
+
     def load(self, index: VectorIndex) -> str | None:
         """Restore the current snapshot into `index`: the feed position it reflects, or None
         (no snapshot, or one that cannot be read into this index)."""

@@ -11,10 +11,20 @@ from functools import partial
 
 from store.index_snapshots import IndexSnapshots
 from store.item_catalog import ItemCatalog
+from store.shared_index import SharedFlatIndex
 from store.vector_index import VectorIndex, VectorIndexError
 from store.vector_state import FeedEntry, RedisVectorState
 
 log = logging.getLogger(__name__)
+REBASE_SHARE = 0.1  # a shared index moves to a newer base once its delta holds this share
+REBASE_MIN = 1_000  # ... or this many changes, whichever is more
+REBASE_EVERY_S = 5.0  # and at most this often
+
+
+def _stream_id(position: str) -> tuple[int, int]:
+    """A Redis stream id ('ms-seq') as a tuple that orders as the stream does."""
+    ms, _, seq = position.partition("-")
+    return int(ms), int(seq or 0)
 
 
 VersionHook = Callable[[int], Awaitable[None]]
@@ -71,6 +81,8 @@ class IndexFollower:
         self._snapshots = snapshots
         self._snapshot_every_s = snapshot_every_s
         self._saved_at = time.monotonic()
+        self._base_position = "0-0"  # the feed position of a shared index's mapped base
+        self._rebased_at = 0.0
 
     def stop(self) -> None:
         """Make `run`/`follow` return within one feed poll. Cancelling alone is not enough:
@@ -172,6 +184,7 @@ class IndexFollower:
                 loaded = await self.rebuild()
                 log.info("index built from Redis: %d items", loaded)
                 await self._save_snapshot()  # the next start need not build it again
+                await self._rebase_if_due()  # a shared index maps what it just built
                 break
             except Exception:
                 self._unless_stopping("index build failed")
@@ -191,7 +204,7 @@ class IndexFollower:
         if position == "0-0" or not await self.state.feed_kept_since(position):
             log.warning("item feed trimmed past the index snapshot's position: rebuilding")
             return False
-        self.position = position
+        self.position = self._base_position = position
         await self._complete()
         log.info(
             "index restored from its snapshot (%d items) and the feed since, in %.1f s",
@@ -220,6 +233,55 @@ class IndexFollower:
             self._saved_at = time.monotonic()
         log.info("index snapshot %s written in %.1f s", path, self._saved_at - began)
 
+    async def _rebase_if_due(self) -> None:
+        """Move a shared index whose delta grew onto a newer base: the current snapshot of
+        this host when it is newer than the index's base (another process wrote it), else a
+        snapshot of the index as it is, written now."""
+        index = self.index
+        if not isinstance(index, SharedFlatIndex) or self._snapshots is None or self._pending:
+            return
+        due = max(REBASE_MIN, REBASE_SHARE * index.base_size)
+        if index.delta_size < due or time.monotonic() - self._rebased_at < REBASE_EVERY_S:
+            return
+        self._rebased_at = time.monotonic()
+        newer = await asyncio.to_thread(self._snapshots.position)
+        if newer is None or _stream_id(newer) <= _stream_id(self._base_position):
+            self._saved_at = 0.0  # write one now (even when periodic snapshots are off)
+            await self._save_snapshot()
+        try:
+            await self._adopt(index)
+        except (VectorIndexError, OSError) as error:
+            log.warning("cannot move the index onto the newest snapshot: %s", error)
+
+    async def _adopt(self, index: SharedFlatIndex) -> None:
+        """Map the current snapshot into a copy, bring the copy to the newest published state
+        from the feed since the snapshot's position, then swap it in whole. Requests are
+        served from `index` meanwhile."""
+        began = time.monotonic()
+        copy = index.empty_copy()
+        assert self._snapshots is not None
+        position = await asyncio.to_thread(self._snapshots.load, copy)
+        if position is None or not await self.state.feed_kept_since(position):
+            return
+        catch_up = IndexFollower(self.state, copy, self.catalog, self._before_version)
+        catch_up.position, catch_up.served = position, self.served
+        stale = [i for i in self.catalog.deleted if copy.contains(i)]
+        if stale:
+            await asyncio.to_thread(copy.remove, stale)
+        await catch_up.settle()
+        index.take(copy)
+        self.position, self._base_position = catch_up.position, position
+        if catch_up.served is not None and catch_up.served != self.served:
+            self.served = catch_up.served
+            if self.on_served is not None:
+                self.on_served(self.served)
+        log.info(
+            "index moved onto the snapshot at %s (%d items mapped) in %.2f s",
+            position,
+            copy.base_size,
+            time.monotonic() - began,
+        )
+
     async def follow(self, block_ms: int = 1_000, check_every_s: float = 10.0) -> None:
         """Apply feed entries until cancelled; a Redis error is logged and retried. Every
         `check_every_s` and after an error, a follower whose feed position was trimmed away
@@ -238,6 +300,7 @@ class IndexFollower:
                     await self.apply(entry)
                 if entries:
                     await self.settle()
+                    await self._rebase_if_due()
                 if (
                     self._snapshot_every_s > 0
                     and time.monotonic() - self._saved_at >= self._snapshot_every_s

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 NAMESPACE_NAME = re.compile(r"([a-z0-9][a-z0-9_-]{0,62})?")
+
+EXACT_FACTORY = "IDMap2,Flat"
 
 
 class Settings(BaseSettings):
@@ -201,7 +203,7 @@ class Settings(BaseSettings):
         0, ge=0, le=65535, description="Prometheus port of the trainer (0: none)"
     )
     index_factory: str = Field(
-        "IDMap2,Flat",
+        EXACT_FACTORY,
         description="FAISS index: IDMap2,Flat (exact), IDMap2,HNSW32, IDMap2,IVF1024,Flat",
     )
     index_nprobe: int = Field(
@@ -215,13 +217,36 @@ class Settings(BaseSettings):
         ge=0,
         description="how often an API process snapshots its index to start from (0: never)",
     )
+    index_shared: bool | None = Field(
+        None,
+        description="API processes of this host map one copy of an exact index from the "
+        "snapshot directory, each holding only the changes since (default: when "
+        "api_processes > 1 and index_factory is IDMap2,Flat)",
+    )
+
+    @model_validator(mode="after")
+    def _shared_index_is_exact(self) -> Settings:
+        if self.index_shared and self.index_factory != EXACT_FACTORY:
+            raise ValueError(
+                f"index_shared maps an exact index: it needs index_factory {EXACT_FACTORY}, "
+                f"not {self.index_factory}"
+            )
+        return self
+
+    @property
+    def shares_index(self) -> bool:
+        """Whether the API processes of this host share one mapped index (`index_shared`)."""
+        if self.index_shared is not None:
+            return self.index_shared
+        return self.api_processes > 1 and self.index_factory == EXACT_FACTORY
 
     @property
     def index_snapshot_dir(self) -> Path:
         """Where the API processes of this host keep the namespace's index snapshots: one
         directory per Redis key prefix and index type (other ones cannot be restored)."""
         parts = []
-        for raw in (self.keys_prefix, f"{self.index_factory}-{self.vector_dim}"):
+        kind = "shared-flat" if self.shares_index else self.index_factory
+        for raw in (self.keys_prefix, f"{kind}-{self.vector_dim}"):
             safe = re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:60]
             parts.append(f"{safe}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}")
         return self.data_dir / "index-snapshots" / parts[0] / parts[1]
@@ -325,6 +350,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "index_nprobe",
         "index_ef_search",
         "index_snapshot_s",
+        "index_shared",
         "prepare_users",
         "prepare_window_s",
     ),

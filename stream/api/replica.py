@@ -20,6 +20,7 @@ from store.interaction_store import RedisInteractionStore
 from store.item_catalog import ItemCatalog
 from store.prepared_users import PreparedUsers
 from store.retrieval import Retriever
+from store.shared_index import SharedFlatIndex
 from store.vector_index import VectorIndex
 from store.vector_state import RedisVectorState
 from stream.config import Settings
@@ -64,13 +65,17 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
     feed_client = redis_client(settings)  # blocking feed reads outlast the timeout
     opened = namespace_state(settings, client)
     state, interactions, models = opened.vectors, opened.interactions, opened.models
-    index = FaissVectorIndex(
-        settings.vector_dim,
-        settings.index_factory,
-        search_threads=1,
-        nprobe=settings.index_nprobe,
-        ef_search=settings.index_ef_search,
-    )
+    index: VectorIndex
+    if settings.shares_index:
+        index = SharedFlatIndex(settings.vector_dim, search_threads=1)
+    else:
+        index = FaissVectorIndex(
+            settings.vector_dim,
+            settings.index_factory,
+            search_threads=1,
+            nprobe=settings.index_nprobe,
+            ef_search=settings.index_ef_search,
+        )
     catalog = ItemCatalog()
 
     prepared = PreparedUsers(settings.prepare_users, settings.prepare_window_s)
@@ -91,7 +96,8 @@ async def open_serving(settings: Settings) -> AsyncIterator[Serving]:
                 log.exception("preparing users for version %d failed", version)
 
     feed = vector_state(settings, feed_client)
-    snapshots = IndexSnapshots(settings.index_snapshot_dir) if settings.index_snapshot_s else None
+    keeps_snapshots = settings.index_snapshot_s or settings.shares_index
+    snapshots = IndexSnapshots(settings.index_snapshot_dir) if keeps_snapshots else None
     follower = IndexFollower(
         feed,
         index,

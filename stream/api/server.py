@@ -2,8 +2,8 @@
 
 With `RECSTREAM_API_PROCESSES` above 1, each process binds the port with SO_REUSEPORT and the
 kernel spreads connections over them: one event loop per core instead of one per host. A
-supervisor starts them, restarts one that dies, and stops them all on SIGTERM/SIGINT. Each
-process holds its own index (memory grows with the count) and its own metrics.
+supervisor starts them, restarts one that dies, and stops them all on SIGTERM/SIGINT. They
+map one copy of the exact index (`Settings.shares_index`); each keeps its own metrics.
 """
 
 from __future__ import annotations

@@ -4,10 +4,14 @@ stamps, bad input, searches during writes."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -16,6 +20,7 @@ import pytest
 
 from store.exact_index import ExactVectorIndex
 from store.faiss_index import FaissVectorIndex
+from store.shared_index import SharedFlatIndex
 from store.vector_index import VectorIndex, VectorIndexError
 
 DIM = 16
@@ -35,11 +40,33 @@ BACKENDS = [
     Backend("faiss-hnsw", lambda dim: FaissVectorIndex(dim, "IDMap2,HNSW32", gpu=False), False),
     Backend("faiss-ivf", lambda dim: FaissVectorIndex(dim, "IDMap2,IVF8,Flat", gpu=False), False),
     Backend("exact", ExactVectorIndex, True),
+    Backend("shared-flat", SharedFlatIndex, True),
+    Backend("shared-flat-mapped", lambda dim: _MappedAfterFirstWrite(dim), True),
 ]
 if faiss.get_num_gpus() > 0:
     BACKENDS.append(
         Backend("faiss-flat-gpu", lambda dim: FaissVectorIndex(dim, "IDMap2,Flat", gpu=True), True)
     )
+
+
+class _MappedAfterFirstWrite(SharedFlatIndex):
+    """A shared index whose first write becomes its mapped base, as a replica's bulk does:
+    later writes land in the delta over it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self._files = Path(tempfile.mkdtemp(prefix="shared-base-"))
+        weakref.finalize(self, shutil.rmtree, self._files, True)
+        self._mapped = False
+
+    def upsert(self, *args: Any, **kwargs: Any) -> None:
+        super().upsert(*args, **kwargs)
+        if not self._mapped and self.size:
+            self._mapped = True
+            self.snapshot(self._files)
+            self.restore(self._files)
+            assert self.base_size
+            assert not self.delta_size
 
 
 def _unit(rng: np.random.Generator, n: int) -> npt.NDArray[np.float32]:

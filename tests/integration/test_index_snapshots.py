@@ -10,11 +10,14 @@ import numpy.typing as npt
 import pytest
 import redis.asyncio as aioredis
 
+from store import index_sync
 from store.faiss_index import FaissVectorIndex
 from store.index_snapshots import IndexSnapshots
 from store.index_sync import IndexFollower
 from store.item_catalog import ItemCatalog
 from store.redis_keys import RedisKeys
+from store.shared_index import SharedFlatIndex
+from store.vector_index import VectorIndex
 from store.vector_state import RedisVectorState
 from stream.config import Settings
 
@@ -39,11 +42,14 @@ class _CountingState(RedisVectorState):
 
 
 async def _start(
-    state: RedisVectorState, snapshots: IndexSnapshots, linger_s: float = 0.5
-) -> tuple[FaissVectorIndex, IndexFollower]:
+    state: RedisVectorState,
+    snapshots: IndexSnapshots,
+    linger_s: float = 0.5,
+    index: VectorIndex | None = None,
+) -> tuple[VectorIndex, IndexFollower]:
     """A replica's index started as `run` does, and left `linger_s` after it is ready (a
     snapshot after a build is written before following)."""
-    index = FaissVectorIndex(DIM)
+    index = index or FaissVectorIndex(DIM)
     follower = IndexFollower(state, index, ItemCatalog(), snapshots=snapshots)
     task = asyncio.create_task(follower.run(block_ms=50))
     await asyncio.wait_for(follower.ready.wait(), 30)
@@ -60,7 +66,7 @@ async def _published(state: RedisVectorState) -> dict[str, npt.NDArray[np.float3
     return found
 
 
-def _assert_holds(index: FaissVectorIndex, published: dict[str, npt.NDArray[np.float32]]) -> None:
+def _assert_holds(index: VectorIndex, published: dict[str, npt.NDArray[np.float32]]) -> None:
     assert sorted(index.ids()) == sorted(published)
     ids = sorted(published)
     np.testing.assert_array_equal(index.vectors(ids), np.stack([published[i] for i in ids]))
@@ -132,6 +138,68 @@ def test_a_snapshot_that_cannot_be_written_leaves_the_replica_serving(
             index, _ = await _start(state, IndexSnapshots(blocked / "snapshots"), linger_s=3.0)
             assert sorted(index.ids()) == ["a", "b"]
             assert state.full_reads == 1  # built once, not again and again
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_processes_sharing_an_index_map_one_base_and_keep_only_the_changes_since(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second process maps the base the first one built (no build, no copy); as versions
+    change items, each moves onto a newer base (its own or the other's) and holds exactly
+    the published state, with a delta bounded by the changes since."""
+    monkeypatch.setattr(index_sync, "REBASE_MIN", 20)
+    monkeypatch.setattr(index_sync, "REBASE_EVERY_S", 0.0)
+
+    async def main() -> None:
+        client = aioredis.from_url(settings.redis_url)
+        keys = RedisKeys(settings.redis_prefix)
+        state = _CountingState(client, keys, DIM)
+        snapshots = IndexSnapshots(tmp_path / "snapshots")
+        rng = np.random.default_rng(3)
+        ids = [f"i{n}" for n in range(200)]
+        try:
+            await state.put_item_vectors(ids, _unit(rng, 200), 1)
+            first, _ = await _start(state, snapshots, index=SharedFlatIndex(DIM))
+            second, _ = await _start(state, snapshots, index=SharedFlatIndex(DIM))
+            assert state.full_reads == 1  # the second mapped what the first built
+            for index in (first, second):
+                assert isinstance(index, SharedFlatIndex)
+                assert (index.base_size, index.delta_size) == (200, 0)
+            assert isinstance(first, SharedFlatIndex)
+            assert isinstance(second, SharedFlatIndex)
+            assert first.base_directory == second.base_directory
+
+            followers = [
+                IndexFollower(state, SharedFlatIndex(DIM), ItemCatalog(), snapshots=snapshots)
+                for _ in range(2)
+            ]
+            newest = [asyncio.Event() for _ in followers]
+            for follower, served in zip(followers, newest, strict=True):
+                follower.on_served = lambda v, e=served: e.set() if v.version == 11 else None
+            tasks = [asyncio.create_task(f.run(block_ms=50)) for f in followers]
+            for version in range(2, 12):
+                changed = [ids[n] for n in rng.choice(200, 15, replace=False)]
+                await state.put_item_vectors([*changed, f"new{version}"], _unit(rng, 16), version)
+                if version == 6:
+                    await state.delete_items(["i0", "new2"])
+                await asyncio.sleep(0.2)
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in newest)), 30)
+            for follower in followers:
+                follower.stop()
+            await asyncio.wait(tasks, timeout=5)
+            published = await _published(RedisVectorState(client, keys, DIM))
+            for follower in followers:
+                index = follower.index
+                assert isinstance(index, SharedFlatIndex)
+                _assert_holds(index, published)
+                assert index.base_size > 200  # moved onto a newer base at least once
+                assert index.delta_size <= 3 * 16
+                assert index.base_directory is not None
+                assert index.base_directory.parent == tmp_path / "snapshots"
+            assert state.full_reads == 1
         finally:
             await client.aclose()
 

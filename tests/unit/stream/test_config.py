@@ -32,3 +32,14 @@ def test_a_namespace_has_its_own_key_prefix_and_model_directory() -> None:
     assert shadow.in_namespace("").keys_prefix == "rs:"
     with pytest.raises(ValueError, match="bad namespace name"):
         base.in_namespace("../etc")
+
+
+def test_api_processes_share_the_exact_index_unless_told_otherwise() -> None:
+    assert not Settings().shares_index
+    assert Settings(api_processes=2).shares_index
+    assert not Settings(api_processes=2, index_shared=False).shares_index
+    assert not Settings(api_processes=2, index_factory="IDMap2,HNSW32").shares_index
+    assert Settings(index_shared=True).shares_index
+    assert Settings(index_shared=True).index_snapshot_dir != Settings().index_snapshot_dir
+    with pytest.raises(ValueError, match="index_shared maps an exact index"):
+        Settings(index_shared=True, index_factory="IDMap2,HNSW32")
