@@ -61,6 +61,41 @@ _ROLES = {  # a process's role, by what its command line holds
 }
 
 
+def _kb(path: Path, field: str) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def memory_of(pid: int) -> str:
+    """The memory of a process and its children (API processes under their supervisor), as
+    one line: own (anonymous) and mapped-file resident MB, and PSS (shared pages split
+    between the processes that map them: what the host really spends on them)."""
+    pids = [pid, *_children(pid)]
+    own = mapped = pss = 0
+    for each in pids:
+        try:
+            own += _kb(Path(f"/proc/{each}/status"), "RssAnon:")
+            mapped += _kb(Path(f"/proc/{each}/status"), "RssFile:")
+            pss += _kb(Path(f"/proc/{each}/smaps_rollup"), "Pss:")
+        except OSError:
+            continue  # gone meanwhile
+    return (
+        f"{len(pids)} processes: own {own / 1024:,.0f} MB, mapped files {mapped / 1024:,.0f} MB, "
+        f"PSS {pss / 1024:,.0f} MB"
+    )
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        found = [int(c) for t in tasks for c in (t / "children").read_text().split()]
+    except OSError:
+        return []
+    return [c for child in found for c in (child, *_children(child))]
+
+
 def cpu_by_role() -> dict[str, float]:
     """CPU seconds used so far by the live processes of each role on this host (Linux
     /proc; a child counts as its parent's role: API processes under their supervisor);

@@ -2,12 +2,12 @@
 
     python -m bench.serving [--sizes 100000 1000000] [--factory IDMap2,IVF1024,Flat]
         [--rates 500 1000 2000 4000] [--seconds 5] [--processes 1 2] [--ingest 1000]
-        [--vectors trained|random]
+        [--vectors trained|random] [--unshared-too]
 
 Per catalogue size (dim 64): item and user vectors go to Redis, the API (1, then 2 processes on
-one port) builds its index from Redis, and a separate load-generating process sends
-GET /v1/users/{u}/recommendations at fixed rates (open loop: latency counts from the scheduled
-send time, so queueing shows).
+one port, mapping one index) builds its index from Redis, and a separate load-generating
+process sends GET /v1/users/{u}/recommendations at fixed rates (open loop: latency counts
+from the scheduled send time, so queueing shows).
 With `--ingest R` (default 1,000), a worker and the trainer run beside the API, and events of
 the queried users on the catalogue's items are produced at R/s throughout: the API serves
 while the worker applies them and re-embeds users and the trainer learns them and publishes
@@ -18,7 +18,8 @@ of that size, cached) or `random`.
 Baselines in the same run: brute-force numpy top-10 over the same vectors, in process, and
 GET /healthz at the same rate through the same stack (HTTP, FastAPI, middleware, and the same
 ingest beside). Recall@10 of the chosen index against exact search (user vectors as queries)
-is measured in process too.
+is measured in process too. After each setup: the API processes' own and mapped memory, and
+their PSS (`--unshared-too`: the same with an index per process, to show what sharing saves).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from bench.index_recall import exact_search_ms, measure, tenth_scores
-from bench.load import cpu_by_role, cpu_share, produce_at
+from bench.load import cpu_by_role, cpu_share, memory_of, produce_at
 from bench.trained_vectors import trained_vectors
 from store.faiss_index import FaissVectorIndex
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -190,6 +191,7 @@ def run_size(
     processes: list[int],
     ingest: float,
     trained: bool,
+    unshared: bool = False,
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     bench = settings.model_copy(
@@ -231,11 +233,11 @@ def run_size(
             logs = Path(bench.data_dir)
             beside_api = [spawn(n, bench, logs / f"bench-{n}.log") for n in ("worker", "trainer")]
             producer.start()
-        for n, count in enumerate(processes):
-            how = "index built from Redis" if n == 0 else "index from the first one's snapshot"
-            _serve_and_measure(
-                bench.model_copy(update={"api_processes": count}), rates, seconds, how
-            )
+        for count, shared in _api_setups(processes, unshared):
+            setup = bench.model_copy(update={"api_processes": count, "index_shared": shared})
+            saved = setup.index_snapshot_dir.exists()
+            how = "index from an earlier one's snapshot" if saved else "index built from Redis"
+            _serve_and_measure(setup, rates, seconds, how)
     finally:
         stop_at.set()
         if producer.is_alive():
@@ -245,6 +247,13 @@ def run_size(
         client = redis.Redis.from_url(bench.redis_url)
         delete_prefixed(client, bench.redis_prefix)
         client.close()
+
+
+def _api_setups(processes: list[int], unshared: bool) -> list[tuple[int, bool | None]]:
+    """API process counts, each with the default index sharing, and with `unshared` the
+    counts above 1 again with an index per process (what sharing saves, same run)."""
+    setups: list[tuple[int, bool | None]] = [(count, None) for count in processes]
+    return setups + [(count, False) for count in processes if count > 1 and unshared]
 
 
 def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how: str) -> None:
@@ -270,8 +279,15 @@ def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how:
                 f" p50 {h50:6.2f} ms, p99 {h99:7.2f} ms\n"
                 f"           cores used meanwhile: {used}"
             )
+        print(f"           API memory ({_sharing(bench)}): {memory_of(api.pid)}")
     finally:
         stop(api)
+
+
+def _sharing(bench: Settings) -> str:
+    if bench.api_processes == 1:
+        return "one process"
+    return "index shared" if bench.shares_index else "an index per process"
 
 
 def main() -> None:
@@ -287,6 +303,11 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, nargs="+", default=[1, 2], help="API processes on the port"
     )
+    parser.add_argument(
+        "--unshared-too",
+        action="store_true",
+        help="also run the counts above 1 with an index per process (RECSTREAM_INDEX_SHARED=0)",
+    )
     args = parser.parse_args()
     settings = Settings()
     with local_stack(settings) as live:
@@ -300,6 +321,7 @@ def main() -> None:
                 args.processes,
                 args.ingest,
                 args.vectors == "trained",
+                args.unshared_too,
             )
 
 

@@ -27,19 +27,20 @@ from store.faiss_index import QUICK_SCAN, FaissVectorIndex, use_omp_threads
 from store.vector_index import IndexStamp, Neighbours, StampedIndex, VectorIndexError, write_atomic
 
 KIND = "shared-flat"
+_RECENT_ROWS = 65_536  # ids whose rows a process remembers: bounded, whatever the base
 
 
 def _encoded(item_id: str) -> bytes:
     return item_id.encode("utf-8", "surrogatepass")
 
 
+def _hash(encoded: bytes) -> int:
+    """A 64-bit hash of an id, the same in every process (Python's `hash` is not)."""
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "little")
+
+
 def _hashes(ids: Iterable[bytes], count: int) -> npt.NDArray[np.uint64]:
-    """A 64-bit hash of each id, the same in every process (Python's `hash` is not)."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(i, digest_size=8).digest(), "little") for i in ids),
-        dtype=np.uint64,
-        count=count,
-    )
+    return np.fromiter(map(_hash, ids), dtype=np.uint64, count=count)
 
 
 def _save(path: Path, array: npt.NDArray[np.generic]) -> None:
@@ -54,7 +55,7 @@ def _mapped(path: Path, dtype: type[np.generic], shape: tuple[int, ...]) -> npt.
     array = np.load(path, mmap_mode="r") if shape[0] else np.empty(shape, dtype=dtype)
     if array.dtype != dtype or array.shape != shape:
         raise VectorIndexError(f"{path} holds {array.dtype} {array.shape}, not {shape}")
-    return array
+    return array.view(np.ndarray)  # the same pages; indexing a memmap costs ~10x more
 
 
 class MappedIds:
@@ -69,6 +70,7 @@ class MappedIds:
         self._blob = _mapped(directory / "ids.npy", np.uint8, (total,))
         self._hashes = _mapped(directory / "hashes.npy", np.uint64, (count,))
         self._rows = _mapped(directory / "rows.npy", np.int64, (count,))
+        self._recent: dict[str, int | None] = {}
 
     @staticmethod
     def write(directory: Path, ids: list[str]) -> None:
@@ -84,18 +86,31 @@ class MappedIds:
     def __len__(self) -> int:
         return len(self._ends)
 
-    def at(self, row: int) -> str:
+    def _bytes_at(self, row: int) -> bytes:
         start = int(self._ends[row - 1]) if row else 0
-        return bytes(self._blob[start : int(self._ends[row])]).decode("utf-8", "surrogatepass")
+        return self._blob[start : int(self._ends[row])].tobytes()
+
+    def at(self, row: int) -> str:
+        return self._bytes_at(row).decode("utf-8", "surrogatepass")
 
     def row_of(self, item_id: str) -> int | None:
-        """The row of `item_id`, or None."""
+        """The row of `item_id`, or None (remembered for the ids asked about lately: a
+        request asks for the same candidates' vectors more than once)."""
+        if item_id in self._recent:
+            return self._recent[item_id]
+        if len(self._recent) >= _RECENT_ROWS:
+            self._recent.clear()
+        row = self._recent[item_id] = self._find(item_id)
+        return row
+
+    def _find(self, item_id: str) -> int | None:
         encoded = _encoded(item_id)
-        wanted = _hashes([encoded], 1)[0]
-        at = int(np.searchsorted(self._hashes, wanted))
-        while at < len(self._hashes) and self._hashes[at] == wanted:
+        wanted = _hash(encoded)
+        hashes = self._hashes
+        at = int(hashes.searchsorted(np.uint64(wanted)))
+        while at < len(hashes) and int(hashes[at]) == wanted:
             row = int(self._rows[at])
-            if self.at(row) == item_id:
+            if self._bytes_at(row) == encoded:
                 return row
             at += 1
         return None

@@ -70,10 +70,7 @@ def test_every_mapped_id_is_found_at_its_row(tmp_path: Path, ids: list[str]) -> 
 def test_ids_whose_hashes_collide_are_told_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def colliding(ids: object, count: int) -> npt.NDArray[np.uint64]:
-        return np.zeros(count, dtype=np.uint64)
-
-    monkeypatch.setattr(store.shared_index, "_hashes", colliding)
+    monkeypatch.setattr(store.shared_index, "_hash", lambda encoded: 0)
     ids = ["c", "a", "b"]
     MappedIds.write(tmp_path, ids)
     mapped = MappedIds(tmp_path, 3)
