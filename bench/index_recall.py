@@ -3,18 +3,21 @@ time, and what happens when the model moves the vectors (prints figures).
 
     python -m bench.index_recall [--items 1000000] [--events 200000] [--drift 40000]
         [--factories IDMap2,Flat IDMap2,IVF1024,Flat IDMap2,HNSW32] [--nprobe 16 32 64]
+        [--ef-search 128 256 512 1024] [--skip-drift]
 
 Vectors: see bench/trained_vectors.py (trained once, then cached). The floor of the same run
 is exact search: numpy brute force, one query at a time. Per index: the build (upserts of
 50k items, as a replica's follower makes them, plus any background IVF retrain), recall@10
 and per-query time (one thread, one query at a time, as a replica searches). Then drift: the
 model's next snapshot of every vector is upserted (an IVF index then retrains in the
-background and swaps): recall while the old centroids serve, and after the swap.
+background and swaps; an HNSW one is rebuilt as its replaced vectors pass 20%, which at 1M
+items takes many minutes: `--skip-drift`): recall while the old centroids serve, and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -76,6 +79,8 @@ def main() -> None:
     parser.add_argument("--drift", type=int, default=40_000)
     parser.add_argument("--factories", nargs="+", default=["IDMap2,IVF1024,Flat", "IDMap2,HNSW32"])
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--ef-search", type=int, nargs="+", default=[128, 256, 512, 1024])
+    parser.add_argument("--skip-drift", action="store_true")
     args = parser.parse_args()
     vectors = trained_vectors(args.items, args.events, args.drift)
     items, queries = vectors.items, vectors.users
@@ -85,6 +90,7 @@ def main() -> None:
     print(f"floor: exact numpy search, one query: {exact_search_ms(items, queries[:50]):.2f} ms")
     for factory in args.factories:
         probes = args.nprobe if "IVF" in factory else [0]
+        breadths = args.ef_search if "HNSW" in factory else [0]
         index = FaissVectorIndex(DIM, factory, search_threads=1, nprobe=max(probes) or 32)
         built = _upsert(index, items)
         began = time.perf_counter()
@@ -93,12 +99,16 @@ def main() -> None:
             f"{factory}: built in {built:.1f} s, then "
             f"{time.perf_counter() - began:.1f} s for a background retrain to finish"
         )
-        for nprobe in probes:
+        for nprobe, ef in itertools.product(probes, breadths):
             if nprobe:
                 index.set_nprobe(nprobe)
+            if ef:
+                index.set_ef_search(ef)
             recall, p50, p99 = measure(index, queries, exact)
-            label = f"nprobe {nprobe}" if nprobe else "search"
+            label = f"nprobe {nprobe}" if nprobe else f"ef_search {ef}" if ef else "search"
             print(f"  {label}: recall@10 {recall:.3f}, p50 {p50:.3f} ms, p99 {p99:.3f} ms")
+        if args.skip_drift:
+            continue
         moved = _upsert(index, vectors.items_moved)
         recall, p50, _ = measure(index, vectors.users_moved, exact_moved)
         print(

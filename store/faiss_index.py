@@ -359,6 +359,12 @@ class FaissVectorIndex(StampedIndex):
             if self._ivf and self._index.is_trained:
                 faiss.extract_index_ivf(self._index).nprobe = min(self._nlist, nprobe)
 
+    def set_ef_search(self, ef_search: int) -> None:
+        """Breadth of an HNSW search from now on (recall against speed)."""
+        with self._lock.writing():
+            self.ef_search = ef_search
+            self._tune(self._index)
+
     def wait_retrained(self, timeout_s: float | None = None) -> None:
         """Wait for a background retrain, if one runs (tests, benchmarks)."""
         thread = self._retrain_thread

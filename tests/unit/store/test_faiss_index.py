@@ -99,3 +99,19 @@ def test_an_ivf_index_retrains_in_the_background_and_keeps_the_writes_made_meanw
     assert index._index is not first
     _assert_holds(index, vectors)
     assert index._index.ntotal == len(vectors)
+
+
+def test_a_wider_hnsw_search_finds_more_true_neighbours() -> None:
+    rng = np.random.default_rng(7)
+    items, queries = _unit(rng, 5_000), _unit(rng, 50)
+    index = FaissVectorIndex(DIM, "IDMap2,HNSW32", ef_search=1, ef_construction=8, gpu=False)
+    index.upsert([str(n) for n in range(len(items))], items)
+    exact = [{str(n) for n in np.argsort(-(items @ q))[:10]} for q in queries]
+
+    def recall() -> float:
+        found = index.search(queries, k=10)
+        return float(np.mean([len(set(f.ids) & e) / 10 for f, e in zip(found, exact, strict=True)]))
+
+    narrow = recall()
+    index.set_ef_search(256)
+    assert recall() > narrow + 0.1
