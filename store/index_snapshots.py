@@ -12,17 +12,22 @@ one, whichever of them writes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from store.vector_index import VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
+_LOCK_POLL_S = 0.2
 KEPT = 2  # snapshot directories kept: the current one and the one a reader may still be reading
 
 
@@ -43,6 +48,30 @@ class IndexSnapshots:
         os.replace(link, self.directory / "current")
         self._prune()
         return target
+
+    @contextlib.asynccontextmanager
+    async def building(self) -> AsyncIterator[None]:
+        """Held by one process of this host at a time while it restores or builds its index:
+        processes started together build it once, the others then restore what it saved.
+        Without a usable directory (a full or read-only disk) nothing is held."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            lock = (self.directory / "build.lock").open("a+b")
+        except OSError as error:
+            log.warning("no index build lock (%s): processes may each build", error)
+            yield
+            return
+        with lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(_LOCK_POLL_S)  # another process builds: then restore
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def position(self) -> str | None:
         """The feed position of the current snapshot, or None (none, or unreadable)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -179,17 +180,24 @@ class IndexFollower:
         while True:
             self._raise_if_stopping()
             try:
-                if await self.restore():
+                async with self._building():
+                    if await self.restore():
+                        break
+                    loaded = await self.rebuild()
+                    log.info("index built from Redis: %d items", loaded)
+                    await self._save_snapshot()  # the next start need not build it again
+                    await self._rebase_if_due()  # a shared index maps what it just built
                     break
-                loaded = await self.rebuild()
-                log.info("index built from Redis: %d items", loaded)
-                await self._save_snapshot()  # the next start need not build it again
-                await self._rebase_if_due()  # a shared index maps what it just built
-                break
             except Exception:
                 self._unless_stopping("index build failed")
                 await asyncio.sleep(1.0)
         await self.follow(block_ms)
+
+    def _building(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """One process of the host restores or builds at a time (see `IndexSnapshots`)."""
+        if self._snapshots is None:
+            return contextlib.nullcontext()
+        return self._snapshots.building()
 
     async def restore(self) -> bool:
         """Load the newest snapshot and bring it to the newest published state by reading the

@@ -204,3 +204,25 @@ def test_processes_sharing_an_index_map_one_base_and_keep_only_the_changes_since
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_processes_started_together_build_the_index_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        client = aioredis.from_url(settings.redis_url)
+        state = _CountingState(client, RedisKeys(settings.redis_prefix), DIM)
+        snapshots = IndexSnapshots(tmp_path / "snapshots")
+        try:
+            await state.put_item_vectors(
+                [f"i{n}" for n in range(50)], _unit(np.random.default_rng(4), 50), 1
+            )
+            started = await asyncio.gather(*(_start(state, snapshots) for _ in range(3)))
+            assert state.full_reads == 1  # one built; the others waited, then restored
+            published = await _published(state)
+            for index, _ in started:
+                _assert_holds(index, published)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
