@@ -18,7 +18,6 @@ from types import FrameType
 
 import uvicorn
 
-from stream.api.app import create_api
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.startup import LOG_FORMAT, start_process
@@ -46,6 +45,8 @@ def run_api(settings: Settings) -> None:
 
 
 def _serve(settings: Settings, reuse_port: bool) -> None:
+    from stream.api.app import create_api  # here, not in the supervisor: ~180 MB of imports
+
     start_process(settings, configure_logging=False)  # uvicorn configures its logging
     config = uvicorn.Config(
         create_api(settings, listen_when_ready=reuse_port),
