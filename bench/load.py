@@ -72,17 +72,18 @@ def memory_of(pid: int) -> str:
     """The memory of a process and its children (API processes under their supervisor), as
     one line: own (anonymous) and mapped-file resident MB, and PSS (shared pages split
     between the processes that map them: what the host really spends on them)."""
-    pids = [pid, *_children(pid)]
-    own = mapped = pss = 0
-    for each in pids:
+    own: list[int] = []
+    mapped = pss = 0
+    for each in [pid, *_children(pid)]:
         try:
-            own += _kb(Path(f"/proc/{each}/status"), "RssAnon:")
+            own.append(_kb(Path(f"/proc/{each}/status"), "RssAnon:"))
             mapped += _kb(Path(f"/proc/{each}/status"), "RssFile:")
             pss += _kb(Path(f"/proc/{each}/smaps_rollup"), "Pss:")
         except OSError:
             continue  # gone meanwhile
+    each_mb = " + ".join(f"{kb / 1024:,.0f}" for kb in own)
     return (
-        f"{len(pids)} processes: own {own / 1024:,.0f} MB, mapped files {mapped / 1024:,.0f} MB, "
+        f"{len(own)} processes: own {each_mb} MB, mapped files {mapped / 1024:,.0f} MB, "
         f"PSS {pss / 1024:,.0f} MB"
     )
 
