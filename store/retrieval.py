@@ -246,8 +246,11 @@ class Retriever:
         if time.monotonic() - self._popular_at > _POPULAR_REFRESH_S:  # the fallback's copy
             for counter in _POPULAR_COUNTERS:
                 await self._top_items(counter, _POPULAR_KEPT)
-        history, purchased = await self.interactions.user_context(user_id, limit=HISTORY_LEN)
-        stored = await self.state.user_vector(user_id)
+        # one wait for both reads, not two in a row: the tail of a request is Redis's
+        (history, purchased), stored = await asyncio.gather(
+            self.interactions.user_context(user_id, limit=HISTORY_LEN),
+            self.state.user_vector(user_id),
+        )
         blocked = set(filters.exclude)
         if not filters.repeats:
             blocked |= purchased
