@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +82,6 @@ class ExactVectorIndex(StampedIndex):
 
     def _vectors_of(self, ids: list[str]) -> npt.NDArray[np.float32]:
         return self._matrix[[self._row_of[i] for i in ids]].reshape(len(ids), self.dim)
-
-    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
-        with self._lock.reading():
-            missing = [i for i in ids if i not in self._row_of]
-            if missing:
-                raise VectorIndexError(f"unknown item {missing[0]!r}")
-            return self._vectors_of(list(ids))
 
     def snapshot(self, directory: Path) -> None:
         """The matrix (numpy format, no pickle) and the ids, each replaced atomically."""

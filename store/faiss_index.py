@@ -6,7 +6,6 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
@@ -170,14 +169,6 @@ class FaissVectorIndex(StampedIndex):
             if item_id in self._untrained:
                 out[row] = self._untrained[item_id]
         return out
-
-    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
-        with self._lock.reading():
-            missing = [i for i in ids if not self.contains(i)]
-            if missing:
-                raise VectorIndexError(f"unknown item {missing[0]!r}")
-            return self._vectors_of(list(ids))
 
     def snapshot(self, directory: Path) -> None:
         """Write the index and its id mapping to `directory` (replaced atomically per file)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +236,6 @@ class SharedFlatIndex(StampedIndex):
             if row is not None:
                 out[n] = self._vectors[row]
         return out
-
-    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
-        with self._lock.reading():
-            missing = [i for i in ids if not self.contains(i)]
-            if missing:
-                raise VectorIndexError(f"unknown item {missing[0]!r}")
-            return self._vectors_of(list(ids))
 
     def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
         if self.search_threads is not None:

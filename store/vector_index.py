@@ -254,6 +254,14 @@ class StampedIndex:
         """Whether `item_id` is searchable."""
         raise NotImplementedError
 
+    def vectors(self, ids: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Stored vectors of `ids` [n, dim]; raises for an unknown id."""
+        with self._lock.reading():
+            missing = [i for i in ids if not self.contains(i)]
+            if missing:
+                raise VectorIndexError(f"unknown item {missing[0]!r}")
+            return self._vectors_of(list(ids))
+
     def _vectors_of(self, ids: list[str]) -> npt.NDArray[np.float32]:
         """The stored vectors of known `ids` as one [n, dim] matrix (read lock held)."""
         raise NotImplementedError
