@@ -73,15 +73,47 @@ class MappedIds:
         self._recent: dict[str, int | None] = {}
 
     @staticmethod
-    def write(directory: Path, ids: list[str]) -> None:
+    def write(
+        directory: Path,
+        ids: list[str],
+        kept_from: MappedIds | None = None,
+        kept: npt.NDArray[np.int64] | None = None,
+    ) -> int:
+        """Write the rows `kept` of `kept_from` (as arrays: no string per id, no hash again),
+        then `ids`, as the ids of a new base; returns how many."""
         encoded = [_encoded(i) for i in ids]
-        ends = np.cumsum(np.fromiter(map(len, encoded), np.int64, len(encoded)), dtype=np.int64)
-        hashes = _hashes(encoded, len(encoded))
-        rows = np.argsort(hashes, kind="stable").astype(np.int64)
-        _save(directory / "ids.npy", np.frombuffer(b"".join(encoded), dtype=np.uint8))
+        blobs = [np.frombuffer(b"".join(encoded), dtype=np.uint8)]
+        lengths = [np.fromiter(map(len, encoded), np.int64, len(encoded))]
+        hashes = [_hashes(encoded, len(encoded))]
+        if kept_from is not None and kept is not None and len(kept):
+            blob, length, hashed = kept_from._rows_as_arrays(kept)
+            blobs.insert(0, blob)
+            lengths.insert(0, length)
+            hashes.insert(0, hashed)
+        ends = np.cumsum(np.concatenate(lengths), dtype=np.int64)
+        every_hash = np.concatenate(hashes)
+        rows = np.argsort(every_hash, kind="stable").astype(np.int64)
+        _save(directory / "ids.npy", np.concatenate(blobs))
         _save(directory / "ends.npy", ends)
-        _save(directory / "hashes.npy", hashes[rows])
+        _save(directory / "hashes.npy", every_hash[rows])
         _save(directory / "rows.npy", rows)
+        return len(ends)
+
+    def _rows_as_arrays(
+        self, kept: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
+        """The bytes, lengths and hashes of the ids of rows `kept` (ascending), copied by runs
+        of consecutive rows: a base keeps most of its rows."""
+        starts = np.concatenate([[0], self._ends[:-1]]).astype(np.int64)
+        lengths = self._ends - starts
+        runs = np.split(kept, np.flatnonzero(np.diff(kept) != 1) + 1)
+        blob = np.concatenate(
+            [self._blob[starts[run[0]] : self._ends[run[-1]]] for run in runs if len(run)]
+            or [np.empty(0, np.uint8)]
+        )
+        by_row = np.empty(len(self._ends), dtype=np.uint64)
+        by_row[self._rows] = self._hashes
+        return blob, lengths[kept], by_row[kept]
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -275,18 +307,17 @@ class SharedFlatIndex(StampedIndex):
         """Write the index as it is (base and delta merged) as a base to `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock.reading():
-            ids = self._ids.all() if self._ids is not None else []
             shown = self._shown_rows()
             delta_ids = self._delta.ids()
-            ids = [ids[row] for row in shown.tolist()] + delta_ids
             matrix = np.concatenate([self._vectors[shown], self._delta.vectors(delta_ids)])
-            stamp = self._stamp
-        _save(directory / "vectors.npy", np.ascontiguousarray(matrix, dtype=np.float32))
-        MappedIds.write(directory, ids)
+            stamp, base = self._stamp, self._ids
+            _save(directory / "vectors.npy", np.ascontiguousarray(matrix, dtype=np.float32))
+            del matrix
+            count = MappedIds.write(directory, delta_ids, base, shown)
         meta = {
             "kind": KIND,
             "dim": self.dim,
-            "count": len(ids),
+            "count": count,
             "version": stamp.writes,
             "model_version": stamp.model_version,
         }

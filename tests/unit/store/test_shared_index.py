@@ -89,3 +89,27 @@ def test_a_damaged_or_foreign_base_is_refused_with_a_reason(tmp_path: Path) -> N
     (tmp_path / "index.json").unlink()
     with pytest.raises(VectorIndexError, match="cannot read snapshot"):
         SharedFlatIndex(DIM).restore(tmp_path)
+
+
+def test_a_base_written_from_a_base_keeps_its_shown_ids_and_adds_the_delta(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(2)
+    ids = ["", "\x00", "é", "\ud800", "a\x00b", "x" * 300, *(f"i{n}" for n in range(50))]
+    first = SharedFlatIndex(DIM)
+    first.upsert(ids, _unit(rng, len(ids)))
+    first.snapshot(tmp_path / "one")
+    index = SharedFlatIndex(DIM)
+    index.restore(tmp_path / "one")
+    index.remove(["", "i0", "i1", "i49"])  # hidden rows at the start, in runs and at the end
+    index.upsert(["é", "new", "\x00\x00"], _unit(rng, 3))
+    expected = dict(zip(index.ids(), index.vectors(index.ids()), strict=True))
+    index.snapshot(tmp_path / "two")
+    again = SharedFlatIndex(DIM)
+    again.restore(tmp_path / "two")
+    assert (again.base_size, again.delta_size) == (len(expected), 0)
+    assert sorted(again.ids()) == sorted(expected)
+    for item_id, vector in expected.items():
+        np.testing.assert_array_equal(again.vectors([item_id])[0], vector)
+    assert not again.contains("i0")
+    assert not again.contains("")
