@@ -3,6 +3,7 @@ and the Redis a benchmark keeps its state in (one, or a local cluster)."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
 import tempfile
@@ -95,6 +96,21 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [c for child in found for c in (child, *_children(child))]
+
+
+def wait_ready(port: int, timeout_s: float) -> None:
+    """Wait until the API on `port` answers /readyz with 200 (its index loaded)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the API did not become ready")
 
 
 def cpu_by_role() -> dict[str, float]:

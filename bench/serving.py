@@ -41,7 +41,7 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from bench.index_recall import exact_search_ms, measure, tenth_scores
-from bench.load import cpu_by_role, cpu_share, memory_of, produce_at
+from bench.load import cpu_by_role, cpu_share, memory_of, produce_at, wait_ready
 from bench.trained_vectors import trained_vectors
 from store.faiss_index import FaissVectorIndex
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -166,22 +166,6 @@ def _measure(
     return len(ordered) / elapsed, statistics.median(ordered), p99
 
 
-def _wait_ready(port: int, timeout_s: float) -> None:
-    import http.client
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/readyz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("the API did not become ready")
-
-
 def run_size(
     settings: Settings,
     size: int,
@@ -263,7 +247,7 @@ def _start_once(bench: Settings) -> None:
     api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{bench.api_port}.log")
     try:
         began = time.monotonic()
-        _wait_ready(bench.api_port, timeout_s=1_800)
+        wait_ready(bench.api_port, timeout_s=1_800)
         print(f"first start, index built from Redis: {time.monotonic() - began:.1f} s")
         time.sleep(2.0 * bench.api_processes)
     finally:
@@ -274,7 +258,7 @@ def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how:
     api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{bench.api_port}.log")
     try:
         began = time.monotonic()
-        _wait_ready(bench.api_port, timeout_s=1_800)
+        wait_ready(bench.api_port, timeout_s=1_800)
         print(
             f"{bench.api_processes} API process(es) ready ({how}) in "
             f"{time.monotonic() - began:.1f} s"

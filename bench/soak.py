@@ -49,7 +49,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from bench.load import probe_click, produce_at
+from bench.load import probe_click, produce_at, wait_ready
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.producer import EventProducer
@@ -184,7 +184,8 @@ def soak(
     base_url = f"http://127.0.0.1:{settings.api_port}"
     samples: list[dict[str, float]] = []
     try:
-        time.sleep(5.0)
+        wait_ready(settings.api_port, timeout_s=300)  # several API processes take longer
+        time.sleep(2.0 * settings.api_processes)  # /readyz answered from one; the others too
         stop_at = threading.Event()
         sent: list[int] = []
         producer = threading.Thread(
