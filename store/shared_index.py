@@ -62,8 +62,6 @@ class MappedIds:
     """The ids of a base's rows, mapped: UTF-8 end to end with their ends, and their hashes
     sorted with the row of each, so a lookup is a binary search rather than a dict entry."""
 
-    FILES = ("ids.npy", "ends.npy", "hashes.npy", "rows.npy")
-
     def __init__(self, directory: Path, count: int) -> None:
         self._ends = _mapped(directory / "ends.npy", np.int64, (count,))
         total = int(self._ends[-1]) if count else 0
