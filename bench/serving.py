@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -220,7 +223,8 @@ def run_size(
         for n, (count, shared) in enumerate(_api_setups(processes, unshared)):
             setup = bench.model_copy(update={"api_processes": count, "index_shared": shared})
             if n and not setup.index_snapshot_dir.exists():
-                _start_once(setup)  # then measured as it restarts, like the ones before it
+                with _api(setup, "first start, index built from Redis"):
+                    pass  # it leaves a snapshot: measured below as it restarts, like the others
             saved = setup.index_snapshot_dir.exists()
             how = "index from an earlier one's snapshot" if saved else "index built from Redis"
             _serve_and_measure(setup, rates, seconds, how)
@@ -242,19 +246,9 @@ def _api_setups(processes: list[int], unshared: bool) -> list[tuple[int, bool | 
     return setups + [(count, False) for count in processes if count > 1 and unshared]
 
 
-def _start_once(bench: Settings) -> None:
-    """Start the API until ready and stop it: it leaves a snapshot of its index kind."""
-    api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{bench.api_port}.log")
-    try:
-        began = time.monotonic()
-        wait_ready(bench.api_port, timeout_s=1_800)
-        print(f"first start, index built from Redis: {time.monotonic() - began:.1f} s")
-        time.sleep(2.0 * bench.api_processes)
-    finally:
-        stop(api)
-
-
-def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how: str) -> None:
+@contextlib.contextmanager
+def _api(bench: Settings, how: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The API started and ready (every process of it), stopped on exit."""
     api = spawn("api", bench, Path(bench.data_dir) / f"bench-api-{bench.api_port}.log")
     try:
         began = time.monotonic()
@@ -264,6 +258,13 @@ def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how:
             f"{time.monotonic() - began:.1f} s"
         )
         time.sleep(2.0 * bench.api_processes)  # /readyz answered from one; the others too
+        yield api
+    finally:
+        stop(api)
+
+
+def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how: str) -> None:
+    with _api(bench, how) as api:
         _measure(bench.api_port, 200, 2)
         for rate in rates:
             cpu, began = cpu_by_role(), time.monotonic()
@@ -278,8 +279,6 @@ def _serve_and_measure(bench: Settings, rates: list[float], seconds: float, how:
                 f"           cores used meanwhile: {used}"
             )
         print(f"           API memory ({_sharing(bench)}): {memory_of(api.pid)}")
-    finally:
-        stop(api)
 
 
 def _sharing(bench: Settings) -> str:

@@ -76,24 +76,27 @@ class IndexSnapshots:
     def position(self) -> str | None:
         """The feed position of the current snapshot, or None (none, or unreadable)."""
         try:
-            target = (self.directory / "current").resolve(strict=True)
-            return str(json.loads((target / "feed.json").read_text())["position"])
+            return self._current()[1]
         except (OSError, ValueError, KeyError):
             return None
+
+    def _current(self) -> tuple[Path, str]:
+        """The current snapshot's directory and the feed position it reflects."""
+        target = (self.directory / "current").resolve(strict=True)
+        return target, str(json.loads((target / "feed.json").read_text())["position"])
 
     def load(self, index: VectorIndex) -> str | None:
         """Restore the current snapshot into `index`: the feed position it reflects, or None
         (no snapshot, or one that cannot be read into this index)."""
         current = self.directory / "current"
         try:
-            target = current.resolve(strict=True)
-            position = json.loads((target / "feed.json").read_text())["position"]
+            target, position = self._current()
             index.restore(target)
         except (OSError, ValueError, KeyError, VectorIndexError) as error:
             if current.is_symlink():
                 log.warning("index snapshot not usable (%s): building from Redis", error)
             return None
-        return str(position)
+        return position
 
     def _prune(self) -> None:
         snapshots = sorted(self.directory.glob("snap-*"), key=lambda p: p.name)

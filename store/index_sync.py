@@ -117,11 +117,16 @@ class IndexFollower:
         self.catalog.clear()
         self.catalog.update(await self.state.item_meta())
         self.catalog.deleted = await self.state.tombstones()
-        stale = [i for i in self.catalog.deleted if self.index.contains(i)]
-        if stale:  # published before its deletion reached the trainer
-            await asyncio.to_thread(self.index.remove, stale)
+        await self._drop_deleted(self.index)
         await self.settle()
         self.ready.set()
+
+    async def _drop_deleted(self, index: VectorIndex) -> None:
+        """Remove from `index` the deleted items it holds (published before their deletion
+        reached the trainer, or held by an older snapshot)."""
+        stale = [i for i in self.catalog.deleted if index.contains(i)]
+        if stale:
+            await asyncio.to_thread(index.remove, stale)
 
     async def apply(self, entry: FeedEntry) -> None:
         """Take in one feed entry: deletes and metadata now, upserts at the next `settle`."""
@@ -254,7 +259,6 @@ class IndexFollower:
         self._rebased_at = time.monotonic()
         newer = await asyncio.to_thread(self._snapshots.position)
         if newer is None or _stream_id(newer) <= _stream_id(self._base_position):
-            self._saved_at = 0.0  # write one now (even when periodic snapshots are off)
             await self._save_snapshot()
         try:
             await self._adopt(index)
@@ -273,9 +277,7 @@ class IndexFollower:
             return
         catch_up = IndexFollower(self.state, copy, self.catalog, self._before_version)
         catch_up.position, catch_up.served = position, self.served
-        stale = [i for i in self.catalog.deleted if copy.contains(i)]
-        if stale:
-            await asyncio.to_thread(copy.remove, stale)
+        await self._drop_deleted(copy)
         await catch_up.settle()
         index.take(copy)
         self.position, self._base_position = catch_up.position, position

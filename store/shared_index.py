@@ -258,13 +258,14 @@ class SharedFlatIndex(StampedIndex):
 
     def _vectors_of(self, ids: list[str]) -> npt.NDArray[np.float32]:
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        in_delta = [(n, i) for n, i in enumerate(ids) if self._delta.contains(i)]
+        in_delta: list[tuple[int, str]] = []
+        for n, item_id in enumerate(ids):
+            if self._delta.contains(item_id):
+                in_delta.append((n, item_id))
+            elif (row := self._base_row(item_id)) is not None:
+                out[n] = self._vectors[row]
         if in_delta:
             out[[n for n, _ in in_delta]] = self._delta.vectors([i for _, i in in_delta])
-        for n, item_id in enumerate(ids):
-            row = None if self._delta.contains(item_id) else self._base_row(item_id)
-            if row is not None:
-                out[n] = self._vectors[row]
         return out
 
     def _search(self, matrix: npt.NDArray[np.float32], k: int) -> list[Neighbours]:
