@@ -8,6 +8,25 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+_CLUSTER_URLS: dict[str, bool] = {}  # what each Redis URL answered: is it a cluster node
+
+
+def is_cluster_node(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether the Redis at `url` runs in cluster mode (`INFO cluster`), asked once per
+    process and URL. Light on purpose: the CLI asks it at start, before it imports torch.
+    Raises `redis.RedisError` or `OSError` when the node does not answer (asked again next
+    time)."""
+    known = _CLUSTER_URLS.get(url)
+    if known is None:
+        client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        try:
+            known = _CLUSTER_URLS[url] = bool(client.info("cluster").get("cluster_enabled"))
+        finally:
+            client.close()
+    return known
+
 
 class ClusterClient(aioredis.RedisCluster):
     """redis-py's asyncio cluster client (8.1), which loads the cluster's layout at its first

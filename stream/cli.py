@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -726,10 +727,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None or problem:
         print(f"recstream: invalid settings: {problem}", file=sys.stderr)
         return 2
-    if args.command in USES_REDIS - STARTS_REDIS:
-        from stream.wiring import redis_is_cluster  # imports torch: not for --help
+    if args.command in USES_REDIS - STARTS_REDIS and settings.redis_cluster == "auto":
+        # one Redis or a cluster: asked once, at start, without importing torch (the API
+        # supervisor never needs it); a node that does not answer is asked again where used
+        from redis import RedisError
 
-        redis_is_cluster(settings)  # one Redis or a cluster: asked once, at start
+        from store.cluster_client import is_cluster_node
+
+        with contextlib.suppress(RedisError, OSError):
+            is_cluster_node(settings.redis_url)
     # SIGTERM unwinds like Ctrl-C, so the demo and the stack stop what they started;
     # the worker, trainer and API install their own handlers over this one.
     signal.signal(signal.SIGTERM, interrupt)

@@ -29,7 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from model.checkpoints import CheckpointStore
 from model.serving_models import ServingModels
-from store.cluster_client import BlockingClusterClient, ClusterClient
+from store.cluster_client import BlockingClusterClient, ClusterClient, is_cluster_node
 from store.interaction_store import RedisInteractionStore
 from store.namespaces import NamespaceRegistry
 from store.redis_keys import RedisKeys, delete_prefixed
@@ -91,23 +91,14 @@ def blocking_redis_client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
-_CLUSTER_URLS: dict[str, bool] = {}  # what each Redis URL answered: is it a cluster node
-
-
 def redis_is_cluster(settings: Settings, timeout_s: float = 2.0) -> bool:
     """Whether RECSTREAM_REDIS_URL is a Redis Cluster node: as RECSTREAM_REDIS_CLUSTER says,
     or (auto) as the node answers `INFO cluster`, asked once per process. A Redis that does
     not answer is taken for one Redis, with a warning, and asked again next time."""
     if settings.redis_cluster != "auto":
         return settings.redis_cluster == "yes"
-    known = _CLUSTER_URLS.get(settings.redis_url)
-    if known is not None:
-        return known
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-    )
     try:
-        known = bool(client.info("cluster").get("cluster_enabled"))
+        return is_cluster_node(settings.redis_url, timeout_s)
     except (redis.RedisError, OSError) as error:
         log.warning(
             "Redis at %s did not say whether it is a cluster node (%s): taking it for one "
@@ -116,10 +107,6 @@ def redis_is_cluster(settings: Settings, timeout_s: float = 2.0) -> bool:
             error,
         )
         return False
-    finally:
-        client.close()
-    _CLUSTER_URLS[settings.redis_url] = known
-    return known
 
 
 def redis_keys(settings: Settings) -> RedisKeys:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,20 @@ def test_config_prints_every_setting_masks_secrets_and_checks_the_services(
     assert "very-secret" not in out
     assert "redis://app:********@127.0.0.1" in out
     assert "NOT answering" in out
+
+
+def test_the_api_supervisor_starts_without_torch_faiss_or_the_app() -> None:
+    """The supervisor of several API processes only spawns them: the app, the model and the
+    index are the processes' imports, not its own (each costs every host ~170 MB)."""
+    probe = (
+        "import sys, stream.api.server as server\n"
+        "server.run_api = lambda settings: print(sorted(m for m in ('torch', 'faiss', "
+        "'fastapi', 'stream.wiring') if m in sys.modules))\n"
+        "from stream.cli import main\n"
+        "sys.exit(main(['api', '--processes', '2']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
