@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from model.interaction import EventEffect, Interaction, InteractionKind
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
-from store.interaction_store import RedisInteractionStore
+from store.interaction_store import HistoryEntry, RedisInteractionStore
 from store.item_catalog import ItemCatalog
 from store.retrieval import Filters, Retriever, UnknownItemError
 from store.vector_state import Fence, FencedOffError, ItemMeta, RedisVectorState
@@ -426,6 +427,40 @@ def test_new_users_fall_back_to_recent_items_then_popular(settings: Settings) ->
         assert len(warm.items) == 19
         assert "i0" not in {s.item_id for s in warm.items}
 
+    run(settings, scenario)
+
+
+def test_a_user_without_a_vector_of_the_served_version_is_embedded_on_the_event_loop(
+    settings: Settings,
+) -> None:
+    """The fallback embedding (about 1 ms of torch) runs inline: in a worker thread each of
+    its ops waited for the GIL behind the event loop, and the soak's query p99 went from
+    66-70 ms to 189-572 ms (`python -m bench.soak --seconds 90`)."""
+
+    class Encoder:
+        def __init__(self) -> None:
+            self.threads: list[int] = []
+
+        def encode(
+            self, model_version: int, user_id: str, history: Sequence[HistoryEntry]
+        ) -> npt.NDArray[np.float32]:
+            self.threads.append(threading.get_ident())
+            vector: npt.NDArray[np.float32] = vectors[0]
+            return vector
+
+    async def scenario(world: World) -> None:
+        await world.state.put_item_vectors(items, vectors, model_version=1)
+        await world.follower.rebuild()
+        await _clicks(world, "returning", ["i3"])
+        retriever = world.retriever
+        retriever.encoder = encoder = Encoder()
+        answer = await retriever.recommend("returning", 3, Filters())
+        assert answer.source == "personalized"
+        assert answer.model_version == 1
+        assert encoder.threads == [threading.get_ident()]
+
+    items = [f"i{n}" for n in range(20)]
+    vectors = _unit(np.random.default_rng(5), 20)
     run(settings, scenario)
 
 
