@@ -162,9 +162,8 @@ class IngestProcessor:
 
     async def embed_users(self) -> None:
         """Re-embed the users of applied batches with the served model version, for as long
-        as the worker runs: beside the applies, never in their way (a new version's model
-        is read from disk once a second), users of several batches in one go while it is
-        behind."""
+        as the worker runs: between the applies (a new version's model is read from disk in
+        a thread, once a second), users of several batches in one go while it is behind."""
         while True:
             await self._embed_wanted.wait()
             self._embed_wanted.clear()

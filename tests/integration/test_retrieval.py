@@ -7,7 +7,7 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hypothesis
 import numpy as np
@@ -17,6 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from model.interaction import EventEffect, Interaction, InteractionKind
+from model.serving_models import ServingModels
+from model.two_tower import TwoTowerConfig
 from store.faiss_index import FaissVectorIndex
 from store.index_sync import IndexFollower
 from store.interaction_store import HistoryEntry, RedisInteractionStore
@@ -24,6 +26,7 @@ from store.item_catalog import ItemCatalog
 from store.retrieval import Filters, Retriever, UnknownItemError
 from store.vector_state import Fence, FencedOffError, ItemMeta, RedisVectorState
 from stream.config import Settings
+from stream.user_vectors import UserVectorWriter
 from stream.wiring import redis_client, redis_keys
 
 
@@ -461,6 +464,44 @@ def test_a_user_without_a_vector_of_the_served_version_is_embedded_on_the_event_
 
     items = [f"i{n}" for n in range(20)]
     vectors = _unit(np.random.default_rng(5), 20)
+    run(settings, scenario)
+
+
+def test_a_worker_embeds_its_users_on_the_event_loop_and_stores_their_vectors(
+    settings: Settings,
+) -> None:
+    """As the API's fallback above: a worker's batched forward pass in a thread waited for
+    the GIL at every op, and the soak's freshness p99 was 164-169 ms (84-117 ms inline)."""
+
+    class Models:
+        config = TwoTowerConfig()
+
+        def __init__(self) -> None:
+            self.threads: list[int] = []
+
+        def get(self, version: int) -> Models:
+            return self
+
+        def embed(
+            self, version: int, histories: Sequence[Sequence[Interaction]], now_ms: Sequence[int]
+        ) -> npt.NDArray[np.float32]:
+            self.threads.append(threading.get_ident())
+            return np.tile(vectors[0], (len(histories), 1))
+
+    async def scenario(world: World) -> None:
+        await world.state.put_item_vectors(items, vectors, model_version=1)
+        await _clicks(world, "u1", ["i1"])
+        await _clicks(world, "u2", ["i2", "i3"])
+        models = Models()
+        writer = UserVectorWriter(world.interactions, world.state, cast(ServingModels, models), 8)
+        assert await writer.refresh(["u1", "u2", "nobody"]) == 2
+        assert models.threads == [threading.get_ident()]
+        stored = await world.state.user_vector("u2")
+        assert stored is not None
+        assert (stored.model_version, stored.as_of_event_id) == (1, "u2-click-1")
+
+    items = [f"i{n}" for n in range(20)]
+    vectors = _unit(np.random.default_rng(6), 20)
     run(settings, scenario)
 
 
