@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,11 @@ from store.prepared_users import PreparedUsers, PreparedVector
 from store.vector_state import RedisVectorState, UserVector, UserVectorUpdate
 
 log = logging.getLogger(__name__)
+# Users embedded on the event loop (up to ~3 ms); a bigger chunk goes to a thread, where its
+# torch ops run beside the applies but each waits for the GIL behind the loop: inline, the
+# soak's freshness p99 fell from 164-169 ms to 84-117 ms, and a backlog's chunks of hundreds
+# of users (~40 ms each) still overlap with the applies.
+INLINE_USERS = 32
 
 
 def _oldest_first(user_id: str, history: Sequence[HistoryEntry]) -> list[Interaction]:
@@ -65,9 +71,8 @@ async def _embedded(
         if not chunk:
             continue
         pasts = [_oldest_first(u, histories[u]) for u in chunk]
-        # on the event loop: in a worker thread every torch op of the forward pass waited for
-        # the GIL behind the loop (the soak's freshness p99 was 164-169 ms, inline 84-117)
-        vectors = models.embed(version, pasts, [newest_ms(p, 0) for p in pasts])
+        embed = partial(models.embed, version, pasts, [newest_ms(p, 0) for p in pasts])
+        vectors = embed() if len(chunk) <= INLINE_USERS else await asyncio.to_thread(embed)
         if vectors is None:
             return
         yield chunk, vectors, [histories[u][0].event_id for u in chunk]
