@@ -19,6 +19,10 @@ The growth of each memory figure over the second half is also given as a slope (
 User vectors: how many the API prepared off the request path before serving new versions,
 and how many it had to make while a request waited (point 2 of issue 17: none, steady).
 
+Each 10 s sample also holds the cores each role used since the last one (`<role>_cores`:
+api, worker, trainer, redis, broker, and other: this benchmark and its load generator), so a
+lag can be told apart from a busy broker.
+
 Freshness: every second a new user clicks, and the API is asked until its answer reflects
 the click (`as_of_event_id`); p50/p99 of produce -> recommendations (the first probe, which
 waits for the worker to join its group, is a warm-up).
@@ -49,7 +53,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from bench.load import probe_click, produce_at, wait_ready
+from bench.load import cpu_by_role, probe_click, produce_at, wait_ready
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
 from stream.events.producer import EventProducer
@@ -192,10 +196,16 @@ def soak(
             target=lambda: sent.append(produce_at(settings, rate, seconds, shape, stop_at))
         )
 
+        cpu_at = [(time.monotonic(), cpu_by_role())]
+
         def sample() -> None:
             row = {f"{n}_rss_mb": resident_mb(p.pid) for n, p in processes.items()}
             row["lag"] = _lag(settings.worker_metrics_port)
             row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
+            (then, before), now, used = cpu_at[-1], time.monotonic(), cpu_by_role()
+            for role, seconds_used in used.items():  # cores since the last sample, by role
+                row[f"{role}_cores"] = (seconds_used - before.get(role, 0.0)) / (now - then)
+            cpu_at.append((now, used))
             samples.append(row)
 
         sampler_stop = threading.Event()
