@@ -17,7 +17,9 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 import uvicorn
+from redis import RedisError
 
+from store.cluster_client import is_cluster_node
 from stream.config import Settings
 from stream.errors import StreamError
 from stream.startup import LOG_FORMAT, start_process
@@ -67,6 +69,20 @@ def _serve(settings: Settings, reuse_port: bool) -> None:
     server.run(sockets=[sock])
 
 
+def settings_for_processes(settings: Settings) -> Settings:
+    """The API processes' settings: with RECSTREAM_REDIS_CLUSTER=auto, the supervisor's answer
+    to "is Redis a cluster?" (the CLI asked it at start) handed down, so that a process
+    spawned, or restarted, does not ask again; a Redis that does not answer leaves the
+    question to each process, which asks, and warns, where it first uses Redis."""
+    if settings.redis_cluster != "auto":
+        return settings
+    try:
+        cluster = is_cluster_node(settings.redis_url)
+    except (RedisError, OSError):
+        return settings
+    return settings.model_copy(update={"redis_cluster": "yes" if cluster else "no"})
+
+
 def _supervise(settings: Settings) -> None:
     """Run `api_processes` servers on one port; restart any that exits until told to stop."""
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
@@ -80,8 +96,10 @@ def _supervise(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
+    served = settings_for_processes(settings)
+
     def start() -> BaseProcess:
-        process = context.Process(target=_serve, args=(settings, True), daemon=False)
+        process = context.Process(target=_serve, args=(served, True), daemon=False)
         process.start()
         return process
 
