@@ -66,8 +66,10 @@ class _PackedExample:
     target: Interaction
 
     @classmethod
-    def pack(cls, example: TrainingExample) -> _PackedExample:
-        history = example.history
+    def pack(cls, example: TrainingExample, keep: int | None = None) -> _PackedExample:
+        """With `keep`, only the newest `keep` history entries: all a model with that
+        `max_history` reads (a user's history can be ten times longer)."""
+        history = example.history if keep is None else example.history[-keep:]
         quantities = tuple(i.quantity for i in history)
         return cls(
             tuple(i.item_id for i in history),
@@ -195,7 +197,8 @@ class OnlineTrainer:
                 packed.unpack()
                 for packed in self._replay.sample(int(len(chunk) * self.config.replay_ratio))
             ]
-            self._replay.extend(_PackedExample.pack(e) for e in chunk)
+            keep = self.model.config.max_history
+            self._replay.extend(_PackedExample.pack(e, keep) for e in chunk)
             losses.append(self._step([*chunk, *replay], final_candidates=len(chunk)))
             rows = torch.from_numpy(admission.rows).to(self.device)
             self._counts.index_add_(0, rows, torch.ones(len(rows), device=self.device))

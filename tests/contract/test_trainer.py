@@ -143,6 +143,37 @@ def test_the_replay_buffer_gives_back_examples_exactly_as_they_were_learned() ->
     assert [_PackedExample.pack(e).unpack() for e in examples] == examples
 
 
+def _long_examples(n: int, length: int, seed: int) -> list[TrainingExample]:
+    """Users with `length` clicks of the cycle before each target."""
+    rng = random.Random(seed)
+    examples = []
+    for number in range(n):
+        start = rng.randrange(len(CYCLE))
+        walk = [CYCLE[(start + step) % len(CYCLE)] for step in range(length + 1)]
+        user, ts = f"u{number % 7}", number * 100
+        history = tuple(Interaction(user, i, "click", ts + s) for s, i in enumerate(walk[:-1]))
+        examples.append(TrainingExample(history, Interaction(user, walk[-1], "click", ts + 99)))
+    return examples
+
+
+def test_the_replay_buffer_keeps_only_the_history_the_model_reads(device: torch.device) -> None:
+    """A replayed example holds the newest `max_history` entries (a user's history can be
+    ten times that), and training learns exactly what it learns from the whole history."""
+    if device.type != "cpu":
+        pytest.skip("CUDA's sparse kernels accumulate in a nondeterministic order")
+    cut, whole = _trainer(device, seed=3), _trainer(device, seed=3)
+    length = whole.model.config.max_history
+    for s in range(4):
+        examples = _long_examples(32, length=4 * length, seed=s)
+        whole.learn_many(examples)
+        cut.learn_many([TrainingExample(e.history[-length:], e.target) for e in examples])
+    kept = whole._replay.sample(len(whole._replay))
+    assert kept
+    assert all(len(packed.items) == length for packed in kept)
+    learned, reference = whole.model.state_dict(), cut.model.state_dict()
+    assert all(torch.equal(learned[k], reference[k]) for k in reference)
+
+
 def test_the_process_wide_generator_is_neither_read_nor_advanced(device: torch.device) -> None:
     torch.manual_seed(123)
     before = torch.random.get_rng_state()
