@@ -180,14 +180,48 @@ class _SavedRows:
         return self.codes[start : start + size], self.weights[start : start + size]
 
 
+class _Row:
+    """One item's learned neighbours as arrays (codes, weights), in the order they were first
+    linked: about a quarter of a dict's memory an entry, and read as is by scoring."""
+
+    __slots__ = ("codes", "size", "weights")
+
+    def __init__(self, codes: npt.NDArray[np.int64] | None = None, weights: Vector | None = None):
+        self.codes = np.zeros(8, dtype=np.int64) if codes is None else codes.copy()
+        self.weights = np.zeros(8) if weights is None else weights.astype(np.float64)
+        self.size = len(self.codes) if codes is not None else 0
+
+    def add(self, code: int, weight: float) -> None:
+        n = self.size
+        found = np.flatnonzero(self.codes[:n] == code)
+        if len(found):
+            self.weights[found[0]] += weight
+            return
+        if n == len(self.codes):
+            self.codes = np.concatenate([self.codes, np.zeros(max(n, 8), dtype=np.int64)])
+            self.weights = np.concatenate([self.weights, np.zeros(max(n, 8))])
+        self.codes[n], self.weights[n] = code, weight
+        self.size = n + 1
+
+    def keep_heaviest(self, n: int) -> None:
+        """Only the `n` heaviest entries, heaviest first (ties: the earlier linked first)."""
+        order = np.argsort(-self.weights[: self.size], kind="stable")[:n]
+        self.codes, self.weights = self.codes[order], self.weights[order]
+        self.size = len(order)
+
+    def view(self) -> tuple[npt.NDArray[np.int64], Vector]:
+        return self.codes[: self.size], self.weights[: self.size]
+
+
 class CoVisitation:
     """Item-to-item neighbours from users' consecutive interactions, maintained online.
 
     Each event adds a decayed weight between its item and each of the user's `window` previous
     items (nearer ones weigh more). A row keeps its `cap` heaviest neighbours (pruned when it
-    reaches twice that), so memory is at most `2 * cap` entries per item. A loaded state keeps
-    its rows as saved (one CSR, what scoring reads) and makes a row a dict (`rows`) only when
-    it learns: replicas load a state per model version and only score.
+    reaches twice that), so memory is at most `2 * cap` entries per item; rows are arrays of
+    item codes and weights. A loaded state keeps its rows as saved (one CSR, what scoring
+    reads) and copies a row out only when it learns: replicas load a state per model version
+    and only score.
     """
 
     def __init__(
@@ -200,12 +234,16 @@ class CoVisitation:
         if window < 1 or cap < 1 or not 0 < step_decay <= 1:
             raise SourceConfigError("window and cap must be >= 1, step_decay in (0, 1]")
         self.window, self.cap, self.step_decay = window, cap, step_decay
-        self.rows: dict[str, dict[str, float]] = {}  # rows learned since the load
+        self._rows: dict[str, _Row] = {}  # rows learned since the load
         self.catalogue = Catalogue()  # a code per item: rows, CSR and masses are by code
         self._mass_of = np.zeros(1024)  # each item's total link weight, by code
-        self._packed: dict[str, tuple[npt.NDArray[np.int64], Vector]] = {}  # `rows` as arrays
         self._saved: _SavedRows | None = None
         self._clock = DecayClock(half_life_ms)
+
+    @property
+    def rows(self) -> dict[str, dict[str, float]]:
+        """The rows learned since the load, as dicts (for inspection: a copy)."""
+        return {item: self._as_dict(*row.view()) for item, row in self._rows.items()}
 
     def learn(self, history: Sequence[Interaction], target: Interaction) -> None:
         """Link `target` with the user's items before it."""
@@ -227,34 +265,31 @@ class CoVisitation:
         code = self.catalogue.column.get(item)
         return 0.0 if code is None else float(self._mass_of[code])
 
-    def _row(self, item: str) -> dict[str, float]:
-        """`item`'s row to change: a loaded state's row becomes a dict when first learned."""
-        row = self.rows.get(item)
+    def _row(self, item: str) -> _Row:
+        """`item`'s row to change: a loaded state's row is copied out when first learned."""
+        row = self._rows.get(item)
         if row is None:
             saved = self._saved_row(item)
-            row = self.rows[item] = {} if saved is None else self._unpacked(*saved)
+            row = self._rows[item] = _Row() if saved is None else _Row(*saved)
         return row
 
     def _saved_row(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
         """`item`'s row as loaded, unless it has learned since."""
-        if self._saved is None or item in self.rows:
+        if self._saved is None or item in self._rows:
             return None
         return self._saved.row(self.catalogue.column.get(item))
 
-    def _unpacked(self, codes: npt.NDArray[np.int64], weights: Vector) -> dict[str, float]:
+    def _as_dict(self, codes: npt.NDArray[np.int64], weights: Vector) -> dict[str, float]:
         ids = self.catalogue.ids
         return dict(zip([ids[c] for c in codes.tolist()], weights.tolist(), strict=True))
 
     def _link(self, source: str, target: str, weight: float) -> None:
         row = self._row(source)
-        row[target] = row.get(target, 0.0) + weight
-        self._code(target)
+        row.add(self._code(target), weight)
         code = self._code(source)  # may grow `_mass_of`: index the array only after it
         self._mass_of[code] += weight
-        self._packed.pop(source, None)
-        if len(row) >= 2 * self.cap:
-            kept = sorted(row.items(), key=lambda kv: kv[1], reverse=True)[: self.cap]
-            self.rows[source] = dict(kept)
+        if row.size >= 2 * self.cap:
+            row.keep_heaviest(self.cap)
 
     def _code(self, item: str) -> int:
         code = self.catalogue.add(item)
@@ -263,13 +298,9 @@ class CoVisitation:
         return code
 
     def _scale(self, factor: float) -> None:
-        for row in self.rows.values():
-            for key in row:
-                row[key] *= factor
+        for row in self._rows.values():
+            row.weights[: row.size] *= factor
         self._mass_of *= factor
-        self._packed = {
-            item: (codes, weights * factor) for item, (codes, weights) in self._packed.items()
-        }
         if self._saved is not None:
             self._saved.weights[:] *= factor  # our own copy, made at load
 
@@ -296,38 +327,31 @@ class CoVisitation:
         return CovisitScores(self.catalogue, unique, sums / np.sqrt(self._mass_of[unique]))
 
     def _packed_row(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
-        """`item`'s row as (neighbour codes, weights): as loaded, or a learned row packed
-        again only after it changed."""
-        packed = self._packed.get(item)
-        if packed is None:
-            row = self.rows.get(item)
-            if row is None:
-                return self._saved_row(item)
-            if not row:
-                return None
-            column = self.catalogue.column
-            codes = np.fromiter((column[t] for t in row), dtype=np.int64, count=len(row))
-            packed = self._packed[item] = (codes, np.fromiter(row.values(), np.float64, len(row)))
-        return packed
+        """`item`'s row as (neighbour codes, weights): learned since the load, or as loaded
+        (views: read them before the next `learn`)."""
+        row = self._rows.get(item)
+        if row is None:
+            return self._saved_row(item)
+        return row.view() if row.size else None
 
     def entries(self) -> int:
         """Neighbour entries held, over every item (the memory bound's measure)."""
-        learned = sum(len(row) for row in self.rows.values())
+        learned = sum(row.size for row in self._rows.values())
         if self._saved is None:
             return learned
         column, sizes = self.catalogue.column, self._saved.sizes
-        replaced = sum(int(sizes[c]) for c in map(column.__getitem__, self.rows) if c < len(sizes))
+        replaced = sum(int(sizes[c]) for c in map(column.__getitem__, self._rows) if c < len(sizes))
         return learned + int(sizes.sum()) - replaced
 
     def neighbour_rows(self) -> dict[str, dict[str, float]]:
         """Every row as a dict, those still as loaded included."""
-        rows = dict(self.rows)
+        rows = self.rows
         if self._saved is not None:
             ids = self.catalogue.ids
             for code in np.flatnonzero(self._saved.sizes).tolist():
                 saved = self._saved.row(code)
                 if ids[code] not in rows and saved is not None:
-                    rows[ids[code]] = self._unpacked(*saved)
+                    rows[ids[code]] = self._as_dict(*saved)
         return rows
 
     def state_dict(self) -> dict[str, Any]:
@@ -358,7 +382,7 @@ class CoVisitation:
         self.window, self.cap, self.step_decay = int(window), int(cap), float(step_decay)
         self._clock.load_state_dict(state["clock"])
         ids = unpack_strings(state["ids"])
-        self.rows, self._packed = {}, {}
+        self._rows = {}
         self.catalogue = Catalogue(ids)  # saved ids are distinct; `targets` index them
         self._mass_of = np.zeros(max(1024, 2 * len(ids)))  # `_code` grows it by doubling
         self._mass_of[: len(ids)] = state["mass"].numpy()
