@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,15 +98,16 @@ def test_the_readmes_curl_line_answers_with_items(up: Up) -> None:
     _answers_with_items(shlex.split(line.replace(cat.group(0), key)), cwd=run_dir)
 
 
-@pytest.mark.skipif(
+needs_browser = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
     "chromium-driver; .ci/run installs them)",
 )
-def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> None:
+
+
+def _browser() -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -120,14 +122,30 @@ def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> Non
         f"--user-data-dir={tempfile.mkdtemp()}",
     ):
         options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def _visitor_page(up: Up) -> str:
     user = f"visitor-{uuid.uuid4().hex[:8]}"  # no history: popular items, then learned ones
-    page = re.sub(r"user=[^&\s]+", f"user={user}", up.line("demo page"))
-    browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return re.sub(r"user=[^&\s]+", f"user={user}", up.line("demo page"))
+
+
+def _shown(browser: Any) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")]
+
+
+@needs_browser
+def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser = _browser()
     try:
-        browser.get(page)
+        browser.get(_visitor_page(up))
 
         def shown() -> list[str]:
-            return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")]
+            return _shown(browser)
 
         wait_until(lambda: len(shown()) == 10, 30, "the page to show 10 recommendations")
         picks = browser.find_elements(By.CSS_SELECTOR, "#users option")
@@ -163,6 +181,45 @@ def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> Non
             5,
             "the model version in the service panel",
         )
+    finally:
+        browser.quit()
+
+
+@needs_browser
+def test_an_answer_asked_before_a_click_never_replaces_the_one_that_reflects_it(up: Up) -> None:
+    """The page also refreshes the list when the model version changes (once a second): an
+    answer to such a refresh, asked before the click and arriving after the click's answer,
+    must not put the pre-click list (the clicked item in it) back on screen."""
+    from selenium.webdriver.common.by import By
+
+    browser = _browser()
+    try:
+        browser.get(_visitor_page(up))
+        wait_until(lambda: len(_shown(browser)) == 10, 30, "the page to show 10 recommendations")
+        browser.execute_script(  # the next list asked for answers 2 s late
+            """
+            const fetchNow = window.fetch.bind(window);
+            window.delayNext = true;
+            window.fetch = async (url, options) => {
+              const late = window.delayNext && String(url).includes("/recommendations");
+              if (late) window.delayNext = false;
+              const answer = await fetchNow(url, options);
+              if (late) await new Promise((done) => setTimeout(done, 2000));
+              return answer;
+            };
+            show(null);  // as the version refresh does
+            """
+        )
+        clicked = _shown(browser)[0]
+        browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
+        recs = browser.find_element(By.ID, "recs")
+        wait_until(
+            lambda: recs.get_attribute("data-clicked") == clicked,
+            15,
+            "the recommendations to reflect the click",
+        )
+        time.sleep(2.5)  # the late answer has arrived
+        assert clicked not in _shown(browser)
     finally:
         browser.quit()
 
