@@ -136,6 +136,21 @@ def _shown(browser: Any) -> list[str]:
     return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")]
 
 
+def _click_the_first(browser: Any) -> str:
+    """Click the first recommendation; returns it once the list on screen reflects the click."""
+    from selenium.webdriver.common.by import By
+
+    clicked = _shown(browser)[0]
+    browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
+    recs = browser.find_element(By.ID, "recs")
+    wait_until(
+        lambda: recs.get_attribute("data-clicked") == clicked,
+        15,
+        "the recommendations to reflect the click",
+    )
+    return clicked
+
+
 @needs_browser
 def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> None:
     from selenium.webdriver.common.by import By
@@ -151,14 +166,7 @@ def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> Non
         picks = browser.find_elements(By.CSS_SELECTOR, "#users option")
         assert len(picks) == 12  # the sample's most active users, to pick from
         before = shown()
-        clicked = before[0]
-        browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
-        recs = browser.find_element(By.ID, "recs")
-        wait_until(
-            lambda: recs.get_attribute("data-clicked") == clicked,
-            15,
-            "the recommendations to reflect the click",
-        )
+        clicked = _click_the_first(browser)
         status = browser.find_element(By.ID, "status").text
         assert f"after your click on {clicked}" in status, status
         after = shown()
@@ -190,7 +198,6 @@ def test_an_answer_asked_before_a_click_never_replaces_the_one_that_reflects_it(
     """The page also refreshes the list when the model version changes (once a second): an
     answer to such a refresh, asked before the click and arriving after the click's answer,
     must not put the pre-click list (the clicked item in it) back on screen."""
-    from selenium.webdriver.common.by import By
 
     browser = _browser()
     try:
@@ -210,14 +217,7 @@ def test_an_answer_asked_before_a_click_never_replaces_the_one_that_reflects_it(
             show(null);  // as the version refresh does
             """
         )
-        clicked = _shown(browser)[0]
-        browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
-        recs = browser.find_element(By.ID, "recs")
-        wait_until(
-            lambda: recs.get_attribute("data-clicked") == clicked,
-            15,
-            "the recommendations to reflect the click",
-        )
+        clicked = _click_the_first(browser)
         time.sleep(2.5)  # the late answer has arrived
         assert clicked not in _shown(browser)
     finally:
