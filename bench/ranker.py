@@ -101,7 +101,7 @@ def covisitation_memory(items: int, events: int, cap: int) -> None:
     entries = source.entries()
     print(
         f"co-visitation after {events:,} events over {items:,} items (cap {cap} per item):\n"
-        f"  {entries:,} neighbour entries ({entries / max(len(source.rows), 1):.1f} per item, "
+        f"  {entries:,} neighbour entries ({entries / max(len(source.catalogue), 1):.1f} per item, "
         f"bound {2 * cap}), {used / 2**20:.1f} MiB = {used / 2**20 / items * 100_000:.1f} MiB "
         f"per 100k items ({used / max(entries, 1):.0f} B per entry)"
     )

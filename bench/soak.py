@@ -196,16 +196,16 @@ def soak(
             target=lambda: sent.append(produce_at(settings, rate, seconds, shape, stop_at))
         )
 
-        cpu_at = [(time.monotonic(), cpu_by_role())]
+        cpu_at = [(time.monotonic(), cpu_by_role())]  # the last reading only
 
         def sample() -> None:
             row = {f"{n}_rss_mb": resident_mb(p.pid) for n, p in processes.items()}
             row["lag"] = _lag(settings.worker_metrics_port)
             row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
-            (then, before), now, used = cpu_at[-1], time.monotonic(), cpu_by_role()
+            (then, before), now, used = cpu_at[0], time.monotonic(), cpu_by_role()
             for role, seconds_used in used.items():  # cores since the last sample, by role
                 row[f"{role}_cores"] = (seconds_used - before.get(role, 0.0)) / (now - then)
-            cpu_at.append((now, used))
+            cpu_at[0] = (now, used)
             samples.append(row)
 
         sampler_stop = threading.Event()
