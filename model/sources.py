@@ -315,18 +315,18 @@ class CoVisitation:
         """`scores` as arrays (the form candidates are built from: no dict per request)."""
         codes, weights = [], []
         for age, item in enumerate(reversed(recent)):
-            packed = self._packed_row(item)
-            if packed is not None:
+            row = self._row_arrays(item)
+            if row is not None:
                 scale = decay**age / math.sqrt(self.mass(item))
-                codes.append(packed[0])
-                weights.append(packed[1] * scale)
+                codes.append(row[0])
+                weights.append(row[1] * scale)
         if not codes:
             return CovisitScores(self.catalogue, np.zeros(0, dtype=np.int64), np.zeros(0))
         unique, inverse = np.unique(np.concatenate(codes), return_inverse=True)
         sums = np.bincount(inverse, weights=np.concatenate(weights))
         return CovisitScores(self.catalogue, unique, sums / np.sqrt(self._mass_of[unique]))
 
-    def _packed_row(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
+    def _row_arrays(self, item: str) -> tuple[npt.NDArray[np.int64], Vector] | None:
         """`item`'s row as (neighbour codes, weights): learned since the load, or as loaded
         (views: read them before the next `learn`)."""
         row = self._rows.get(item)
@@ -362,7 +362,7 @@ class CoVisitation:
         targets: list[npt.NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)]
         weights: list[Vector] = [np.zeros(0)]
         for code, item in enumerate(ids):
-            row = self._packed_row(item)
+            row = self._row_arrays(item)
             if row is not None:
                 sizes[code] = len(row[0])
                 targets.append(row[0])
