@@ -79,3 +79,31 @@ def test_a_model_with_item_features_embeds_no_items_and_unadmitted_ones() -> Non
     model.set_item_features("other", {"category": "shoes"})
     vectors = model.embed_items(["new", "other"])  # neither admitted: row 0 plus the category
     assert torch.allclose(vectors[0], vectors[1])
+
+
+def test_serving_embeds_the_same_user_vectors_as_every_position_s_states() -> None:
+    for layers in (1, 2):
+        model = _model(layers=layers)
+        with torch.no_grad():  # weights far from their start, so a wrong mask would show
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+        histories = [[], _clicks("i1"), _clicks("i1", "i2", "i3"), _clicks(*["i4", "i5"] * 5)]
+        histories[-1] = [*histories[-1][:-1], Interaction("u", "i6", "order", 99)]
+        batch = model.encode_histories(histories, now_ms=[10, 10, 5_000, 100_000])
+        with torch.no_grad():
+            every = torch.nn.functional.normalize(model.sequence_states(batch)[:, -1], dim=-1)
+        assert torch.allclose(
+            model.embed_users(histories, [10, 10, 5_000, 100_000]), every, atol=1e-5
+        )
+
+
+def test_histories_are_right_aligned_with_kinds_ages_and_a_mask() -> None:
+    model = _model()
+    order = Interaction("u", "i2", "order", 2_000)
+    batch = model.encode_histories([_clicks("i1"), [], [*_clicks("i1"), order]], [1_000, 0, 6_000])
+    rows = model.vocabulary.lookup(["i1", "i2"]).tolist()
+    assert batch.rows.tolist() == [[0] * 5 + rows[:1], [0] * 6, [0] * 4 + rows]
+    assert batch.kinds.tolist() == [[0] * 5 + [1], [0] * 6, [0] * 4 + [1, 2]]
+    assert batch.mask.tolist() == [[False] * 5 + [True], [False] * 6, [False] * 4 + [True] * 2]
+    # ages in log2 seconds from each history's own now: 1 s -> 1, 6 s -> 2, 4 s -> 2
+    assert batch.ages.tolist() == [[0] * 5 + [1], [0] * 6, [0] * 4 + [2, 2]]
