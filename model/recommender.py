@@ -96,6 +96,7 @@ class TwoTowerOnlineRecommender:
         self.trainer = trainer
         self.model: TwoTowerRecommender = trainer.model
         self._catalogue: tuple[Catalogue, torch.Tensor] | None = None
+        self._columns: tuple[list[str], Catalogue] | None = None
         self.last_report: StepReport | None = None
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
@@ -116,7 +117,10 @@ class TwoTowerOnlineRecommender:
         the catalogue's vectors are computed once per learned batch."""
         if self._catalogue is None:
             ids, vectors = self.model.catalogue()
-            self._catalogue = (Catalogue(ids), vectors)
+            known = self._columns
+            if known is None or known[0] is not ids:  # the same ids: reuse their columns
+                known = self._columns = (ids, Catalogue(ids))
+            self._catalogue = (known[1], vectors)
         catalogue, vectors = self._catalogue
         if not catalogue.ids:
             return None

@@ -97,6 +97,18 @@ def hash_feature(field: str, value: str, buckets: int) -> int:
     return zlib.crc32(f"{field}={value}".encode()) % buckets + 1
 
 
+@dataclass(frozen=True, slots=True)
+class _OwnedRows:
+    """The admitted items' rows, ids and features as of a vocabulary and feature state: the
+    catalogue's vectors change with every step, its ids only on admissions and expiries."""
+
+    vocabulary: IdVocabulary
+    key: tuple[int, int, torch.device]
+    rows: Tensor
+    ids: list[str]
+    features: Tensor | None
+
+
 def _last_position(layer: nn.TransformerEncoderLayer, tokens: Tensor, real: Tensor) -> Tensor:
     """A pre-norm encoder layer's output [B, dim] at the last position, in eval mode: that
     position attends to every real one and to itself, as under the causal mask."""
@@ -149,6 +161,8 @@ class TwoTowerRecommender(nn.Module):
             torch.manual_seed(seed)
             self._build_layers(config)
         self._item_features: dict[str, list[int]] = {}
+        self._features_changed = 0
+        self._owned: _OwnedRows | None = None
         self.reset_rows(torch.arange(self.vocabulary.capacity))
 
     def _build_layers(self, config: TwoTowerConfig) -> None:
@@ -217,6 +231,7 @@ class TwoTowerRecommender(nn.Module):
         """Attach categorical features (e.g. category, brand) named in `feature_fields`."""
         fields = self.config.feature_fields
         buckets = self.config.feature_buckets
+        self._features_changed += 1
         self._item_features[item_id] = [
             hash_feature(f, features[f], buckets) if features.get(f) else 0 for f in fields
         ]
@@ -237,6 +252,7 @@ class TwoTowerRecommender(nn.Module):
 
     def load_item_features_state(self, state: Mapping[str, list[int]]) -> None:
         self._item_features = {k: list(v) for k, v in state.items()}
+        self._features_changed += 1
 
     def item_vectors(self, rows: Tensor, feature_ids: Tensor | None = None) -> Tensor:
         """L2-normalised item vectors [N, dim] from rows [N] and optional features [N, F]."""
@@ -357,8 +373,14 @@ class TwoTowerRecommender(nn.Module):
 
     @torch.no_grad()
     def catalogue(self) -> tuple[list[str], Tensor]:
-        """Every admitted item id and its vector [N, dim], in row order."""
-        rows = self.vocabulary.active_rows()
-        ids = self.vocabulary.ids(rows)
-        vectors = self.item_vectors(torch.from_numpy(rows).to(self.device), self.feature_ids(ids))
-        return ids, vectors
+        """Every admitted item id and its vector [N, dim], in row order. The ids list is the
+        same object until an admission, expiry or feature change (read it, never change it)."""
+        owned = self._owned
+        vocabulary = self.vocabulary
+        key = (vocabulary.changes, self._features_changed, self.device)
+        if owned is None or owned.vocabulary is not vocabulary or owned.key != key:
+            rows = vocabulary.active_rows()
+            ids = vocabulary.ids(rows)
+            tensor = torch.from_numpy(rows).to(self.device)
+            owned = self._owned = _OwnedRows(vocabulary, key, tensor, ids, self.feature_ids(ids))
+        return owned.ids, self.item_vectors(owned.rows, owned.features)

@@ -64,6 +64,7 @@ class IdVocabulary:
         self._pending: dict[str, tuple[int, int]] = {}
         self._free: list[int] = []
         self.capacity = chunk
+        self.changes = 0  # counts admissions and expiries: the owned ids changed
 
     def configure(self, *, admit_after: int, expire_after_ms: int | None) -> None:
         """Set the admission threshold and expiry (from the next `observe` / `expire` on)."""
@@ -137,6 +138,7 @@ class IdVocabulary:
             self._ids[row] = None
             self._free.append(row)
         self._pending = {i: p for i, p in self._pending.items() if p[1] >= cutoff}
+        self.changes += bool(gone)
         return gone
 
     def _assign(self, external: str) -> int:
@@ -151,6 +153,7 @@ class IdVocabulary:
             if row >= self.capacity:
                 self.capacity += self.chunk
         self._rows[external] = row
+        self.changes += 1
         return row
 
     def state_dict(self) -> dict[str, Any]:

@@ -107,3 +107,31 @@ def test_histories_are_right_aligned_with_kinds_ages_and_a_mask() -> None:
     assert batch.mask.tolist() == [[False] * 5 + [True], [False] * 6, [False] * 4 + [True] * 2]
     # ages in log2 seconds from each history's own now: 1 s -> 1, 6 s -> 2, 4 s -> 2
     assert batch.ages.tolist() == [[0] * 5 + [1], [0] * 6, [0] * 4 + [2, 2]]
+
+
+def test_the_catalogue_follows_admissions_expiries_features_and_training() -> None:
+    model = TwoTowerRecommender(
+        TwoTowerConfig(dim=8, heads=2, max_history=4, feature_fields=("category",)), seed=0
+    )
+    model.vocabulary.configure(admit_after=1, expire_after_ms=1_000)
+    model.vocabulary.observe(["a", "b"], ts_ms=0)
+
+    def expected(ids: list[str]) -> torch.Tensor:
+        rows = torch.from_numpy(model.vocabulary.lookup(ids))
+        return model.item_vectors(rows, model.feature_ids(ids))
+
+    ids, vectors = model.catalogue()
+    assert ids == ["a", "b"]
+    assert torch.equal(vectors, expected(ids))
+    assert model.catalogue()[0] is ids  # unchanged: the same ids
+    model.vocabulary.observe(["c"], ts_ms=5_000)
+    model.resize(model.vocabulary.capacity)
+    assert model.catalogue()[0] == ["a", "b", "c"]
+    model.vocabulary.expire(now_ms=5_500)
+    assert model.catalogue()[0] == ["c"]
+    with torch.no_grad():
+        model.feature_embedding.weight.normal_()
+        model.item_embedding.weight.mul_(3)  # what a training step does to the rows
+    model.set_item_features("c", {"category": "shoes"})
+    ids, vectors = model.catalogue()
+    assert torch.equal(vectors, expected(["c"]))
