@@ -352,7 +352,7 @@ def model_from_state(state: Mapping[str, Any]) -> TwoTowerRecommender:
     """The model inside a trainer `state_dict` (on the CPU, in training mode). It is built
     with an empty item table that then takes the saved one's shape: drawing random rows for
     the whole catalogue only to overwrite them was a third of a serving process's load."""
-    model = TwoTowerRecommender(TwoTowerConfig.from_dict(state["model_config"]))
+    model = TwoTowerRecommender(TwoTowerConfig.from_dict(state["model_config"]), draw_tables=False)
     model.vocabulary = IdVocabulary.from_state_dict(state["item_vocabulary"])
     saved = state["model"]["item_embedding.weight"]
     model.item_embedding.weight = nn.Parameter(torch.empty_like(saved))

@@ -149,30 +149,39 @@ class TwoTowerRecommender(nn.Module):
     pool_weights: Tensor
 
     def __init__(
-        self, config: TwoTowerConfig, vocabulary: IdVocabulary | None = None, *, seed: int = 0
+        self,
+        config: TwoTowerConfig,
+        vocabulary: IdVocabulary | None = None,
+        *,
+        seed: int = 0,
+        draw_tables: bool = True,
     ) -> None:
         """Every random draw (initial weights, rows of new items) follows from `seed`; the
-        process-wide torch generator is neither read nor advanced."""
+        process-wide torch generator is neither read nor advanced. `draw_tables=False` leaves
+        the item and feature tables undrawn, for a model whose saved state is loaded next."""
         super().__init__()
         self.config = config
         self.vocabulary = vocabulary if vocabulary is not None else IdVocabulary()
         self.generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self._build_layers(config)
+            self._build_layers(config, draw_tables)
         self._item_features: dict[str, list[int]] = {}
         self._features_changed = 0
         self._owned: _OwnedRows | None = None
-        self.reset_rows(torch.arange(self.vocabulary.capacity))
+        if draw_tables:
+            self.reset_rows(torch.arange(self.vocabulary.capacity))
 
-    def _build_layers(self, config: TwoTowerConfig) -> None:
+    def _build_layers(self, config: TwoTowerConfig, draw_tables: bool) -> None:
         dim = config.dim
-        self.item_embedding = nn.Embedding(self.vocabulary.capacity, dim, sparse=True)
+        capacity, buckets = self.vocabulary.capacity, config.feature_buckets + 1
+        if not config.feature_fields:
+            buckets = 1
+        # drawing a 16k-bucket feature table only to overwrite it took a third of a load
+        undrawn = None if draw_tables else torch.empty(buckets, dim)
+        self.item_embedding = nn.Embedding(capacity, dim, sparse=True)
         self.feature_embedding = nn.Embedding(
-            config.feature_buckets + 1 if config.feature_fields else 1,
-            dim,
-            padding_idx=0,
-            sparse=True,
+            buckets, dim, padding_idx=0, sparse=True, _weight=undrawn
         )
         self.kind_embedding = nn.Embedding(3, dim)
         self.age_embedding = nn.Embedding(config.age_buckets, dim)
