@@ -62,5 +62,6 @@ def unpack_bools(packed: Any) -> list[bool]:
 
 
 def _values(packed: Any, kind: Callable[[Any], T]) -> list[T]:
-    values = packed.tolist() if isinstance(packed, torch.Tensor) else packed
-    return [kind(v) for v in values]
+    if isinstance(packed, torch.Tensor):  # already Python ints / bools: no second pass
+        return packed.tolist()
+    return [kind(v) for v in packed]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -184,10 +184,17 @@ class IdVocabulary:
         last_seen = unpack_ints(state["last_seen"])
         if len(owned) != len(ids) or len(ids) != len(last_seen) or owned[UNKNOWN_ROW]:
             raise VocabularyError("corrupt vocabulary state: row tables disagree")
-        vocab._ids = [i if own else None for i, own in zip(ids, owned, strict=True)]
+        # every loaded version pays this (each second, in each serving process): C loops only
+        free = [] if all(owned[1:]) else [r for r in range(1, len(ids)) if not owned[r]][::-1]
+        table: list[str | None] = list(ids)
+        for row in (UNKNOWN_ROW, *free):
+            table[row] = None
+        vocab._ids = table
         vocab._last_seen = last_seen
-        vocab._rows = {i: row for row, i in enumerate(vocab._ids) if i is not None}
-        vocab._free = [row for row in range(1, len(ids)) if not owned[row]][::-1]
+        rows = dict(zip(table, range(len(table)), strict=True))
+        rows.pop(None, None)  # row 0 and the free rows
+        vocab._rows = cast(dict[str, int], rows)
+        vocab._free = free
         vocab._pending = {
             i: (int(c), int(t))
             for i, c, t in zip(

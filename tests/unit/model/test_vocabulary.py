@@ -63,3 +63,16 @@ def test_bad_settings_are_rejected() -> None:
         IdVocabulary(admit_after=0)
     with pytest.raises(VocabularyError):
         IdVocabulary(expire_after_ms=0)
+
+
+def test_a_restored_vocabulary_hands_out_free_rows_as_the_saved_one_would() -> None:
+    vocab = IdVocabulary(expire_after_ms=10, chunk=8)
+    vocab.observe(["a", "b", "c", "d"], ts_ms=0)
+    vocab.observe(["b", "d"], ts_ms=20)
+    vocab.expire(now_ms=25)  # rows of a and c are free
+    restored = IdVocabulary.from_state_dict(vocab.state_dict())
+    assert len(restored) == 2
+    assert "" not in restored
+    assert restored.lookup(["", "a", "b", "c", "d"]).tolist() == [0, 0, 2, 0, 4]
+    new = ["x", "y", "z"]  # the two free rows first, then a new one
+    assert sorted(restored.observe(new, ts_ms=30).rows.tolist()) == [1, 3, 5]
