@@ -7,7 +7,9 @@
 Starts the local stack, a worker, the trainer and an API replica (real processes), produces
 synthetic events at `--rate` through the SDK and asks the API for `--qps` recommendations/s
 (new and returning users). Every 10 s it samples consumer lag (the worker's metric), each
-process's resident memory (Linux /proc) and Redis memory. Prints query latency p50/p99 (a
+process's resident memory (Linux /proc), Redis memory and the size of the newest model
+version's files (`checkpoint_file_mb`: the trainer's resume state, written with every
+version; `model_file_mb`: what workers and replicas load). Prints query latency p50/p99 (a
 baseline: /healthz in the same run, the HTTP floor), the error rate, the lag, and memory at
 the first, middle and last sample: flat memory is the aim (capped histories, bounded
 vocabulary). Every structure is capped, and small caps (`--history-len`, `--users`, `--items`,
@@ -202,6 +204,7 @@ def soak(
             row = {f"{n}_rss_mb": resident_mb(p.pid) for n, p in processes.items()}
             row["lag"] = _lag(settings.worker_metrics_port)
             row["redis_mb"] = int(client.info("memory")["used_memory"]) / 2**20
+            row.update(_version_files_mb(settings.checkpoint_dir))
             (then, before), now, used = cpu_at[0], time.monotonic(), cpu_by_role()
             for role, seconds_used in used.items():  # cores since the last sample, by role
                 row[f"{role}_cores"] = (seconds_used - before.get(role, 0.0)) / (now - then)
@@ -276,6 +279,19 @@ def soak(
             stop(process)
         delete_prefixed(client, settings.redis_prefix)
         client.close()
+
+
+def _version_files_mb(directory: Path) -> dict[str, float]:
+    """Sizes of the newest version's files: the trainer's full checkpoint (its resume state,
+    written with every version) and the serving part every worker and replica loads."""
+    sizes = {}
+    for kind in ("checkpoint", "model"):
+        files = sorted(directory.glob(f"{kind}-*.pt")) if directory.is_dir() else []
+        try:
+            sizes[f"{kind}_file_mb"] = files[-1].stat().st_size / 2**20 if files else 0.0
+        except FileNotFoundError:  # pruned between the listing and the stat
+            sizes[f"{kind}_file_mb"] = float("nan")
+    return sizes
 
 
 def main() -> int:
