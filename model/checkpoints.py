@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 _SERVING_KEYS = ("model_config", "model", "item_vocabulary", "item_features")
 # a version's ranking state (`model.ranking.Ranking.state_dict`) goes with its serving part
 _NAME = re.compile(r"^checkpoint-(\d{8})\.pt$")
+_SERVING_NAME = re.compile(r"^model-(\d{8})\.pt$")
 
 
 class CheckpointError(ModelError, RuntimeError):
@@ -53,12 +55,22 @@ class CheckpointStore:
         keep: int = 5,
         history_s: float = 0.0,
         clock: Callable[[], float] = time.time,
+        state_every_s: float = 0.0,
     ) -> None:
-        if keep < 1 or history_s < 0:
-            raise CheckpointError(f"keep must be >= 1 and history_s >= 0, got {keep}, {history_s}")
+        if keep < 1 or history_s < 0 or state_every_s < 0:
+            raise CheckpointError(
+                f"keep must be >= 1, history_s and state_every_s >= 0, got {keep}, {history_s}, "
+                f"{state_every_s}"
+            )
         self.directory = Path(directory)
         self.keep, self.history_s, self.clock = keep, history_s, clock
+        self.state_every_s = state_every_s
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._state_at: float | None = None  # when the newest full state was written
+        for version in reversed(self.versions()):
+            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: an older one
+                self._state_at = self.saved_at(version)
+                break
 
     def _path(self, version: int) -> Path:
         return self.directory / f"checkpoint-{version:08d}.pt"
@@ -69,9 +81,22 @@ class CheckpointStore:
         return self.directory / f"model-{version:08d}.pt"
 
     def versions(self) -> list[int]:
-        """Versions on disk, ascending."""
+        """Versions on disk with the full state to resume from (what `load` and `rollback`
+        take), ascending."""
         found = (_NAME.match(p.name) for p in self.directory.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
+
+    def _serving_versions(self) -> list[int]:
+        """Versions with a serving part on disk (every version saved), ascending."""
+        found = (_SERVING_NAME.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def state_due(self) -> bool:
+        """Whether the next version should carry the full state: with every version when
+        `state_every_s` is 0, else once that long after the last one that did."""
+        if self.state_every_s == 0 or self._state_at is None:
+            return True
+        return self.clock() - self._state_at >= self.state_every_s
 
     def saved_at(self, version: int) -> float:
         """When `version` was written (seconds since the epoch)."""
@@ -91,13 +116,18 @@ class CheckpointStore:
         position: Mapping[str, int],
         extra: Mapping[str, Any] | None = None,
         ranking: Mapping[str, Any] | None = None,
+        *,
+        full: bool = True,
     ) -> int:
         """Write a new version atomically, point CURRENT at it, prune beyond `keep`.
 
         `extra` is the caller's own state to resume with, `ranking` the candidate sources and
-        ranker that serve with the model (both plain containers and tensors).
+        ranker that serve with the model (both plain containers and tensors). `full=False`
+        writes the serving part only: the version serves, but is neither resumed from nor
+        rolled back to, and CURRENT stays (the trainer's full state grows with its users:
+        ~344 MB at 100,000 users x 200 entries, too much to write every second).
         """
-        existing = self.versions()
+        existing = [*self.versions(), *self._serving_versions()]
         version = max([*existing, self.current() or 0]) + 1
         payload: dict[str, Any] = {
             "format": FORMAT,
@@ -111,16 +141,23 @@ class CheckpointStore:
         serving = {key: payload["trainer"][key] for key in _SERVING_KEYS}
         try:
             _save_atomic({**payload, "trainer": serving, "extra": {}}, self._model_path(version))
-            _save_atomic(payload, self._path(version))
+            if full:
+                _save_atomic(payload, self._path(version))
         except (OSError, RuntimeError) as error:  # torch's zip writer raises RuntimeError
             self._model_path(version).unlink(missing_ok=True)
             raise CheckpointError(
                 f"cannot write version {version} in {self.directory} (disk full?): {error}; "
                 f"version {self.current()} stays current"
             ) from error
-        self._point(version)
+        if full:
+            self._point(version)
+            self._state_at = self.clock()
         for old in self._prunable():
             self._path(old).unlink(missing_ok=True)
+            self._model_path(old).unlink(missing_ok=True)
+        full_versions = set(self.versions())
+        serving_only = [v for v in self._serving_versions() if v not in full_versions]
+        for old in serving_only[: -self.keep]:
             self._model_path(old).unlink(missing_ok=True)
         return version
 

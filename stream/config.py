@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         description="besides those, one version per minute this far back is kept on disk "
         "(what `recstream model rollback` can return to)",
     )
+    checkpoint_state_s: float = Field(
+        0.0,
+        ge=0,
+        description="seconds between versions that carry the trainer's full state (user "
+        "histories, learned ids, optimiser); the others save the serving part only and are "
+        "neither resumed from nor rolled back to (0: every version carries it)",
+    )
     trainer_dedup_window: int = Field(
         200_000, ge=1, description="recent event ids the trainer remembers to skip duplicates"
     )
@@ -326,6 +333,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "train_wait_ms",
         "checkpoint_keep",
         "checkpoint_history_s",
+        "checkpoint_state_s",
         "trainer_dedup_window",
         "trainer_max_users",
         "item_admit_after",

@@ -198,6 +198,7 @@ def checkpoint_store(settings: Settings) -> CheckpointStore:
         settings.checkpoint_dir,
         keep=settings.checkpoint_keep,
         history_s=settings.checkpoint_history_s,
+        state_every_s=settings.checkpoint_state_s,
     )
 
 

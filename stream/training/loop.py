@@ -154,12 +154,12 @@ async def _train_holding(
     described_at = float("-inf")
     if rolled_back is not None:
         note = {"rolled_back_from": rolled_back}
-        republished = await publisher.publish(learner, _now_ms(), 0.0, note)
+        republished = await publisher.publish(learner, _now_ms(), 0.0, note, full=True)
         log.warning("version %d serves version %d's model", republished.version, rolled_back)
         version = republished.version
         metrics.model_version.set(version)
     elif version:
-        await publisher.resume(learner, version)
+        version = await publisher.resume(learner, version)
         metrics.model_version.set(version)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -243,8 +243,9 @@ async def _train_holding(
                         for tp, end in ends.items()
                     )
                 )
-        if pending and await retrying(lease.renew):
-            await _publish(publisher, learner, learned_ms, loss, metrics)
+        unsaved = version and checkpoints.current() != version  # no full state on disk yet
+        if (pending or unsaved) and await retrying(lease.renew):  # a restart resumes exactly
+            await _publish(publisher, learner, learned_ms, loss, metrics, full=True)
         return learner, None
     except FencedOffError as error:
         log.error("model version not published: %s; another trainer publishes now", error)
@@ -282,11 +283,14 @@ async def _publish(
     learned_ms: int,
     loss: float,
     metrics: TrainerMetrics,
+    *,
+    full: bool = False,
 ) -> int | None:
-    """Publish a version; None when it could not be written (the last one stays, and what
-    was learned since is published with the next one)."""
+    """Publish a version (`full`: with the trainer's full state, whether due or not); None
+    when it could not be written (the last one stays, and what was learned since is
+    published with the next one)."""
     try:
-        published = await publisher.publish(learner, learned_ms, loss)
+        published = await publisher.publish(learner, learned_ms, loss, full=full)
     except CheckpointError as error:
         log.error("model version not published: %s; retrying at the next interval", error)
         metrics.save_failures.inc()

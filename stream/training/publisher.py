@@ -46,9 +46,16 @@ class ModelPublisher:
         self._vectors = np.empty((0, state.dim), dtype=np.float32)
         self._served: int | None = None
 
-    async def resume(self, learner: StreamLearner, version: int) -> None:
+    async def resume(self, learner: StreamLearner, version: int) -> int:
         """After loading checkpoint `version`: make sure Redis serves it (a crash may have
-        come between the checkpoint and its publication)."""
+        come between the checkpoint and its publication); returns the version served. When
+        Redis serves a later version (saved without the full state, which the trainer then
+        resumes from before it), the loaded state is published as a new version instead:
+        versions only grow."""
+        served = await retrying(self.state.model_version)
+        if served is not None and served > version:
+            note = {"resumed_from": version}
+            return (await self.publish(learner, _now_ms(), 0.0, note, full=True)).version
         ids, vectors = await asyncio.to_thread(
             _catalogue, learner, await retrying(self.state.tombstones)
         )
@@ -59,6 +66,7 @@ class ModelPublisher:
             )
         self._remember(ids, vectors)
         self._served = version
+        return version
 
     async def publish(
         self,
@@ -66,9 +74,12 @@ class ModelPublisher:
         learned_ms: int,
         loss: float,
         note: Mapping[str, object] | None = None,
+        *,
+        full: bool = False,
     ) -> Published:
         """A new version from the model as it is now; `learned_ms` is when its last step ended;
-        `note` joins the version's info (a rollback says where it came from)."""
+        `note` joins the version's info (a rollback says where it came from). It carries the
+        trainer's full state when `full` or when the checkpoint store says one is due."""
         began = time.perf_counter()
         ids, vectors = await asyncio.to_thread(
             _catalogue, learner, await retrying(self.state.tombstones)
@@ -78,7 +89,7 @@ class ModelPublisher:
         changed = self._changed(ids, vectors)
         current = set(ids)
         retired = [i for i in self._row_of if i not in current]  # expired since the last
-        version = await asyncio.to_thread(self._checkpoint, learner)
+        version = await asyncio.to_thread(self._checkpoint, learner, full)
         info = {
             "learned_ms": learned_ms,
             "published_ms": _now_ms(),
@@ -104,10 +115,16 @@ class ModelPublisher:
         self._served = version
         return Published(version, int(changed.sum()), time.perf_counter() - began)
 
-    def _checkpoint(self, learner: StreamLearner) -> int:
-        """Save the version (its states are gathered here too: off the event loop)."""
+    def _checkpoint(self, learner: StreamLearner, full: bool) -> int:
+        """Save the version (its states are gathered here too: off the event loop); the
+        learner's state (user histories, learned ids) only with the full state."""
+        full = full or self.checkpoints.state_due()
         return self.checkpoints.save(
-            learner.trainer, learner.position, learner.state(), learner.ranking.state_dict()
+            learner.trainer,
+            learner.position,
+            learner.state() if full else None,
+            learner.ranking.state_dict(),
+            full=full,
         )
 
     def _changed(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:

@@ -32,6 +32,7 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
+from stream.local.processes import stop
 from stream.local.stack import free_port
 from stream.wiring import redis_client, redis_keys
 from tests.conftest import (
@@ -414,6 +415,54 @@ def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
         assert checkpoint.extra["events_learned"] == len(events)
         assert checkpoint.extra["duplicates"] == 2
         assert sum(checkpoint.position.values()) == len(events) + 2
+    finally:
+        processes.stop_all()
+        forget(settings)
+
+
+def test_a_trainer_killed_between_full_states_resumes_from_the_last_one_learning_nothing_twice(
+    kafka_bootstrap: str, single_redis_url: str, tmp_path: Path
+) -> None:
+    """With `checkpoint_state_s`, the versions between full states only serve: a killed
+    trainer resumes from the last full state, publishes it as a new version (versions only
+    grow) and learns the rest once; a graceful stop then writes the full state."""
+    data = tmp_path / "data"
+    settings = _loop_settings(kafka_bootstrap, single_redis_url, data).model_copy(
+        update={
+            "publish_interval_s": 0.2,
+            "publish_events": 200,
+            "train_batch": 64,
+            "checkpoint_state_s": 3_600.0,
+        }
+    )
+    events = list(sample_events(3_000, users=300, items=400, seed=6))
+    processes = Processes()
+    try:
+        _produce(settings, [*events, events[10]])  # a duplicate
+        first = processes.start("trainer", settings)
+        wait_until(lambda: _events_learned(settings) >= 600, 60, "some events learned")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        served = _published_version(settings)
+        assert CheckpointStore(settings.checkpoint_dir).versions() == [1]  # the first only
+        assert served > 1
+        second = processes.start("trainer", settings)
+        wait_until(lambda: _events_learned(settings) >= len(events), 120, "every event learned")
+        time.sleep(1.0)  # nothing more may arrive
+        assert _events_learned(settings) == len(events)
+
+        async def notes(state: RedisVectorState, _: RedisInteractionStore) -> list[object]:
+            newest = await state.model_version() or 0
+            infos = [await state.model_info(v) for v in range(served + 1, newest + 1)]
+            return [info.get("resumed_from") for info in infos]
+
+        assert _redis(settings, notes)[0] == 1  # the first version after the kill
+        stop(second)
+        checkpoint = CheckpointStore(settings.checkpoint_dir).load()
+        assert checkpoint.version == _published_version(settings)
+        assert checkpoint.extra["events_learned"] == len(events)
+        assert checkpoint.extra["duplicates"] == 1
+        assert sum(checkpoint.position.values()) == len(events) + 1
     finally:
         processes.stop_all()
         forget(settings)

@@ -34,10 +34,16 @@ def _trainer() -> OnlineTrainer:
     return OnlineTrainer(model, TrainerConfig(sampled_negatives=8, replay_ratio=0.0), CPU)
 
 
+_ITEMS = ["i1", "i7", "unknown"]
+
+
+def _user() -> tuple[list[list[Interaction]], int]:
+    return [[Interaction("u", "i1", "click", 0), Interaction("u", "i2", "order", 5)]], 100
+
+
 def _embeddings(trainer: OnlineTrainer) -> torch.Tensor:
-    history = [Interaction("u", "i1", "click", 0), Interaction("u", "i2", "order", 5)]
-    users = trainer.model.embed_users([history], now_ms=100)
-    return torch.cat([users, trainer.model.embed_items(["i1", "i7", "unknown"])])
+    users = trainer.model.embed_users(*_user())
+    return torch.cat([users, trainer.model.embed_items(_ITEMS)])
 
 
 def test_a_checkpoint_round_trip_restores_model_vocabulary_and_position(tmp_path: Path) -> None:
@@ -183,3 +189,43 @@ def test_besides_the_newest_one_version_a_minute_of_the_history_window_is_kept(
     now[0] -= 50
     # ages: v8 0 s, v7 50, v6 100, v5 150, v4 200 (outside 180 s): minutes 0, 0, 1, 2
     assert store.versions() == [5, 6, 7, 8]
+
+
+def test_versions_between_full_states_serve_but_are_neither_resumed_from_nor_rolled_back_to(
+    tmp_path: Path,
+) -> None:
+    now = [1_000.0]
+    store = CheckpointStore(tmp_path, keep=2, clock=lambda: now[0], state_every_s=60)
+    trainer = _trainer()
+    assert store.state_due()  # nothing on disk: the first version carries the full state
+    trainer.learn_many(_examples(0))
+    assert store.save(trainer, {"p": 1}, {"mine": 1}) == 1
+    full = _embeddings(trainer)
+    assert not store.state_due()
+    for step in range(2, 6):  # each serves; the newest `keep` of them stay on disk
+        trainer.learn_many(_examples(step * 24))
+        assert store.save(trainer, {"p": step}, full=False) == step
+    latest = _embeddings(trainer)
+    assert store.versions() == [1]
+    assert store.current() == 1
+    assert sorted(p.name for p in tmp_path.glob("model-*.pt")) == [
+        "model-00000001.pt",
+        "model-00000004.pt",
+        "model-00000005.pt",
+    ]
+    model, _ = store.load_serving(5)
+    assert torch.allclose(
+        torch.cat([model.embed_users(*_user()), model.embed_items(_ITEMS)]), latest
+    )
+    resumed = store.load()  # the newest full state, with its position and caller state
+    assert (resumed.version, resumed.position, resumed.extra) == (1, {"p": 1}, {"mine": 1})
+    assert torch.allclose(_embeddings(resumed.trainer), full)
+    with pytest.raises(CheckpointError, match="not on disk"):
+        store.rollback(5)
+    now[0] += 60
+    assert store.state_due()
+    assert store.save(resumed.trainer, {"p": 1}) == 6  # above every version ever saved
+    assert store.current() == 6
+    assert not store.state_due()
+    reopened = CheckpointStore(tmp_path, keep=2, clock=lambda: now[0], state_every_s=60)
+    assert not reopened.state_due()  # it knows when the last full state was written
