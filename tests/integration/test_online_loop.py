@@ -389,6 +389,16 @@ def test_users_served_lately_are_prepared_for_each_new_version_off_the_request_p
     assert after["prepared"] >= before["prepared"] + 3 * len(users)
 
 
+def _learned_once(settings: Settings, events: int, duplicates: int) -> int:
+    """The trainer's newest full state has learned `events` once and skipped `duplicates`;
+    returns its version."""
+    checkpoint = CheckpointStore(settings.checkpoint_dir).load()
+    assert checkpoint.extra["events_learned"] == events
+    assert checkpoint.extra["duplicates"] == duplicates
+    assert sum(checkpoint.position.values()) == events + duplicates
+    return checkpoint.version
+
+
 def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
     kafka_bootstrap: str, single_redis_url: str, tmp_path: Path
 ) -> None:
@@ -411,10 +421,7 @@ def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
         wait_until(lambda: _events_learned(settings) >= len(events), 120, "every event learned")
         time.sleep(1.0)  # nothing more may arrive
         assert _events_learned(settings) == len(events)
-        checkpoint = CheckpointStore(settings.checkpoint_dir).load()
-        assert checkpoint.extra["events_learned"] == len(events)
-        assert checkpoint.extra["duplicates"] == 2
-        assert sum(checkpoint.position.values()) == len(events) + 2
+        _learned_once(settings, len(events), duplicates=2)
     finally:
         processes.stop_all()
         forget(settings)
@@ -458,11 +465,7 @@ def test_a_trainer_killed_between_full_states_resumes_from_the_last_one_learning
 
         assert _redis(settings, notes)[0] == 1  # the first version after the kill
         stop(second)
-        checkpoint = CheckpointStore(settings.checkpoint_dir).load()
-        assert checkpoint.version == _published_version(settings)
-        assert checkpoint.extra["events_learned"] == len(events)
-        assert checkpoint.extra["duplicates"] == 1
-        assert sum(checkpoint.position.values()) == len(events) + 1
+        assert _learned_once(settings, len(events), duplicates=1) == _published_version(settings)
     finally:
         processes.stop_all()
         forget(settings)
