@@ -66,11 +66,6 @@ class CheckpointStore:
         self.keep, self.history_s, self.clock = keep, history_s, clock
         self.state_every_s = state_every_s
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._state_at: float | None = None  # when the newest full state was written
-        for version in reversed(self.versions()):
-            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: an older one
-                self._state_at = self.saved_at(version)
-                break
 
     def _path(self, version: int) -> Path:
         return self.directory / f"checkpoint-{version:08d}.pt"
@@ -93,10 +88,13 @@ class CheckpointStore:
 
     def state_due(self) -> bool:
         """Whether the next version should carry the full state: with every version when
-        `state_every_s` is 0, else once that long after the last one that did."""
-        if self.state_every_s == 0 or self._state_at is None:
+        `state_every_s` is 0, else once that long after the newest one on disk was written."""
+        if self.state_every_s == 0:
             return True
-        return self.clock() - self._state_at >= self.state_every_s
+        for version in reversed(self.versions()):
+            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: an older one
+                return self.clock() - self.saved_at(version) >= self.state_every_s
+        return True
 
     def saved_at(self, version: int) -> float:
         """When `version` was written (seconds since the epoch)."""
@@ -151,7 +149,6 @@ class CheckpointStore:
             ) from error
         if full:
             self._point(version)
-            self._state_at = self.clock()
         for old in self._prunable():
             self._path(old).unlink(missing_ok=True)
             self._model_path(old).unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -194,8 +195,7 @@ def test_besides_the_newest_one_version_a_minute_of_the_history_window_is_kept(
 def test_versions_between_full_states_serve_but_are_neither_resumed_from_nor_rolled_back_to(
     tmp_path: Path,
 ) -> None:
-    now = [1_000.0]
-    store = CheckpointStore(tmp_path, keep=2, clock=lambda: now[0], state_every_s=60)
+    store = CheckpointStore(tmp_path, keep=2, state_every_s=60)
     trainer = _trainer()
     assert store.state_due()  # nothing on disk: the first version carries the full state
     trainer.learn_many(_examples(0))
@@ -222,10 +222,11 @@ def test_versions_between_full_states_serve_but_are_neither_resumed_from_nor_rol
     assert torch.allclose(_embeddings(resumed.trainer), full)
     with pytest.raises(CheckpointError, match="not on disk"):
         store.rollback(5)
-    now[0] += 60
+    written = time.time() - 60  # the full state on disk is a minute old
+    os.utime(tmp_path / "checkpoint-00000001.pt", (written, written))
     assert store.state_due()
     assert store.save(resumed.trainer, {"p": 1}) == 6  # above every version ever saved
     assert store.current() == 6
     assert not store.state_due()
-    reopened = CheckpointStore(tmp_path, keep=2, clock=lambda: now[0], state_every_s=60)
+    reopened = CheckpointStore(tmp_path, keep=2, state_every_s=60)
     assert not reopened.state_due()  # it knows when the last full state was written
