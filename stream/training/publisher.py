@@ -59,7 +59,7 @@ class ModelPublisher:
         ids, vectors = await asyncio.to_thread(
             _catalogue, learner, await retrying(self.state.tombstones)
         )
-        if await retrying(self.state.model_version) != version:
+        if served != version:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
             await retrying(
                 partial(self.state.put_item_vectors, ids, vectors, version, info, self.fence())
