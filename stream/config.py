@@ -160,11 +160,12 @@ class Settings(BaseSettings):
         "(what `recstream model rollback` can return to)",
     )
     checkpoint_state_s: float = Field(
-        0.0,
+        60.0,
         ge=0,
         description="seconds between versions that carry the trainer's full state (user "
         "histories, learned ids, optimiser); the others save the serving part only and are "
-        "neither resumed from nor rolled back to (0: every version carries it)",
+        "neither resumed from nor rolled back to (0: every version carries it, a cost that "
+        "grows with the users kept)",
     )
     trainer_dedup_window: int = Field(
         200_000, ge=1, description="recent event ids the trainer remembers to skip duplicates"

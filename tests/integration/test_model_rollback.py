@@ -39,7 +39,11 @@ def _served(settings: Settings, version: int | None = None) -> tuple[int, dict[s
 def test_a_rollback_serves_the_old_model_as_a_new_version_and_relearns_what_came_after(
     settings: Settings,
 ) -> None:
-    settings = settings.model_copy(update={"publish_interval_s": 0.3, "vector_dim": 32})
+    # every version carries the full state, so the version served after 600 events is one
+    # the trainer can return to (with the default, only one a minute is)
+    settings = settings.model_copy(
+        update={"publish_interval_s": 0.3, "vector_dim": 32, "checkpoint_state_s": 0.0}
+    )
     events = list(sample_events(1_000, users=100, items=150, seed=47))
     processes = Processes()
     try:

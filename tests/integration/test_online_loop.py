@@ -402,10 +402,16 @@ def _learned_once(settings: Settings, events: int, duplicates: int) -> int:
 def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
     kafka_bootstrap: str, single_redis_url: str, tmp_path: Path
 ) -> None:
-    """About the trainer's checkpoints, not Redis's layout: run once, on one Redis."""
+    """About the trainer's checkpoints, not Redis's layout: run once, on one Redis. Every
+    version carries the full state here (the next test kills a trainer between full states)."""
     data = tmp_path / "data"
     settings = _loop_settings(kafka_bootstrap, single_redis_url, data).model_copy(
-        update={"publish_interval_s": 0.2, "publish_events": 200, "train_batch": 64}
+        update={
+            "publish_interval_s": 0.2,
+            "publish_events": 200,
+            "train_batch": 64,
+            "checkpoint_state_s": 0.0,
+        }
     )
     events = list(sample_events(6_000, users=300, items=400, seed=5))
     processes = Processes()
