@@ -118,11 +118,14 @@ def _user_vectors_made(base: str) -> dict[str, float]:
     }
 
 
-def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> list[float]:
+def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> tuple[list[float], int]:
     """Every second, a click of a new user, then the API asked (every 5 ms) until its answer
-    reflects it (`as_of_event_id` is the click): produce -> recommendations, in ms. The first
-    probe is a warm-up, not counted: it waits for the worker to join its group."""
+    reflects it (`as_of_event_id` is the click): produce -> recommendations, in ms, and how
+    many probes the API did not answer in time (a probe never reflected within 10 s counts
+    as one too). The first probe is a warm-up, not counted: it waits for the worker to join
+    its group."""
     took: list[float] = []
+    failed = 0
     warm = False
     with EventProducer(settings, linger_ms=1) as producer:
         while not stop_at.wait(1.0):
@@ -131,16 +134,22 @@ def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> list[
             sent = time.perf_counter()
             producer.send(event)
             producer.flush()
-            while time.perf_counter() - sent < 10.0 and not stop_at.is_set():
-                url = f"{base}/v1/users/{user}/recommendations?k=1"
-                with urllib.request.urlopen(url, timeout=5) as answer:
-                    if json.loads(answer.read())["as_of_event_id"] == user:
+            reflected = False
+            try:
+                while time.perf_counter() - sent < 10.0 and not stop_at.is_set():
+                    url = f"{base}/v1/users/{user}/recommendations?k=1"
+                    with urllib.request.urlopen(url, timeout=5) as answer:
+                        reflected = json.loads(answer.read())["as_of_event_id"] == user
+                    if reflected:
                         if warm:
                             took.append((time.perf_counter() - sent) * 1000)
-                        warm = True
                         break
-                time.sleep(0.005)
-    return took
+                    time.sleep(0.005)
+            except OSError:  # a timeout or a refused connection: this probe fails, not the run
+                pass
+            failed += warm and not reflected and not stop_at.is_set()
+            warm = warm or reflected
+    return took, failed
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -222,7 +231,7 @@ def soak(
                     bar.set_postfix(lag=samples[-1]["lag"], api_mb=samples[-1]["api_rss_mb"])
 
         watcher = threading.Thread(target=sampler)
-        fresh: list[list[float]] = []
+        fresh: list[tuple[list[float], int]] = []
         prober = threading.Thread(
             target=lambda: fresh.append(_freshness(settings, base_url, stop_at))
         )
@@ -230,19 +239,28 @@ def soak(
         watcher.start()
         prober.start()
         users = int(shape[0] * 1.2)  # a sixth of the queries are for users with no events
-        latencies, errors = asyncio.run(
-            _query(
-                base_url, qps, seconds, users, lambda u: f"/v1/users/user-{u:06d}/recommendations"
+        try:
+            latencies, errors = asyncio.run(
+                _query(
+                    base_url,
+                    qps,
+                    seconds,
+                    users,
+                    lambda u: f"/v1/users/user-{u:06d}/recommendations",
+                )
             )
-        )
-        made = _user_vectors_made(base_url)
-        floor, _ = asyncio.run(_query(base_url, qps, min(30.0, seconds), 1, lambda _: "/healthz"))
-        stop_at.set()
-        producer.join()
-        prober.join()
-        sampler_stop.set()
-        watcher.join()
+            made = _user_vectors_made(base_url)
+            floor, _ = asyncio.run(
+                _query(base_url, qps, min(30.0, seconds), 1, lambda _: "/healthz")
+            )
+        finally:  # the threads end before the processes they watch are stopped
+            stop_at.set()
+            producer.join()
+            prober.join()
+            sampler_stop.set()
+            watcher.join()
         sample()
+        probes, probe_failures = fresh[0] if fresh else ([], 0)
         middle = samples[len(samples) // 2]
         second_half_s = 10.0 * (len(samples) - 1 - len(samples) // 2)
         return {
@@ -259,9 +277,10 @@ def soak(
             "user_vectors_made_on_request": made.get("on_request", 0.0),
             "healthz_p50_ms": _pct(floor, 50),
             "healthz_p99_ms": _pct(floor, 99),
-            "freshness_probes": len(fresh[0]) if fresh else 0,
-            "freshness_p50_ms": _pct(fresh[0], 50) if fresh else float("nan"),
-            "freshness_p99_ms": _pct(fresh[0], 99) if fresh else float("nan"),
+            "freshness_probes": len(probes),
+            "freshness_probes_failed": probe_failures,
+            "freshness_p50_ms": _pct(probes, 50),
+            "freshness_p99_ms": _pct(probes, 99),
             "lag_max": max(s["lag"] for s in samples),
             "lag_end": samples[-1]["lag"],
             "caps": caps,
