@@ -17,6 +17,13 @@ def run_worker(settings: Settings) -> None:
     ensure_topics(settings)
     metrics = WorkerMetrics.create()
     serve_metrics(metrics.registry, settings.worker_metrics_port)
-    app = create_worker_app(settings, metrics)
+    make_worker(create_worker_app(settings, metrics), settings).execute_from_commandline()
+
+
+def make_worker(app: faust.App, settings: Settings) -> faust.Worker:
+    """A Faust worker for `app` that logs at `settings.log_level`. Without its start-up
+    spinner: Faust sets the root logger to DEBUG for it and never back, so every debug call
+    of aiokafka and Faust would build a record that no handler prints."""
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    worker.spinner = None
+    return worker
