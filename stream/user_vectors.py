@@ -21,10 +21,11 @@ from store.prepared_users import PreparedUsers, PreparedVector
 from store.vector_state import RedisVectorState, UserVector, UserVectorUpdate
 
 log = logging.getLogger(__name__)
-# Users embedded on the event loop (up to ~3 ms); a bigger chunk goes to a thread, where its
-# torch ops run beside the applies but each waits for the GIL behind the loop: inline, the
-# soak's freshness p99 fell from 164-169 ms to 84-117 ms, and a backlog's chunks of hundreds
-# of users (~40 ms each) still overlap with the applies.
+# Users embedded on the event loop (32 in one model call: ~0.5-2 ms on the 2-core boxes we
+# measure on); a bigger chunk goes to a thread, where its torch ops run beside the applies
+# but each waits for the GIL behind the loop: inline, the soak's freshness p99 fell from
+# 164-169 ms to 84-117 ms, and a backlog's chunks of hundreds of users still overlap with
+# the applies.
 INLINE_USERS = 32
 
 
