@@ -130,18 +130,35 @@ def _visitor_page(up: Up) -> str:
     return re.sub(r"user=[^&\s]+", f"user={user}", up.line("demo page"))
 
 
-def _shown(browser: Any) -> list[str]:
-    from selenium.webdriver.common.by import By
+def _in_recs(browser: Any, selector: str, read: str) -> list[str]:
+    """`read` of each element of the list on screen that `selector` picks, read in one go:
+    the page redraws the list on each new model version (once a second), so elements read
+    one by one can go stale in between."""
+    found: list[str] = browser.execute_script(
+        f"return [...document.querySelectorAll('#recs tbody {selector}')].map((e) => {read})"
+    )
+    return found
 
-    return [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")]
+
+def _shown(browser: Any) -> list[str]:
+    return _in_recs(browser, ".item", "e.innerText.trim()")
 
 
 def _click_the_first(browser: Any) -> str:
     """Click the first recommendation; returns it once the list on screen reflects the click."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    clicked = _shown(browser)[0]
-    browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0].click()
+    for _ in range(10):  # the list may be redrawn between finding its first item and the click
+        try:
+            first = browser.find_elements(By.CSS_SELECTOR, "#recs tbody .item")[0]
+            clicked: str = first.text
+            first.click()
+            break
+        except StaleElementReferenceException:
+            continue
+    else:
+        raise AssertionError("the list was redrawn under every click")
     recs = browser.find_element(By.ID, "recs")
     wait_until(
         lambda: recs.get_attribute("data-clicked") == clicked,
@@ -172,10 +189,7 @@ def test_the_demo_page_shows_recommendations_change_after_a_click(up: Up) -> Non
         after = shown()
         assert after != before
         assert clicked not in after  # seen items are not recommended again
-        reasons = {
-            e.get_attribute("data-reason")
-            for e in browser.find_elements(By.CSS_SELECTOR, "#recs tbody .reason")
-        }
+        reasons = set(_in_recs(browser, ".reason", "e.getAttribute('data-reason')"))
         assert reasons - {"popular"}, reasons  # the click made it personal
         assert browser.find_element(By.ID, "clicked").text == clicked
         wait_until(
