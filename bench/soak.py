@@ -8,15 +8,16 @@ Starts the local stack, a worker, the trainer and an API replica (real processes
 synthetic events at `--rate` through the SDK and asks the API for `--qps` recommendations/s
 (new and returning users). Every 10 s it samples consumer lag (the worker's metric), each
 process's resident memory (Linux /proc), Redis memory and the size of the newest model
-version's files (`checkpoint_file_mb`: the trainer's resume state, written with every
-version; `model_file_mb`: what workers and replicas load). Prints query latency p50/p99 (a
-baseline: /healthz in the same run, the HTTP floor), the error rate, the lag, and memory at
-the first, middle and last sample: flat memory is the aim (capped histories, bounded
-vocabulary). Every structure is capped, and small caps (`--history-len`, `--users`, `--items`,
-`--trainer-dedup-window`, `--feed-retention-s`) let a run of minutes reach them and show the
-plateau (the trainer and the API grow with the items seen so far, up to the catalogue);
-Redis then grows only by the idempotency records, reported per event over the second half.
-The growth of each memory figure over the second half is also given as a slope (MB/min).
+files (`checkpoint_file_mb`: the trainer's full resume state, written every
+RECSTREAM_CHECKPOINT_STATE_S; `model_file_mb`: what workers and replicas load, written with
+every version). Prints query latency p50/p99 (a baseline: /healthz in the same run, the
+HTTP floor), the error rate, the lag, and memory at the first, middle and last sample: flat
+memory is the aim (capped histories, bounded vocabulary). Every structure is capped, and
+small caps (`--history-len`, `--users`, `--items`, `--trainer-dedup-window`,
+`--feed-retention-s`) let a run of minutes reach them and show the plateau (the trainer and
+the API grow with the items seen so far, up to the catalogue); Redis then grows only by the
+idempotency records, reported per event over the second half. The growth of each memory
+figure over the second half is also given as a slope (MB/min).
 
 User vectors: how many the API prepared off the request path before serving new versions,
 and how many it had to make while a request waited (point 2 of issue 17: none, steady).
@@ -301,8 +302,9 @@ def soak(
 
 
 def _version_files_mb(directory: Path) -> dict[str, float]:
-    """Sizes of the newest version's files: the trainer's full checkpoint (its resume state,
-    written with every version) and the serving part every worker and replica loads."""
+    """Sizes of the newest files of each kind: the trainer's full checkpoint (its resume
+    state, written every `checkpoint_state_s`) and the serving part of every version, which
+    every worker and replica loads."""
     sizes = {}
     for kind in ("checkpoint", "model"):
         files = sorted(directory.glob(f"{kind}-*.pt")) if directory.is_dir() else []
