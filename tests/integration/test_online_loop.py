@@ -399,20 +399,27 @@ def _learned_once(settings: Settings, events: int, duplicates: int) -> int:
     return checkpoint.version
 
 
+def _killed_trainer_settings(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, checkpoint_state_s: float
+) -> Settings:
+    """A trainer that publishes often in small batches, so that a kill lands between versions,
+    writing its full state every `checkpoint_state_s` (0: with every version)."""
+    return _loop_settings(kafka_bootstrap, redis_url, tmp_path / "data").model_copy(
+        update={
+            "publish_interval_s": 0.2,
+            "publish_events": 200,
+            "train_batch": 64,
+            "checkpoint_state_s": checkpoint_state_s,
+        }
+    )
+
+
 def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
     kafka_bootstrap: str, single_redis_url: str, tmp_path: Path
 ) -> None:
     """About the trainer's checkpoints, not Redis's layout: run once, on one Redis. Every
     version carries the full state here (the next test kills a trainer between full states)."""
-    data = tmp_path / "data"
-    settings = _loop_settings(kafka_bootstrap, single_redis_url, data).model_copy(
-        update={
-            "publish_interval_s": 0.2,
-            "publish_events": 200,
-            "train_batch": 64,
-            "checkpoint_state_s": 0.0,
-        }
-    )
+    settings = _killed_trainer_settings(kafka_bootstrap, single_redis_url, tmp_path, 0.0)
     events = list(sample_events(6_000, users=300, items=400, seed=5))
     processes = Processes()
     try:
@@ -439,15 +446,7 @@ def test_a_trainer_killed_between_full_states_resumes_from_the_last_one_learning
     """With `checkpoint_state_s`, the versions between full states only serve: a killed
     trainer resumes from the last full state, publishes it as a new version (versions only
     grow) and learns the rest once; a graceful stop then writes the full state."""
-    data = tmp_path / "data"
-    settings = _loop_settings(kafka_bootstrap, single_redis_url, data).model_copy(
-        update={
-            "publish_interval_s": 0.2,
-            "publish_events": 200,
-            "train_batch": 64,
-            "checkpoint_state_s": 3_600.0,
-        }
-    )
+    settings = _killed_trainer_settings(kafka_bootstrap, single_redis_url, tmp_path, 3_600.0)
     events = list(sample_events(3_000, users=300, items=400, seed=6))
     processes = Processes()
     try:
