@@ -78,12 +78,15 @@ class CheckpointStore:
     def versions(self) -> list[int]:
         """Versions on disk with the full state to resume from (what `load` and `rollback`
         take), ascending."""
-        found = (_NAME.match(p.name) for p in self.directory.iterdir())
-        return sorted(int(m.group(1)) for m in found if m)
+        return self._numbered(_NAME)
 
     def _serving_versions(self) -> list[int]:
         """Versions with a serving part on disk (every version saved), ascending."""
-        found = (_SERVING_NAME.match(p.name) for p in self.directory.iterdir())
+        return self._numbered(_SERVING_NAME)
+
+    def _numbered(self, name: re.Pattern[str]) -> list[int]:
+        """The version numbers of the files in the directory that `name` matches, ascending."""
+        found = (name.match(p.name) for p in self.directory.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
     def state_due(self) -> bool:
