@@ -123,9 +123,10 @@ async def train(
             return (await asyncio.to_thread(load_or_create, settings, checkpoints))[0]
         rolled_back: int | None = None
         while True:  # again from a version `recstream model rollback` asked for
-            learner, rolled_back = await _train_holding(
-                settings, stop, metrics, checkpoints, client, lease, rolled_back
-            )
+            async with lease.kept():
+                learner, rolled_back = await _train_holding(
+                    settings, stop, metrics, checkpoints, client, lease, rolled_back
+                )
             if rolled_back is None:
                 return learner
     finally:
@@ -144,23 +145,15 @@ async def _train_holding(
 ) -> tuple[StreamLearner, int | None]:
     """Train from the CURRENT checkpoint until `stop`, a lost lease (learner, None), or a
     rollback request (learner, the version to go back to; CURRENT points at it). After a
-    rollback to `rolled_back`, its state is published at once as a new version."""
+    rollback to `rolled_back`, its state is published at once as a new version. The lease
+    is kept alive by the caller (`TrainerLease.kept`); this checks that it still holds."""
     learner, version = await asyncio.to_thread(load_or_create, settings, checkpoints)
     metrics = metrics or TrainerMetrics.create()
     state = vector_state(settings, client)
     publisher = ModelPublisher(state, checkpoints, lambda: lease.fence)
-    renewed = asked_at = time.monotonic()
+    asked_at = time.monotonic()
     metadata = ItemMetadataFollower(state, learner)
     described_at = float("-inf")
-    if rolled_back is not None:
-        note = {"rolled_back_from": rolled_back}
-        republished = await publisher.publish(learner, _now_ms(), 0.0, note, full=True)
-        log.warning("version %d serves version %d's model", republished.version, rolled_back)
-        version = republished.version
-        metrics.model_version.set(version)
-    elif version:
-        version = await publisher.resume(learner, version)
-        metrics.model_version.set(version)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         client_id=f"{settings.app_id}-trainer",
@@ -173,6 +166,15 @@ async def _train_holding(
     limits = EventTimeLimits.of(settings)  # the workers' rule: they dead-letter these
     await consumer.start()
     try:
+        if rolled_back is not None:
+            note = {"rolled_back_from": rolled_back}
+            republished = await publisher.publish(learner, _now_ms(), 0.0, note, full=True)
+            log.warning("version %d serves version %d's model", republished.version, rolled_back)
+            version = republished.version
+            metrics.model_version.set(version)
+        elif version:
+            version = await publisher.resume(learner, version)
+            metrics.model_version.set(version)
         partitions = await _assign(consumer, TopicNames.from_settings(settings).ingest, learner)
         pending = 0
         loss = 0.0
@@ -181,10 +183,8 @@ async def _train_holding(
         gathered: list[tuple[SourcePosition, Outcome]] = []
         since = time.monotonic()
         while not stop.is_set():
-            if time.monotonic() - renewed >= settings.trainer_lease_s / 3:
-                if not await retrying(lease.renew):
-                    return learner, None  # another trainer holds the model now: publish nothing
-                renewed = time.monotonic()
+            if not lease.held:
+                return learner, None  # another trainer holds the model now: publish nothing
             if time.monotonic() - asked_at >= _ROLLBACK_EVERY_S:
                 asked_at = time.monotonic()
                 wanted = await retrying(partial(_rollback_request, client, settings, checkpoints))
@@ -231,7 +231,6 @@ async def _train_holding(
                 last_publish = time.monotonic()
                 if not await retrying(lease.renew):  # before the checkpoint is written
                     return learner, None
-                renewed = time.monotonic()
                 published = await _publish(publisher, learner, learned_ms, loss, metrics)
                 if published is None:
                     continue

@@ -4,17 +4,23 @@ the first dies the second takes over within the lease and continues the versions
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from model.checkpoints import CheckpointStore
 from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
+from stream.training.loop import train
 from tests.conftest import Processes, wait_until
 from tests.faults.conftest import events_learned
 
@@ -65,3 +71,113 @@ def test_a_second_trainer_waits_for_the_lease_and_takes_over_when_the_first_dies
     finally:
         client.close()
         processes.stop_all()
+
+
+def _crashed_between_full_states(settings: Settings, events: list[Any]) -> int:
+    """A trainer that learns `events` in two versions, the full state in the first only, then
+    dies (its task cancelled: no final full state); returns the version Redis serves then."""
+    half = len(events) // 2
+
+    async def crash() -> None:
+        task = asyncio.create_task(train(settings, asyncio.Event()))
+        for learned in (half, len(events)):  # one version each: the first with the full state
+            await asyncio.to_thread(_produce, settings, events[learned - half : learned])
+            learned_all = partial(lambda n: events_learned(settings) >= n, learned)
+            await asyncio.to_thread(wait_until, learned_all, 60, f"{learned} events learned")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(crash(), 90))
+    assert CheckpointStore(settings.checkpoint_dir).versions() == [1]
+    return _served(settings)
+
+
+def _served(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.get(RedisKeys(settings.keys_prefix).model_version) or 0)
+    finally:
+        client.close()
+
+
+def _slow_full_saves(monkeypatch: pytest.MonkeyPatch, seconds: float, then: Any = None) -> None:
+    """Every save of a full state takes `seconds` longer (a big model, a slow disk), then
+    calls `then()`."""
+    save = CheckpointStore.save
+
+    def slow(self: CheckpointStore, *args: Any, full: bool = False, **kwargs: Any) -> int:
+        if full:
+            time.sleep(seconds)
+            if then is not None:
+                then()
+        return save(self, *args, full=full, **kwargs)
+
+    monkeypatch.setattr(CheckpointStore, "save", slow)
+
+
+def test_a_takeover_whose_republish_outlasts_the_lease_keeps_the_lease_and_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking over after a crash between full states republishes the last full state as a
+    new version; the lease is kept while that (or any) publish runs, however long it takes,
+    so the trainer goes on learning instead of dying of a fence it let expire."""
+    settings = settings.model_copy(
+        update={
+            "trainer_lease_s": 0.6,
+            "publish_interval_s": 0.2,
+            "checkpoint_state_s": 3_600.0,
+            "vector_dim": 16,
+        }
+    )
+    events = list(sample_events(600, users=60, items=80, seed=47))
+    crashed_at = _crashed_between_full_states(settings, events[:400])
+    _slow_full_saves(monkeypatch, seconds=1.5)
+
+    async def take_over() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(train(settings, stop))
+        await asyncio.to_thread(_produce, settings, events[400:])
+        while (await asyncio.to_thread(events_learned, settings)) < len(events):
+            if task.done():
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task  # raises what ended the trainer, if anything did
+
+    asyncio.run(asyncio.wait_for(take_over(), 90))
+    assert events_learned(settings) == len(events)
+    assert _served(settings) > crashed_at + 1
+
+
+def test_a_takeover_that_loses_the_lease_while_it_republishes_gives_way(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another trainer takes the lease while the republish runs, the republish is
+    fenced off: nothing is served from it, and the trainer returns (to wait for the lease
+    again) instead of dying."""
+    settings = settings.model_copy(
+        update={"trainer_lease_s": 0.6, "checkpoint_state_s": 3_600.0, "vector_dim": 16}
+    )
+    events = list(sample_events(400, users=60, items=80, seed=48))
+    crashed_at = _crashed_between_full_states(settings, events)
+    lease_key = RedisKeys(settings.keys_prefix).control.trainer_lease
+    client = redis.Redis.from_url(settings.redis_url)
+
+    def taken_by_another() -> None:
+        client.set(lease_key, "999 another:1", px=60_000)
+
+    _slow_full_saves(monkeypatch, seconds=0.1, then=taken_by_another)
+    try:
+        asyncio.run(asyncio.wait_for(train(settings, asyncio.Event()), 60))
+        assert _served(settings) == crashed_at
+        assert client.get(lease_key) == b"999 another:1"
+    finally:
+        client.close()
+
+
+def _produce(settings: Settings, events: list[Any]) -> None:
+    with EventProducer(settings) as producer:
+        for event in events:
+            producer.send(event)
+        producer.flush()
