@@ -160,7 +160,7 @@ class Settings(BaseSettings):
         "(what `recstream model rollback` can return to)",
     )
     checkpoint_state_s: float = Field(
-        0.0,
+        60.0,
         ge=0,
         description="seconds between versions that carry the trainer's full state (user "
         "histories, learned ids, optimiser); the others save the serving part only and are "
