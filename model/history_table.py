@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from model.interaction import INTERACTION_KINDS, Interaction, kind_code
@@ -17,7 +18,8 @@ class HistoryTable:
     """The last `length` interactions of up to `max_users` users, oldest first per user.
 
     When a new user would exceed `max_users`, the least recently active user's row is reused.
-    Item ids are stored as codes into a table of the item ids seen.
+    Item ids are stored as codes into a table of the item ids seen, from which the ids that
+    no held entry uses any more are dropped as it doubles (at least `MIN_ITEM_CODES`).
 
     >>> table = HistoryTable(max_users=2, length=2)
     >>> table.extend("u", [Interaction("u", "a", "click", 1), Interaction("u", "b", "click", 2)])
@@ -27,6 +29,8 @@ class HistoryTable:
     >>> [i.item_id for i in table.get("u")]
     ['b', 'c']
     """
+
+    MIN_ITEM_CODES = 4096
 
     def __init__(self, max_users: int, length: int) -> None:
         if max_users < 1 or length < 1:
@@ -42,6 +46,7 @@ class HistoryTable:
         self._free: list[int] = []
         self._codes: dict[str, int] = {}
         self._items: list[str] = []
+        self._compact_at = self.MIN_ITEM_CODES
         shape = (0, length)
         self._item = np.zeros(shape, dtype=np.int32)
         self._ts = np.zeros(shape, dtype=np.int64)
@@ -51,6 +56,11 @@ class HistoryTable:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def known_items(self) -> int:
+        """Item ids the table holds a code for (those in use, and at most as many again)."""
+        return len(self._items)
 
     @property
     def users(self) -> list[str]:
@@ -113,6 +123,8 @@ class HistoryTable:
     def _push(self, row: int, interaction: Interaction) -> None:
         code = self._codes.get(interaction.item_id)
         if code is None:
+            if len(self._items) >= self._compact_at:
+                self._compact()
             code = self._codes[interaction.item_id] = len(self._items)
             self._items.append(interaction.item_id)
         for array, value in (
@@ -125,14 +137,31 @@ class HistoryTable:
             array[row, -1] = value
         self._count[row] = min(int(self._count[row]) + 1, self.length)
 
+    def _held(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], list[int]]:
+        """The held rows, which of their entries are interactions, and the item codes those
+        use (ascending)."""
+        rows = np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows))
+        valid = np.arange(self.length) >= (self.length - self._count[rows])[:, None]
+        in_use = np.zeros(len(self._items), dtype=np.bool_)
+        in_use[self._item[rows][valid]] = True
+        return rows, valid, np.flatnonzero(in_use).tolist()
+
+    def _compact(self) -> None:
+        """Renumber the codes in use from 0 and forget the other item ids."""
+        rows, valid, used = self._held()
+        renumber = np.zeros(len(self._items), dtype=np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
+        self._item[rows] = np.where(valid, renumber[self._item[rows]], 0)
+        self._items = [self._items[c] for c in used]
+        self._codes = {item: code for code, item in enumerate(self._items)}
+        self._compact_at = max(2 * len(self._items), self.MIN_ITEM_CODES)
+
     def state_dict(self) -> dict[str, Any]:
         """The held rows as tensors, item codes into a sorted item list: the same histories
         give the same state (loads with `weights_only=True`)."""
-        rows = np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows))
+        rows, valid, used = self._held()
         counts = self._count[rows]
-        valid = np.arange(self.length) >= (self.length - counts)[:, None]
         codes = self._item[rows]
-        used = np.unique(codes[valid]).tolist()
         names = sorted(self._items[c] for c in used)
         renumber = np.zeros(len(self._items), dtype=np.int32)
         position = {name: k for k, name in enumerate(names)}
@@ -168,4 +197,5 @@ class HistoryTable:
         )
         self._items = list(state["items"])
         self._codes = {item: code for code, item in enumerate(self._items)}
+        self._compact_at = max(2 * len(self._items), self.MIN_ITEM_CODES)
         self._rows = OrderedDict((user, row) for row, user in enumerate(users))

@@ -46,3 +46,18 @@ def test_a_saved_table_loads_into_a_smaller_one_keeping_the_most_recent_users_an
     assert [i.item_id for i in small.get("u4")] == ["i42", "i43"]
     small.extend("u5", _clicks("u5", "new"))
     assert small.users == ["u4", "u5"]
+
+
+def test_item_ids_that_no_held_entry_uses_are_forgotten_so_the_table_stays_bounded() -> None:
+    """Every item ever seen would otherwise keep its id in memory for good: a long-running
+    trainer over a changing catalogue would grow without bound."""
+    table = HistoryTable(max_users=5, length=2)
+    for n in range(30_000):
+        user = f"u{n % 5}"
+        table.extend(user, _clicks(user, f"item{n}", ts=n))
+    assert table.known_items <= HistoryTable.MIN_ITEM_CODES
+    assert table.users == ["u0", "u1", "u2", "u3", "u4"]
+    assert [i.item_id for i in table.get("u4")] == ["item29994", "item29999"]
+    again = HistoryTable(max_users=5, length=2)
+    again.load_state_dict(table.state_dict())
+    assert [again.get(u) for u in again.users] == [table.get(u) for u in table.users]
