@@ -33,7 +33,7 @@ test: install lint
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)
 	trap '$(BIN)/recstream stack down' EXIT
 	eval "$$($(BIN)/recstream stack up)"
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15  # the slowest, so CI's time stays in sight
 
 bench-ingest: install
 	export RECSTREAM_DATA_DIR=$$(mktemp -d)

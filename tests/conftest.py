@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from store.interaction_store import IngestStats
 from store.redis_keys import delete_prefixed
 from stream.config import Settings
+from stream.events.producer import EventProducer
+from stream.events.schema import ClickEvent, OrderEvent
 from stream.local.processes import spawn, stop
 from stream.local.stack import (
     RedisClusterNodes,
@@ -162,6 +164,14 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
             return
         time.sleep(0.05)
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def produce(settings: Settings, events: Sequence[ClickEvent | OrderEvent]) -> None:
+    """Send `events` to their topics and wait until the broker has them all."""
+    with EventProducer(settings) as producer:
+        for event in events:
+            producer.send(event)
+        producer.flush()
 
 
 def read_topic(

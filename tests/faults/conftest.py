@@ -17,6 +17,7 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from store.redis_keys import RedisKeys
 from stream.config import Settings
 from stream.local.processes import stop
 from stream.local.stack import free_port, start_broker, start_redis
@@ -63,6 +64,15 @@ def events_learned(settings: Settings) -> int:
             await client.aclose()
 
     return asyncio.run(read())
+
+
+def served_version(settings: Settings) -> int:
+    """The model version Redis serves (0: none yet)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return int(client.get(RedisKeys(settings.keys_prefix).model_version) or 0)
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from stream.config import Settings
-from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.local.stack import (
@@ -25,7 +24,14 @@ from stream.local.stack import (
     stop_redis_cluster,
 )
 from stream.wiring import interaction_store, redis_client
-from tests.conftest import Processes, forget, ingest_counts, isolated_settings, wait_until
+from tests.conftest import (
+    Processes,
+    forget,
+    ingest_counts,
+    isolated_settings,
+    produce,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +45,6 @@ def durable_cluster(tmp_path: Path) -> Iterator[list[RedisClusterNodes]]:
         yield held
     finally:
         stop_redis_cluster(held[0])
-
-
-def _produce(settings: Settings, events: list[ClickEvent | OrderEvent]) -> None:
-    with EventProducer(settings) as producer:
-        for event in events:
-            producer.send(event)
-        producer.flush()
 
 
 def _totals(settings: Settings) -> tuple[float, float]:
@@ -75,10 +74,10 @@ def test_a_primary_killed_and_restarted_mid_stream_loses_nothing_and_counts_noth
     processes = Processes()
     try:
         processes.start("worker", settings)
-        _produce(settings, events[:1_000])
+        produce(settings, events[:1_000])
         wait_until(lambda: ingest_counts(settings).get("applied", 0) >= 300, 60, "300 applied")
         os.kill(nodes.pids[1], signal.SIGKILL)  # a primary, not the node the URL names
-        _produce(settings, events[1_000:])  # while a third of the slots have no primary
+        produce(settings, events[1_000:])  # while a third of the slots have no primary
         time.sleep(2.0)
         durable_cluster[0] = restart_redis_node(nodes, 1)
         wait_until(lambda: ingest_counts(settings).get("applied") == 2_000, 120, "all 2,000")

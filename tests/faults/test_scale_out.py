@@ -20,6 +20,7 @@ from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent
 from stream.local.stack import free_port
 from tests.conftest import Processes, ingest_counts, wait_until
+from tests.faults.conftest import served_version
 
 pytestmark = pytest.mark.integration
 EVENTS = 6_000
@@ -32,14 +33,6 @@ def _served(port: int) -> int | None:
             return int(version) if version is not None else None
     except OSError:
         return None
-
-
-def _published(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        return int(client.get(RedisKeys(settings.redis_prefix).model_version) or 0)
-    finally:
-        client.close()
 
 
 def _counters(settings: Settings) -> tuple[float, float]:
@@ -103,14 +96,14 @@ def test_three_workers_one_killed_two_replicas_every_event_once_one_version(
 
         # Each publish reaches both replicas within seconds, while the trainer catches up.
         for _ in range(3):
-            version = _published(scaled)
+            version = served_version(scaled)
             wait_until(
                 lambda v=version: all((_served(p) or 0) >= v for p in ports),  # type: ignore[misc]
                 10,
                 f"both replicas to serve version {version}",
             )
         wait_until(
-            lambda: len({_served(p) for p in ports} | {_published(scaled)}) == 1,
+            lambda: len({_served(p) for p in ports} | {served_version(scaled)}) == 1,
             20,
             "both replicas on the newest version once the trainer is idle",
         )

@@ -21,8 +21,8 @@ from stream.config import Settings
 from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.training.loop import train
-from tests.conftest import Processes, wait_until
-from tests.faults.conftest import events_learned
+from tests.conftest import Processes, produce, wait_until
+from tests.faults.conftest import events_learned, served_version
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def _crashed_between_full_states(settings: Settings, events: list[Any]) -> int:
     async def crash() -> None:
         task = asyncio.create_task(train(settings, asyncio.Event()))
         for learned in (half, len(events)):  # one version each: the first with the full state
-            await asyncio.to_thread(_produce, settings, events[learned - half : learned])
+            await asyncio.to_thread(produce, settings, events[learned - half : learned])
             learned_all = partial(lambda n: events_learned(settings) >= n, learned)
             await asyncio.to_thread(wait_until, learned_all, 60, f"{learned} events learned")
         task.cancel()
@@ -90,15 +90,7 @@ def _crashed_between_full_states(settings: Settings, events: list[Any]) -> int:
 
     asyncio.run(asyncio.wait_for(crash(), 90))
     assert CheckpointStore(settings.checkpoint_dir).versions() == [1]
-    return _served(settings)
-
-
-def _served(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
-    try:
-        return int(client.get(RedisKeys(settings.keys_prefix).model_version) or 0)
-    finally:
-        client.close()
+    return served_version(settings)
 
 
 def _slow_full_saves(monkeypatch: pytest.MonkeyPatch, seconds: float, then: Any = None) -> None:
@@ -137,7 +129,7 @@ def test_a_takeover_whose_republish_outlasts_the_lease_keeps_the_lease_and_goes_
     async def take_over() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(train(settings, stop))
-        await asyncio.to_thread(_produce, settings, events[400:])
+        await asyncio.to_thread(produce, settings, events[400:])
         while (await asyncio.to_thread(events_learned, settings)) < len(events):
             if task.done():
                 break
@@ -147,7 +139,7 @@ def test_a_takeover_whose_republish_outlasts_the_lease_keeps_the_lease_and_goes_
 
     asyncio.run(asyncio.wait_for(take_over(), 90))
     assert events_learned(settings) == len(events)
-    assert _served(settings) > crashed_at + 1
+    assert served_version(settings) > crashed_at + 1
 
 
 def test_a_takeover_that_loses_the_lease_while_it_republishes_gives_way(
@@ -170,14 +162,7 @@ def test_a_takeover_that_loses_the_lease_while_it_republishes_gives_way(
     _slow_full_saves(monkeypatch, seconds=0.1, then=taken_by_another)
     try:
         asyncio.run(asyncio.wait_for(train(settings, asyncio.Event()), 60))
-        assert _served(settings) == crashed_at
+        assert served_version(settings) == crashed_at
         assert client.get(lease_key) == b"999 another:1"
     finally:
         client.close()
-
-
-def _produce(settings: Settings, events: list[Any]) -> None:
-    with EventProducer(settings) as producer:
-        for event in events:
-            producer.send(event)
-        producer.flush()

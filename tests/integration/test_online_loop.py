@@ -29,7 +29,6 @@ from store.interaction_store import RedisInteractionStore
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
 from stream.events.schema import ClickEvent, OrderEvent
 from stream.local.processes import stop
@@ -39,6 +38,7 @@ from tests.conftest import (
     Processes,
     forget,
     isolated_settings,
+    produce,
     scrape_metrics,
     wait_until,
 )
@@ -64,13 +64,6 @@ def _loop_settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Sett
             "prepare_users": 1_000,
         }
     )
-
-
-def _produce(settings: Settings, events: Sequence[ClickEvent | OrderEvent]) -> None:
-    with EventProducer(settings) as producer:
-        for event in events:
-            producer.send(event)
-        producer.flush()
 
 
 def _redis(settings: Settings, read: Any) -> Any:
@@ -118,7 +111,7 @@ class Loop:
 
     def produce(self, events: Sequence[ClickEvent | OrderEvent]) -> None:
         """Send unique events and count them."""
-        _produce(self.settings, events)
+        produce(self.settings, events)
         self.produced += len(events)
 
 
@@ -132,7 +125,7 @@ def loop(
     try:
         processes.start("worker", settings)
         processes.start("trainer", settings)
-        _produce(settings, list(sample_events(3_000, users=200, items=300, seed=3)))
+        produce(settings, list(sample_events(3_000, users=200, items=300, seed=3)))
         with TestClient(create_api(settings)) as api:
             wait_until(lambda: _events_learned(settings) == 3_000, 90, "3,000 events learned")
             wait_until(lambda: _events_applied(settings) == 3_000, 90, "3,000 events applied")
@@ -423,7 +416,7 @@ def test_a_trainer_killed_with_sigkill_resumes_without_learning_twice(
     events = list(sample_events(6_000, users=300, items=400, seed=5))
     processes = Processes()
     try:
-        _produce(settings, [*events, events[10], events[4_000]])  # two duplicates
+        produce(settings, [*events, events[10], events[4_000]])  # two duplicates
         first = processes.start("trainer", settings)
         wait_until(lambda: _events_learned(settings) >= 600, 60, "some events learned")
         os.kill(first.pid, signal.SIGKILL)
@@ -450,7 +443,7 @@ def test_a_trainer_killed_between_full_states_resumes_from_the_last_one_learning
     events = list(sample_events(3_000, users=300, items=400, seed=6))
     processes = Processes()
     try:
-        _produce(settings, [*events, events[10]])  # a duplicate
+        produce(settings, [*events, events[10]])  # a duplicate
         first = processes.start("trainer", settings)
         wait_until(lambda: _events_learned(settings) >= 600, 60, "some events learned")
         os.kill(first.pid, signal.SIGKILL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,12 @@ from store.interaction_store import RedisInteractionStore
 from store.vector_state import RedisVectorState
 from stream.api.app import create_api
 from stream.config import Settings
-from stream.events.producer import EventProducer
 from stream.events.samples import sample_events
-from stream.events.schema import ClickEvent, OrderEvent
 from stream.events.topics import ensure_topics
 from stream.ops.promote import switch
 from stream.ops.rebuild import rebuild
 from stream.wiring import redis_client, redis_keys
-from tests.conftest import Processes, forget, isolated_settings, wait_until
+from tests.conftest import Processes, forget, isolated_settings, produce, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +33,6 @@ def _settings(kafka_bootstrap: str, redis_url: str, data_dir: Path) -> Settings:
     return isolated_settings(kafka_bootstrap, redis_url, data_dir).model_copy(
         update={"vector_dim": 32, "publish_interval_s": 0.3, "publish_events": 400}
     )
-
-
-def _produce(settings: Settings, events: Sequence[ClickEvent | OrderEvent]) -> None:
-    with EventProducer(settings) as producer:
-        for event in events:
-            producer.send(event)
-        producer.flush()
 
 
 def _counts(settings: Settings, namespace: str) -> tuple[int, int]:
@@ -89,7 +79,7 @@ def test_a_promoted_rebuild_serves_what_a_fresh_pipeline_fed_the_same_events_ser
     try:
         processes.start("worker", live)
         processes.start("trainer", live)
-        _produce(live, events)
+        produce(live, events)
         with TestClient(create_api(live)) as api:
             wait_until(lambda: _counts(live, "") == (2_000, 2_000), 90, "live to learn 2,000")
             wait_until(lambda: _serves(api, ""), 30, "the replica to serve the live model")
@@ -101,7 +91,7 @@ def test_a_promoted_rebuild_serves_what_a_fresh_pipeline_fed_the_same_events_ser
             wait_until(lambda: _serves(api, "shadow"), 30, "the replica to follow the promote")
             promoted = {user: _ranked(api, user) for user in users}
 
-            _produce(fresh, events)
+            produce(fresh, events)
             rebuild(fresh, "fresh", progress=False)
             switch(fresh, "fresh", progress=False)
             with TestClient(create_api(fresh)) as fresh_api:
@@ -112,7 +102,7 @@ def test_a_promoted_rebuild_serves_what_a_fresh_pipeline_fed_the_same_events_ser
                 assert _scored(served) == pytest.approx(_scored(promoted), abs=1e-3)
 
             # Worker and trainer follow the switch: new events land in the promoted namespace.
-            _produce(live, list(sample_events(200, users=150, items=250, seed=6)))
+            produce(live, list(sample_events(200, users=150, items=250, seed=6)))
             wait_until(lambda: _counts(live, "shadow") == (2_200, 2_200), 60, "shadow to learn")
 
             switch(live, None, progress=False)  # roll back: the base catches up on the log
