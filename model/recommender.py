@@ -86,8 +86,17 @@ class Catalogue:
         return [[self.ids[c] for c in row] for row in best]
 
 
+# Scoring every item needs every item's vector: the whole catalogue through the item tower.
+# They are recomputed once the events learned since reach 1/this of the catalogue's size, so
+# a trainer (which scores each batch it learns, for the ranker) pays about this many item
+# vectors per event at any catalogue size; an evaluation batch of 256 still refreshes them
+# every batch up to 16,384 items.
+ITEMS_PER_REFRESH_EVENT = 64
+
+
 class TwoTowerOnlineRecommender:
-    """The deep model as an `OnlineRecommender`: inner product against every admitted item."""
+    """The deep model as an `OnlineRecommender`: inner product against every admitted item
+    (their vectors as of the last refresh: see `ITEMS_PER_REFRESH_EVENT`)."""
 
     name = "model"
     kind: SystemKind = "recommender"
@@ -97,11 +106,15 @@ class TwoTowerOnlineRecommender:
         self.model: TwoTowerRecommender = trainer.model
         self._catalogue: tuple[Catalogue, torch.Tensor] | None = None
         self._columns: tuple[list[str], Catalogue] | None = None
+        self._learned_since = 0  # events learned since the item vectors were computed
         self.last_report: StepReport | None = None
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
         self.last_report = self.trainer.learn_many(batch)
-        self._catalogue = None
+        self._learned_since += len(batch)
+        catalogue = len(self.model.vocabulary)
+        if self._learned_since * ITEMS_PER_REFRESH_EVENT >= catalogue:
+            self._catalogue = None
 
     def recommend_many(self, requests: Sequence[RecommendRequest], k: int) -> list[list[str]]:
         scored = self.scores(requests)
@@ -121,6 +134,7 @@ class TwoTowerOnlineRecommender:
             if known is None or known[0] is not ids:  # the same ids: reuse their columns
                 known = self._columns = (ids, Catalogue(ids))
             self._catalogue = (known[1], vectors)
+            self._learned_since = 0
         catalogue, vectors = self._catalogue
         if not catalogue.ids:
             return None
