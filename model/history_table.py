@@ -137,21 +137,24 @@ class HistoryTable:
             array[row, -1] = value
         self._count[row] = min(int(self._count[row]) + 1, self.length)
 
-    def _held(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], list[int]]:
-        """The held rows, which of their entries are interactions, and the item codes those
-        use (ascending)."""
+    def _held(
+        self,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.bool_], list[int]]:
+        """The held rows, their item codes, which of their entries are interactions, and the
+        item codes those use (ascending)."""
         rows = np.fromiter(self._rows.values(), dtype=np.int64, count=len(self._rows))
+        codes = self._item[rows]
         valid = np.arange(self.length) >= (self.length - self._count[rows])[:, None]
         in_use = np.zeros(len(self._items), dtype=np.bool_)
-        in_use[self._item[rows][valid]] = True
-        return rows, valid, np.flatnonzero(in_use).tolist()
+        in_use[codes[valid]] = True
+        return rows, codes, valid, np.flatnonzero(in_use).tolist()
 
     def _compact(self) -> None:
         """Renumber the codes in use from 0 and forget the other item ids."""
-        rows, valid, used = self._held()
+        rows, codes, valid, used = self._held()
         renumber = np.zeros(len(self._items), dtype=np.int32)
         renumber[used] = np.arange(len(used), dtype=np.int32)
-        self._item[rows] = np.where(valid, renumber[self._item[rows]], 0)
+        self._item[rows] = np.where(valid, renumber[codes], 0)
         self._items = [self._items[c] for c in used]
         self._codes = {item: code for code, item in enumerate(self._items)}
         self._compact_at = max(2 * len(self._items), self.MIN_ITEM_CODES)
@@ -159,9 +162,8 @@ class HistoryTable:
     def state_dict(self) -> dict[str, Any]:
         """The held rows as tensors, item codes into a sorted item list: the same histories
         give the same state (loads with `weights_only=True`)."""
-        rows, valid, used = self._held()
+        rows, codes, valid, used = self._held()
         counts = self._count[rows]
-        codes = self._item[rows]
         names = sorted(self._items[c] for c in used)
         renumber = np.zeros(len(self._items), dtype=np.int32)
         position = {name: k for k, name in enumerate(names)}
