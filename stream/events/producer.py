@@ -15,6 +15,7 @@ from kafka.producer.future import FutureRecordMetadata
 from stream.config import Settings
 from stream.events.event_time import EventTimeLimits
 from stream.events.kafka_sockets import close_failed_sockets
+from stream.events.partitioner import KeyHashPartitioner
 from stream.events.pseudonyms import Pseudonyms
 from stream.events.schema import ClickEvent, EventError, OrderEvent, validate_event
 from stream.events.topics import TopicNames
@@ -48,6 +49,7 @@ class EventProducer:
             "batch_size": 256 * 1024,
             "max_request_size": max(1024 * 1024, settings.max_event_bytes * 2),
             "request_timeout_ms": 30_000,
+            "partitioner": KeyHashPartitioner(),
         }
         config.update(kafka_config)
         self._producer = KafkaProducer(**config)
