@@ -5,12 +5,13 @@
 
 End to end = SDK -> broker -> Faust worker -> Redis effects. Baseline in the same run: the same
 events applied straight to Redis by the store (no broker, no Faust), i.e. the ceiling of the
-Redis side alone; and the producer alone (the same SDK sending to the broker with no worker
-running), the rate no end-to-end run on this box can pass. Each run is also repeated as a
-backlog the workers drain with the producer done: what the workers reach without sharing the
-cores with it. Starts the local stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker;
-with --redis-cluster the state goes to a local 3-primary Redis Cluster (on one machine it is
-not faster: it shows the cost per event of the sharded path against one Redis).
+Redis side alone (measured beside every run, the median reported); and the producer alone
+(the same SDK sending to the broker with no worker running), the rate no end-to-end run on
+this box can pass. Each run is also repeated as a backlog the workers drain with the
+producer done: what the workers reach without sharing the cores with it. Starts the local
+stack unless RECSTREAM_KAFKA_BOOTSTRAP points at a broker; with --redis-cluster the state
+goes to a local 3-primary Redis Cluster (on one machine it is not faster: it shows the cost
+per event of the sharded path against one Redis).
 """
 
 from __future__ import annotations
@@ -216,14 +217,16 @@ def main() -> int:
     with local_stack(Settings()) as stack, redis_of(stack, args.redis_cluster) as base:
         client = blocking_redis_client(base)
         events = list(sample_events(args.events, users=10_000, items=50_000, seed=11))
-        baseline_settings = _isolated(base, uuid.uuid4().hex[:8])
-        baseline = baseline_redis_only(baseline_settings, events)
-        delete_prefixed(client, baseline_settings.redis_prefix)
         live: dict[int, list[float]] = {}
         drained: dict[int, list[float]] = {}
         produced: list[float] = []
+        floors: list[float] = []
         for workers in args.workers:
             for _ in range(args.runs):
+                # the floor beside every run: alone it moved by 30% from one run to the next
+                floor_settings = _isolated(base, uuid.uuid4().hex[:8])
+                floors.append(baseline_redis_only(floor_settings, events))
+                delete_prefixed(client, floor_settings.redis_prefix)
                 run_settings = _isolated(base, uuid.uuid4().hex[:8])
                 live.setdefault(workers, []).append(
                     throughput_run(run_settings, events, client, workers)
@@ -247,13 +250,15 @@ def main() -> int:
             latency_rows.append((rate, len(lat), _pct(lat, 0.5), _pct(lat, 0.99), max(lat)))
 
     producer_floor = statistics.median(produced)
+    baseline = statistics.median(floors)
     print(
         f"\ningest benchmark ({args.events:,} events per run, {args.runs} runs, "
         f"batch {base.batch_size}, fetch wait {base.fetch_max_wait_ms} ms; "
         f"{'a 3-primary Redis Cluster' if args.redis_cluster else 'one Redis'})"
     )
     print(
-        f"  floors: store alone (no broker/Faust) {baseline:,.0f} events/s; "
+        f"  floors (medians): store alone (no broker/Faust) {baseline:,.0f} events/s "
+        f"(runs: {', '.join(f'{f:,.0f}' for f in floors)}); "
         f"producer alone (SDK -> broker, no worker) {producer_floor:,.0f} events/s"
     )
     for workers in args.workers:
