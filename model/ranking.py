@@ -339,9 +339,9 @@ class Ranking:
         known = columns >= 0
         counts, trend = popularity.scores(), popularity.scores(trending=True)
         picked = columns[known]
-        top = math.log1p(max(counts.max(), 1.0))
+        top = math.log1p(max(popularity.peak(), 1.0))
         features[known, F["popularity"]] = np.log1p(counts[picked]) / top
-        features[known, F["trending"]] = trend[picked] / max(float(trend.max()), 1e-12)
+        features[known, F["trending"]] = trend[picked] / max(popularity.peak(trending=True), 1e-12)
         age_h = np.maximum(now_ms - popularity.first_ms[picked], 0) / 3_600_000
         features[known, F["item_age"]] = np.log1p(age_h) / 10.0
         seen = np.zeros(len(ids))

@@ -66,6 +66,23 @@ def test_popularity_counts_all_time_and_trending() -> None:
     assert popularity.first_ms[popularity.catalogue.column["hit"]] == 10 * DAY_MS
 
 
+def test_the_popularity_peaks_follow_every_add_and_load() -> None:
+    """The peaks scale the popularity features; they are kept between adds, so a kept value
+    that an add or a load does not replace would scale every later request wrongly."""
+    popularity = ItemPopularity(half_life_ms=DAY_MS)
+    assert popularity.peak() == 0.0 == popularity.peak(trending=True)
+    for n, item in enumerate(["a", "b", "b", "c", "b", "a", "a", "a"]):
+        popularity.add(item, n * 400 * DAY_MS)  # far apart: the trending weights rescale
+        for trending in (False, True):
+            assert popularity.peak(trending) == popularity.scores(trending).max()
+    loaded = ItemPopularity(half_life_ms=DAY_MS)
+    loaded.add("z", 0)
+    assert loaded.peak() == 1.0
+    loaded.load_state_dict(popularity.state_dict())
+    assert loaded.peak() == 4.0
+    assert loaded.peak(trending=True) == popularity.peak(trending=True)
+
+
 def test_covisitation_grows_past_its_first_arrays_and_scores_as_the_rows_say() -> None:
     source = CoVisitation(window=1, cap=5_000)
     for n in range(3_000):  # each event links an item never linked before to the hub
