@@ -1,11 +1,13 @@
 """What every long-running process (worker, trainer, API replica) does at start, in one path:
-logging, torch threads, CPU niceness, the heap trimmer, its metrics server and its signals."""
+logging, torch threads, CPU niceness, the heap trimmer, its imports frozen out of garbage
+collections, its metrics server and its signals."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import signal
@@ -29,7 +31,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 
 
 def start_process(settings: Settings, *, configure_logging: bool = True, nice: int = 0) -> None:
     """Set up this process as `settings` say: log level (unless a server configures its own
-    logging), torch threads (set once, here, never inside a library), niceness, heap trim."""
+    logging), torch threads (set once, here, never inside a library), niceness, heap trim;
+    and what it has imported so far frozen out of garbage collections (`freeze_imports`)."""
     import torch  # here, not at module level: commands that only import `interrupt` stay quick
 
     if configure_logging:
@@ -38,6 +41,17 @@ def start_process(settings: Settings, *, configure_logging: bool = True, nice: i
     if nice:
         os.nice(nice)
     start_heap_trimmer(settings.heap_trim_s)
+    freeze_imports()
+
+
+def freeze_imports() -> None:
+    """Move every object alive now (at start: modules, classes, functions, ~240k of an API
+    process's ~250k tracked objects) out of the cyclic garbage collector's reach. Each full
+    collection traversed them all: 130-200 ms with the event loop stopped, about once a
+    second in a replica under 500 requests/s; after this, a few ms. They live as long as the
+    process anyway (reference counting still frees any that die)."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve_metrics(registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
