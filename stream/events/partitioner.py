@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
-KEYS_REMEMBERED = 1 << 16
+KEYS_REMEMBERED = 1 << 14  # the hashes of the last 16,384 keys: ~3.5 MiB with the keys
 
 
 class KeyHashPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka: untyped

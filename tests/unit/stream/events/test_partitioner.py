@@ -52,7 +52,7 @@ def test_an_unknown_topic_is_refused_as_by_the_default() -> None:
 
 
 def test_record_batches_are_checksummed_in_c() -> None:
-    """kafka-python's pure-Python CRC-32C took 40% of a producing process's samples (and the
+    """kafka-python's pure-Python CRC-32C took 35% of a producing process's samples (and the
     GIL from the API's requests), so its C extra (`kafka-python[crc32c]`) is a dependency."""
     assert util.crc32c_c is not None
     data = memoryview(b"recstream" * 100)
