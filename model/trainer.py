@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from model.interaction import INTERACTION_KINDS, Interaction, kind_code
+from model.interaction import INTERACTION_KINDS, Interaction, InteractionKind, kind_code
 from model.replay_buffer import ReplayBuffer
 from model.two_tower import HistoryBatch, TwoTowerConfig, TwoTowerRecommender, newest_ms
 from model.vocabulary import UNKNOWN_ROW, Admission, IdVocabulary
@@ -57,13 +57,15 @@ class TrainingExample:
 @dataclass(frozen=True, slots=True)
 class _PackedExample:
     """A `TrainingExample` as the replay buffer keeps it, in about a third of the memory:
-    one record per example instead of one per history entry."""
+    one record per example instead of one per history entry. Its fields are bytes and tuples
+    of strings and numbers, which the garbage collector stops tracking, so every full
+    collection traverses one object per example, not three."""
 
     items: tuple[str, ...]
     kinds: bytes
-    times: array[int]
+    times: bytes  # int64 epoch ms
     quantities: tuple[int, ...] | None  # None: all 1
-    target: Interaction
+    target: tuple[str, str, InteractionKind, int, int]  # an Interaction's fields
 
     @classmethod
     def pack(cls, example: TrainingExample, keep: int | None = None) -> _PackedExample:
@@ -71,24 +73,25 @@ class _PackedExample:
         `max_history` reads (a user's history can be ten times longer)."""
         history = example.history if keep is None else example.history[-keep:]
         quantities = tuple(i.quantity for i in history)
+        target = example.target
         return cls(
             tuple(i.item_id for i in history),
             bytes(kind_code(i.kind) for i in history),
-            array("q", (i.ts_ms for i in history)),
+            array("q", (i.ts_ms for i in history)).tobytes(),
             None if all(q == 1 for q in quantities) else quantities,
-            example.target,
+            (target.user_id, target.item_id, target.kind, target.ts_ms, target.quantity),
         )
 
     def unpack(self) -> TrainingExample:
-        user = self.target.user_id
+        target = Interaction(*self.target)
         quantities = self.quantities or (1,) * len(self.items)
         history = tuple(
-            Interaction(user, item, INTERACTION_KINDS[kind], ts, quantity)
+            Interaction(target.user_id, item, INTERACTION_KINDS[kind], ts, quantity)
             for item, kind, ts, quantity in zip(
-                self.items, self.kinds, self.times, quantities, strict=True
+                self.items, self.kinds, array("q", self.times), quantities, strict=True
             )
         )
-        return TrainingExample(history, self.target)
+        return TrainingExample(history, target)
 
 
 @dataclass(frozen=True, slots=True)

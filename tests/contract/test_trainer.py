@@ -3,6 +3,7 @@ planted pattern, grows and recycles rows, is deterministic under a seed on the C
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -141,6 +142,16 @@ def test_the_replay_buffer_gives_back_examples_exactly_as_they_were_learned() ->
         TrainingExample((), Interaction("u", "a", "order", 4_000, quantity=2)),
     ]
     assert [_PackedExample.pack(e).unpack() for e in examples] == examples
+
+
+def test_a_replayed_example_is_one_object_for_the_garbage_collector() -> None:
+    """The buffer holds up to 50,000 examples for the trainer's lifetime; every full
+    collection traversed each one's time array and target too (three objects each)."""
+    history = tuple(Interaction("u", f"i{n}", "click", 1_000 + n) for n in range(5))
+    packed = _PackedExample.pack(TrainingExample(history, Interaction("u", "t", "order", 9_000)))
+    gc.collect()  # untracks the tuples that hold only strings and numbers
+    fields = [o for o in gc.get_referents(packed) if o is not _PackedExample]
+    assert [type(o).__name__ for o in fields if gc.is_tracked(o)] == []
 
 
 def _long_examples(n: int, length: int, seed: int) -> list[TrainingExample]:
