@@ -4,7 +4,7 @@ load from each model version and apply the same way)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -36,10 +36,16 @@ class MatrixTower:
         return scores, known
 
 
+TowerViews = Callable[
+    [TwoTowerOnlineRecommender | None, Sequence[RecommendRequest]], list[TowerView | None]
+]
+
+
 def tower_views(
     tower: TwoTowerOnlineRecommender | None, requests: Sequence[RecommendRequest]
 ) -> list[TowerView | None]:
-    """The tower's view of each request (None each without a tower or any admitted item)."""
+    """The tower's view of each request (None each without a tower or any admitted item):
+    exact, from the scores of every item (a [requests, items] matrix)."""
     scored = None if tower is None else tower.scores(requests)
     if scored is None:
         return [None] * len(requests)
@@ -48,7 +54,9 @@ def tower_views(
 
 
 class RankedRecommender:
-    """Multi-source candidates + online ranker; `tower=None` leaves the two-tower source out."""
+    """Multi-source candidates + online ranker; `tower=None` leaves the two-tower source out.
+    `tower_side` gives the tower's side of each request: exact by default; a trainer at a large
+    catalogue searches an index instead, as the replicas do."""
 
     kind: SystemKind = "recommender"
 
@@ -59,9 +67,11 @@ class RankedRecommender:
         *,
         name: str = "recommender",
         seed: int = 0,
+        tower_side: TowerViews = tower_views,
     ) -> None:
         self.name = name
         self.tower = tower
+        self.tower_side = tower_side
         self.ranking = Ranking(config, seed=seed)
 
     def set_items(self, metadata: Mapping[str, Mapping[str, str]]) -> None:
@@ -87,7 +97,7 @@ class RankedRecommender:
     def _recommend(
         self, requests: Sequence[RecommendRequest], k: int, *, use_tower: bool
     ) -> list[list[str]]:
-        towers = tower_views(self.tower if use_tower else None, requests)
+        towers = self.tower_side(self.tower if use_tower else None, requests)
         return [
             [found.item_id for found in self.ranking.rank(request, tower, k)]
             for request, tower in zip(requests, towers, strict=True)
@@ -95,7 +105,7 @@ class RankedRecommender:
 
     def learn_many(self, batch: Sequence[TrainingExample]) -> None:
         requests = [RecommendRequest(e.target.user_id, e.history, e.target.ts_ms) for e in batch]
-        towers = tower_views(self.tower, requests)
+        towers = self.tower_side(self.tower, requests)
         for request, tower, example in zip(requests, towers, batch, strict=True):
             self.ranking.learn(request, tower, example.target.item_id)
         if self.tower is not None:

@@ -126,8 +126,16 @@ class TwoTowerOnlineRecommender:
     def scores(
         self, requests: Sequence[RecommendRequest]
     ) -> tuple[Catalogue, npt.NDArray[np.float32]] | None:
-        """Every admitted item's score for each request [B, N], None before any is admitted;
-        the catalogue's vectors are computed once per learned batch."""
+        """Every admitted item's score for each request [B, N], None before any is admitted."""
+        found = self.item_vectors()
+        if found is None:
+            return None
+        catalogue, vectors = found
+        return catalogue, (self._users(requests) @ vectors.T).float().cpu().numpy()
+
+    def item_vectors(self) -> tuple[Catalogue, torch.Tensor] | None:
+        """Every admitted item and its vector [N, dim] as of the last refresh (see
+        `ITEMS_PER_REFRESH_EVENT`; the same objects until the next one), None before any."""
         if self._catalogue is None:
             ids, vectors = self.model.catalogue()
             known = self._columns
@@ -135,11 +143,14 @@ class TwoTowerOnlineRecommender:
                 known = self._columns = (ids, Catalogue(ids))
             self._catalogue = (known[1], vectors)
             self._learned_since = 0
-        catalogue, vectors = self._catalogue
-        if not catalogue.ids:
-            return None
-        users = self.model.embed_users(
+        return self._catalogue if self._catalogue[0].ids else None
+
+    def user_vectors(self, requests: Sequence[RecommendRequest]) -> npt.NDArray[np.float32]:
+        """Each request's user vector [B, dim]."""
+        return self._users(requests).float().cpu().numpy()
+
+    def _users(self, requests: Sequence[RecommendRequest]) -> torch.Tensor:
+        return self.model.embed_users(
             [r.history for r in requests],
             [newest_ms(r.history, r.now_ms) for r in requests],
         )
-        return catalogue, (users @ vectors.T).float().cpu().numpy()

@@ -15,7 +15,7 @@ import torch
 
 from model.history_table import HistoryTable
 from model.interaction import EventEffect, Interaction, kind_of
-from model.ranked import RankedRecommender
+from model.ranked import RankedRecommender, TowerViews, tower_views
 from model.ranking import HISTORY_LEN, CandidateConfig, Ranking
 from model.recommender import TwoTowerOnlineRecommender
 from model.trainer import OnlineTrainer, StepReport, TrainingExample
@@ -55,12 +55,15 @@ class StreamLearner:
         dedup_window: int,
         max_users: int = 100_000,
         candidates: CandidateConfig | None = None,
+        tower_side: TowerViews = tower_views,
     ) -> None:
+        """`tower_side`: how the ranker's training finds the tower's side of each event (exact by
+        default; `stream.training.tower_index` for an indexed one)."""
         if dedup_window < 1 or max_users < 1:
             raise ValueError("dedup_window and max_users must be >= 1")
         self.trainer = trainer
         self._tower = TwoTowerOnlineRecommender(trainer)
-        self._recommender = RankedRecommender(self._tower, candidates)
+        self._recommender = RankedRecommender(self._tower, candidates, tower_side=tower_side)
         self.dedup_window = dedup_window
         self.position: dict[str, int] = {}
         self.events_learned = 0

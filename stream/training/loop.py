@@ -37,6 +37,7 @@ from stream.training.learner import StreamLearner
 from stream.training.lease import TrainerLease
 from stream.training.metrics import TrainerMetrics
 from stream.training.publisher import ModelPublisher
+from stream.training.tower_index import trainer_tower_views
 from stream.wiring import (
     NamespaceWatch,
     checkpoint_store,
@@ -57,7 +58,10 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
     if checkpoints.current() is not None:
         checkpoint = checkpoints.load(device=device)
         learner = StreamLearner(
-            checkpoint.trainer, settings.trainer_dedup_window, settings.trainer_max_users
+            checkpoint.trainer,
+            settings.trainer_dedup_window,
+            settings.trainer_max_users,
+            tower_side=trainer_tower_views(settings),
         )
         learner.restore(checkpoint.extra, checkpoint.position, checkpoint.ranking)
         configure_items(settings, checkpoint.trainer.model.vocabulary)
@@ -86,7 +90,12 @@ def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
     model = TwoTowerRecommender(shape, vocabulary, seed=seed)
     config = TrainerConfig(seed=seed)
     trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
-    return StreamLearner(trainer, settings.trainer_dedup_window, settings.trainer_max_users)
+    return StreamLearner(
+        trainer,
+        settings.trainer_dedup_window,
+        settings.trainer_max_users,
+        tower_side=trainer_tower_views(settings),
+    )
 
 
 async def _assign(

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from model.checkpoints import CheckpointStore
 from store.vector_state import Fence, RedisVectorState
 from stream.training.learner import StreamLearner
+from stream.training.vector_changes import VectorChanges
 from stream.wiring import retrying
 
 
@@ -42,8 +43,7 @@ class ModelPublisher:
         self.state = state
         self.checkpoints = checkpoints
         self.fence = fence  # the trainer lease's: a publish goes through only while it holds
-        self._row_of: dict[str, int] = {}
-        self._vectors = np.empty((0, state.dim), dtype=np.float32)
+        self._published = VectorChanges(state.dim)
         self._served: int | None = None
 
     async def resume(self, learner: StreamLearner, version: int) -> int:
@@ -64,7 +64,7 @@ class ModelPublisher:
             await retrying(
                 partial(self.state.put_item_vectors, ids, vectors, version, info, self.fence())
             )
-        self._remember(ids, vectors)
+        self._published.remember(ids, vectors)
         self._served = version
         return version
 
@@ -85,10 +85,8 @@ class ModelPublisher:
             _catalogue, learner, await retrying(self.state.tombstones)
         )
         if await retrying(self.state.model_version) != self._served:
-            self._remember([], vectors[:0])  # Redis lost (or never had) our last version: all
-        changed = self._changed(ids, vectors)
-        current = set(ids)
-        retired = [i for i in self._row_of if i not in current]  # expired since the last
+            self._published.forget()  # Redis lost (or never had) our last version: all
+        changed, retired = self._published.since(ids, vectors)  # retired: expired since
         version = await asyncio.to_thread(self._checkpoint, learner, full)
         info = {
             "learned_ms": learned_ms,
@@ -111,7 +109,7 @@ class ModelPublisher:
                 retired,
             )
         )
-        self._remember(ids, vectors)
+        self._published.remember(ids, vectors)
         self._served = version
         return Published(version, int(changed.sum()), time.perf_counter() - began)
 
@@ -126,17 +124,6 @@ class ModelPublisher:
             learner.ranking.state_dict(),
             full=full,
         )
-
-    def _changed(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
-        rows = np.fromiter((self._row_of.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
-        changed = rows < 0
-        known = ~changed
-        changed[known] = (self._vectors[rows[known]] != vectors[known]).any(axis=1)
-        return changed
-
-    def _remember(self, ids: list[str], vectors: npt.NDArray[np.float32]) -> None:
-        self._row_of = {item_id: row for row, item_id in enumerate(ids)}
-        self._vectors = vectors
 
 
 def _catalogue(
