@@ -25,6 +25,11 @@ class VectorChanges:
         seen last that `ids` no longer holds."""
         if ids is self._ids:  # the same list object: the same ids in the same rows
             return (self._vectors != vectors).any(axis=1), []
+        seen = len(self._ids)
+        if len(ids) >= seen and ids[:seen] == self._ids:  # only appended (a list compare in C)
+            changed = np.ones(len(ids), dtype=bool)
+            changed[:seen] = (self._vectors != vectors[:seen]).any(axis=1)
+            return changed, []
         row_of = self._rows()
         rows = np.fromiter((row_of.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
         changed = rows < 0

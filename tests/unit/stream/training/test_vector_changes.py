@@ -43,3 +43,11 @@ def test_after_forget_every_vector_is_new() -> None:
     changed, retired = changes.since(ids, vectors)
     assert changed.tolist() == [True, True]
     assert retired == []
+
+
+def test_ids_appended_to_the_last_list_are_new_and_the_rest_compared_row_by_row() -> None:
+    changes = VectorChanges(dim=2)
+    changes.remember(["a", "b"], _matrix([1, 0], [0, 1]))
+    changed, retired = changes.since(["a", "b", "c"], _matrix([1, 0], [0, 2], [0, 1]))
+    assert changed.tolist() == [False, True, True]
+    assert retired == []
