@@ -81,12 +81,10 @@ class ModelPublisher:
         `note` joins the version's info (a rollback says where it came from). It carries the
         trainer's full state when `full` or when the checkpoint store says one is due."""
         began = time.perf_counter()
-        ids, vectors = await asyncio.to_thread(
-            _catalogue, learner, await retrying(self.state.tombstones)
-        )
         if await retrying(self.state.model_version) != self._served:
             self._published.forget()  # Redis lost (or never had) our last version: all
-        changed, retired = self._published.since(ids, vectors)  # retired: expired since
+        deleted = await retrying(self.state.tombstones)
+        ids, vectors, changed, retired = await asyncio.to_thread(self._changes, learner, deleted)
         version = await asyncio.to_thread(self._checkpoint, learner, full)
         info = {
             "learned_ms": learned_ms,
@@ -97,7 +95,7 @@ class ModelPublisher:
             "retired": len(retired),
             **(note or {}),
         }
-        changed_ids = [i for i, c in zip(ids, changed, strict=True) if c]
+        changed_ids = [ids[row] for row in np.flatnonzero(changed)]
         await retrying(
             partial(
                 self.state.put_item_vectors,
@@ -112,6 +110,16 @@ class ModelPublisher:
         self._published.remember(ids, vectors)
         self._served = version
         return Published(version, int(changed.sum()), time.perf_counter() - began)
+
+    def _changes(
+        self, learner: StreamLearner, deleted: set[str]
+    ) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.bool_], list[str]]:
+        """The catalogue to publish (less `deleted`), which of its vectors changed since the
+        last version, and the ids that left since (expired): off the event loop, as at 1M
+        items the comparison takes 0.1 s."""
+        ids, vectors = _catalogue(learner, deleted)
+        changed, retired = self._published.since(ids, vectors)
+        return ids, vectors, changed, retired
 
     def _checkpoint(self, learner: StreamLearner, full: bool) -> int:
         """Save the version (its states are gathered here too: off the event loop); the
