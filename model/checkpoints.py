@@ -201,7 +201,7 @@ class CheckpointStore:
     ) -> tuple[TwoTowerRecommender, dict[str, Any] | None]:
         """The model of `version` (CPU, eval mode) and its ranking state (None: saved without)."""
         _, payload = self._read(version, serving=True)
-        return model_from_state(payload["trainer"]).eval(), payload.get("ranking")
+        return model_from_state(payload["trainer"], take=True).eval(), payload.get("ranking")
 
     def _read_newest(self) -> tuple[int, dict[str, Any]]:
         current = self.current()

@@ -13,7 +13,7 @@ import torch
 from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.interaction import Interaction
-from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample
+from model.trainer import OnlineTrainer, TrainerConfig, TrainingExample, model_from_state
 from model.two_tower import TwoTowerConfig, TwoTowerRecommender
 
 CPU = choose_device("cpu")
@@ -230,3 +230,20 @@ def test_versions_between_full_states_serve_but_are_neither_resumed_from_nor_rol
     assert not store.state_due()
     reopened = CheckpointStore(tmp_path, keep=2, state_every_s=60)
     assert not reopened.state_due()  # it knows when the last full state was written
+
+
+def test_a_model_built_from_a_live_state_copies_it_and_one_read_from_disk_takes_it() -> None:
+    """A state that a live trainer still holds must be copied (its next step would move the
+    new model too); one just read from disk is nobody else's, and copying its item table was
+    a quarter of a serving process's load of each version at 1M items."""
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    state = trainer.state_dict()
+    table = state["model"]["item_embedding.weight"]
+    copied = model_from_state(state)
+    assert copied.item_embedding.weight.data_ptr() != table.data_ptr()
+    trainer.learn_many(_examples(24))
+    assert not torch.equal(copied.item_embedding.weight, trainer.model.item_embedding.weight)
+    taken = model_from_state(state, take=True)
+    assert taken.item_embedding.weight.data_ptr() == table.data_ptr()
+    assert isinstance(taken.item_embedding.weight, torch.nn.Parameter)
