@@ -6,6 +6,7 @@ with IVF1024 against 56, `python -m bench.trainer_catalogue`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -14,10 +15,12 @@ import torch
 from model.ranked import TowerViews, tower_views
 from model.ranking import CandidateConfig, TowerView, Vector
 from model.recommender import Catalogue, RecommendRequest, TwoTowerOnlineRecommender
-from store.faiss_index import FaissVectorIndex
 from store.vector_index import Neighbours
 from stream.config import EXACT_FACTORY, Settings
 from stream.training.vector_changes import VectorChanges
+
+if TYPE_CHECKING:
+    from store.faiss_index import FaissVectorIndex
 
 # Below this many items the exact scores of every item cost less than keeping an index (and
 # are what `recstream eval` computes); an IVF index is trained from its first upsert then.
@@ -71,6 +74,8 @@ class IndexedTowerViews:
     ) -> None:
         """`threads`: OpenMP threads of a search (the trainer's torch threads: it waits for
         it)."""
+        from store.faiss_index import FaissVectorIndex  # here: FAISS is ~1 s of a start
+
         self.index = FaissVectorIndex(
             dim, factory, search_threads=threads, nprobe=nprobe, ef_search=ef_search
         )
