@@ -57,9 +57,16 @@ def test_a_second_trainer_waits_for_the_lease_and_takes_over_when_the_first_dies
             while time.monotonic() < until:
                 seen.append(served())
                 time.sleep(0.05)
-            assert seen == sorted(seen), "the served version went back"
             second_log = Path(settings.data_dir) / "trainer-1.log"
-            assert "holds this model's lease" in second_log.read_text()
+
+            def second_waits() -> bool:
+                """Watching the served version until the second trainer says it waits: its
+                start (imports, freeze) can take longer than the 5 s above on a slow box."""
+                seen.append(served())
+                return "holds this model's lease" in second_log.read_text()
+
+            wait_until(second_waits, 60, "the second trainer reporting the lease it waits for")
+            assert seen == sorted(seen), "the served version went back"
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
             before = served()
