@@ -23,10 +23,8 @@ class VectorChanges:
     ) -> tuple[npt.NDArray[np.bool_], list[str]]:
         """Whether each of `ids` is new or its vector differs from the last seen, and the ids
         seen last that `ids` no longer holds."""
-        if ids is self._ids:  # the same list object: the same ids in the same rows
-            return (self._vectors != vectors).any(axis=1), []
         seen = len(self._ids)
-        if len(ids) >= seen and ids[:seen] == self._ids:  # only appended (a list compare in C)
+        if len(ids) >= seen and ids[:seen] == self._ids:  # the same or appended (compared in C)
             changed = np.ones(len(ids), dtype=bool)
             changed[:seen] = (self._vectors != vectors[:seen]).any(axis=1)
             return changed, []
