@@ -57,12 +57,7 @@ def load_or_create(settings: Settings, checkpoints: CheckpointStore) -> tuple[St
     device = choose_device(settings.trainer_device)
     if checkpoints.current() is not None:
         checkpoint = checkpoints.load(device=device)
-        learner = StreamLearner(
-            checkpoint.trainer,
-            settings.trainer_dedup_window,
-            settings.trainer_max_users,
-            tower_side=trainer_tower_views(settings),
-        )
+        learner = _learner(settings, checkpoint.trainer)
         learner.restore(checkpoint.extra, checkpoint.position, checkpoint.ranking)
         configure_items(settings, checkpoint.trainer.model.vocabulary)
         log.info(
@@ -89,7 +84,12 @@ def fresh_learner(settings: Settings, seed: int) -> StreamLearner:
     configure_items(settings, vocabulary)
     model = TwoTowerRecommender(shape, vocabulary, seed=seed)
     config = TrainerConfig(seed=seed)
-    trainer = OnlineTrainer(model, config, choose_device(settings.trainer_device))
+    return _learner(settings, OnlineTrainer(model, config, choose_device(settings.trainer_device)))
+
+
+def _learner(settings: Settings, trainer: OnlineTrainer) -> StreamLearner:
+    """The stream learner of `trainer` as the settings say (dedup window, users kept, how the
+    ranker's training finds the tower's candidates)."""
     return StreamLearner(
         trainer,
         settings.trainer_dedup_window,
