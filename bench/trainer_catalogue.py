@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.evaluation import training_examples
 from model.interaction import Interaction
 from model.ranked import tower_views
 from model.recommender import RecommendRequest
@@ -87,13 +88,9 @@ def _rate(learner: StreamLearner, clicks: list[ClickEvent], step: int, label: st
 
 def _tower_rate(learner: StreamLearner, clicks: list[ClickEvent], step: int) -> float:
     """Events/s of the tower's step alone on the same stream (no ranker, no candidates)."""
-    histories: dict[str, list[Interaction]] = {}
-    examples = []
-    for click in clicks:
-        target = Interaction(click.user_id, click.item_id, "click", click.ts_ms)
-        history = histories.setdefault(click.user_id, [])
-        examples.append(TrainingExample(tuple(history[-200:]), target))
-        history.append(target)
+    examples = list(
+        training_examples(Interaction(c.user_id, c.item_id, "click", c.ts_ms) for c in clicks)
+    )
     warm = len(examples) // 10
     learner.trainer.learn_many(examples[:warm])
     began = time.perf_counter()
