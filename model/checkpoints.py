@@ -197,11 +197,13 @@ class CheckpointStore:
         return self.load_serving(version)[0]
 
     def load_serving(
-        self, version: int | None = None
+        self, version: int | None = None, like: TwoTowerRecommender | None = None
     ) -> tuple[TwoTowerRecommender, dict[str, Any] | None]:
-        """The model of `version` (CPU, eval mode) and its ranking state (None: saved without)."""
+        """The model of `version` (CPU, eval mode) and its ranking state (None: saved without).
+        `like`: a version loaded before, whose item vocabulary this one's usually extends."""
         _, payload = self._read(version, serving=True)
-        return model_from_state(payload["trainer"], take=True).eval(), payload.get("ranking")
+        model = model_from_state(payload["trainer"], take=True, like=like)
+        return model.eval(), payload.get("ranking")
 
     def _read_newest(self) -> tuple[int, dict[str, Any]]:
         current = self.current()

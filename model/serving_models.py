@@ -60,8 +60,11 @@ class ServingModels:
                 return loaded
             if time.monotonic() - self._missing.get(version, -RETRY_MISSING_S) < RETRY_MISSING_S:
                 return None  # not read again on every request while it is not there
+            newest = next(reversed(self._models.values()), None)
         try:
-            model, state = self.checkpoints.load_serving(version)
+            # the next version's ids are mostly the newest one's: its tables are extended
+            like = None if newest is None else newest[0]
+            model, state = self.checkpoints.load_serving(version, like=like)
         except CheckpointError:
             with self._lock:
                 self._missing = {version: time.monotonic()}

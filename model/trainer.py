@@ -351,14 +351,20 @@ class OnlineTrainer:
         return functional.cross_entropy(logits, labels)
 
 
-def model_from_state(state: Mapping[str, Any], *, take: bool = False) -> TwoTowerRecommender:
+def model_from_state(
+    state: Mapping[str, Any], *, take: bool = False, like: TwoTowerRecommender | None = None
+) -> TwoTowerRecommender:
     """The model inside a trainer `state_dict` (on the CPU, in training mode). It is built
     with an empty item table that then takes the saved one's shape: drawing random rows for
     the whole catalogue only to overwrite them was a third of a serving process's load.
     `take`: the model's parameters are the state's own tensors, not copies (for a state read
-    from disk that nothing else holds: copying the item table was 0.25 s of a 1M-item load)."""
+    from disk that nothing else holds: copying the item table was 0.25 s of a 1M-item load).
+    `like`: a model loaded before, whose vocabulary this one's may extend (see
+    `IdVocabulary.from_state_dict`)."""
     model = TwoTowerRecommender(TwoTowerConfig.from_dict(state["model_config"]), draw_tables=False)
-    model.vocabulary = IdVocabulary.from_state_dict(state["item_vocabulary"])
+    model.vocabulary = IdVocabulary.from_state_dict(
+        state["item_vocabulary"], like=None if like is None else like.vocabulary
+    )
     saved = state["model"]["item_embedding.weight"]
     model.item_embedding.weight = nn.Parameter(torch.empty_like(saved))
     model.load_state_dict(state["model"], assign=take)

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from model.errors import ModelError
 from model.packed import (
@@ -60,11 +61,12 @@ class IdVocabulary:
         self.chunk = chunk
         self._rows: dict[str, int] = {}
         self._ids: list[str | None] = [None]
-        self._last_seen: list[int] = [0]
+        self._seen: list[int] | torch.Tensor = [0]  # per row; as saved until first needed
         self._pending: dict[str, tuple[int, int]] = {}
         self._free: list[int] = []
         self.capacity = chunk
         self.changes = 0  # counts admissions and expiries: the owned ids changed
+        self._loaded: _Loaded | None = None  # the packed ids restored from, until they change
 
     def configure(self, *, admit_after: int, expire_after_ms: int | None) -> None:
         """Set the admission threshold and expiry (from the next `observe` / `expire` on)."""
@@ -94,6 +96,7 @@ class IdVocabulary:
             raise VocabularyError("observe needs one timestamp per id")
         rows = np.empty(len(ids), dtype=np.int64)
         fresh: list[int] = []
+        last_seen = self._last_seen
         for position, (external, ts) in enumerate(zip(ids, times, strict=True)):
             row = self._rows.get(external)
             if row is None:
@@ -105,7 +108,7 @@ class IdVocabulary:
                 self._pending.pop(external, None)
                 row = self._assign(external)
                 fresh.append(row)
-            self._last_seen[row] = max(self._last_seen[row], ts)
+            last_seen[row] = max(last_seen[row], ts)
             rows[position] = row
         return Admission(rows=rows, fresh_rows=fresh, capacity=self.capacity)
 
@@ -132,14 +135,24 @@ class IdVocabulary:
         if self.expire_after_ms is None:
             return []
         cutoff = now_ms - self.expire_after_ms
-        gone = [i for i, row in self._rows.items() if self._last_seen[row] < cutoff]
+        last_seen = self._last_seen
+        gone = [i for i, row in self._rows.items() if last_seen[row] < cutoff]
         for external in gone:
             row = self._rows.pop(external)
             self._ids[row] = None
             self._free.append(row)
         self._pending = {i: p for i, p in self._pending.items() if p[1] >= cutoff}
-        self.changes += bool(gone)
+        if gone:
+            self.changes += 1
+            self._loaded = None
         return gone
+
+    @property
+    def _last_seen(self) -> list[int]:
+        """When each row's id was last seen (ms), unpacked from the saved state on first use."""
+        if isinstance(self._seen, torch.Tensor):
+            self._seen = unpack_ints(self._seen)
+        return self._seen
 
     def _assign(self, external: str) -> int:
         if self._free:
@@ -154,6 +167,7 @@ class IdVocabulary:
                 self.capacity += self.chunk
         self._rows[external] = row
         self.changes += 1
+        self._loaded = None
         return row
 
     def state_dict(self) -> dict[str, Any]:
@@ -165,36 +179,38 @@ class IdVocabulary:
             "capacity": self.capacity,
             "ids": pack_strings(["" if i is None else i for i in self._ids]),
             "owned": pack_bools([i is not None for i in self._ids]),
-            "last_seen": pack_ints(self._last_seen),
+            "last_seen": self._seen
+            if isinstance(self._seen, torch.Tensor)
+            else pack_ints(self._seen),
             "pending_ids": pack_strings(list(self._pending)),
             "pending_counts": pack_ints([c for c, _ in self._pending.values()]),
             "pending_last_ms": pack_ints([t for _, t in self._pending.values()]),
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> IdVocabulary:
-        """Rebuild a vocabulary saved with `state_dict`."""
+    def from_state_dict(
+        cls, state: dict[str, Any], like: IdVocabulary | None = None
+    ) -> IdVocabulary:
+        """Rebuild a vocabulary saved with `state_dict`. `like`: one restored before and not
+        changed since; when this state holds the same ids plus rows appended (a trainer's
+        usual next version), its id tables are copied and extended instead of rebuilt."""
         vocab = cls(
             admit_after=int(state["admit_after"]),
             expire_after_ms=state["expire_after_ms"],
             chunk=int(state["chunk"]),
         )
-        owned = unpack_bools(state["owned"])
-        ids = unpack_strings(state["ids"])
-        last_seen = unpack_ints(state["last_seen"])
-        if len(owned) != len(ids) or len(ids) != len(last_seen) or owned[UNKNOWN_ROW]:
+        last_seen = state["last_seen"]
+        kept = _rows_kept(like, state)
+        if like is not None and kept:
+            vocab._ids, vocab._rows, vocab._free = like._extended(kept, state)
+        else:
+            vocab._ids, vocab._rows, vocab._free = _id_tables(state)
+        if len(vocab._ids) != len(last_seen):
             raise VocabularyError("corrupt vocabulary state: row tables disagree")
-        # every loaded version pays this (each second, in each serving process): C loops only
-        free = [] if all(owned[1:]) else [r for r in range(1, len(ids)) if not owned[r]][::-1]
-        table: list[str | None] = list(ids)
-        for row in (UNKNOWN_ROW, *free):
-            table[row] = None
-        vocab._ids = table
-        vocab._last_seen = last_seen
-        rows = dict(zip(table, range(len(table)), strict=True))
-        rows.pop(None, None)  # row 0 and the free rows
-        vocab._rows = cast(dict[str, int], rows)
-        vocab._free = free
+        # a serving process never reads when each id was last seen: unpacked on first need
+        vocab._seen = last_seen if isinstance(last_seen, torch.Tensor) else unpack_ints(last_seen)
+        if isinstance(state["owned"], torch.Tensor) and "nul_joined" in state["ids"]:
+            vocab._loaded = _Loaded(state["ids"]["nul_joined"], state["owned"])
         vocab._pending = {
             i: (int(c), int(t))
             for i, c, t in zip(
@@ -205,6 +221,73 @@ class IdVocabulary:
             )
         }
         vocab.capacity = int(state["capacity"])
-        if vocab.capacity < len(ids):
+        if vocab.capacity < len(vocab._ids):
             raise VocabularyError("corrupt vocabulary state: capacity below row count")
         return vocab
+
+    def _extended(
+        self, kept: int, state: dict[str, Any]
+    ) -> tuple[list[str | None], dict[str, int], list[int]]:
+        """Copies of this vocabulary's id tables (its first `kept` rows) with the rows
+        `state` appends after them: at 1M ids, ~30 ms to copy where a rebuild took ~0.4 s."""
+        owned = state["owned"][kept:].tolist()
+        size = 0 if self._loaded is None else len(self._loaded.ids)
+        appended = state["ids"]["nul_joined"][size + 1 :].numpy().tobytes().decode("utf-8")
+        tail = appended.split("\x00") if owned else []
+        if len(tail) != len(owned):
+            raise VocabularyError("corrupt vocabulary state: row tables disagree")
+        table = self._ids.copy()
+        rows = self._rows.copy()
+        for row, (external, own) in enumerate(zip(tail, owned, strict=True), start=kept):
+            table.append(external if own else None)
+            if own:
+                rows[external] = row
+        free = [r for r in range(len(table) - 1, kept - 1, -1) if table[r] is None]
+        return table, rows, [*free, *self._free]
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """The packed ids and owned flags a vocabulary was restored from."""
+
+    ids: torch.Tensor
+    owned: torch.Tensor
+
+
+def _rows_kept(like: IdVocabulary | None, state: dict[str, Any]) -> int:
+    """How many rows `state` shares unchanged with the state `like` was restored from, when
+    it holds those rows and only rows appended after them (0 when it does not, or when
+    `like` changed since it was restored)."""
+    loaded = None if like is None else like._loaded
+    ids, owned = state["ids"], state["owned"]
+    if loaded is None or not isinstance(ids, dict) or "nul_joined" not in ids:
+        return 0
+    if not isinstance(owned, torch.Tensor):
+        return 0
+    joined, rows = ids["nul_joined"], len(loaded.owned)
+    size = len(loaded.ids)
+    if len(owned) < rows or len(joined) < size:
+        return 0
+    if len(owned) == rows and len(joined) != size:  # the last id changed
+        return 0
+    if len(owned) > rows and int(joined[size]) != 0:  # the last old id went on growing
+        return 0
+    if not (torch.equal(joined[:size], loaded.ids) and torch.equal(owned[:rows], loaded.owned)):
+        return 0
+    return rows
+
+
+def _id_tables(state: dict[str, Any]) -> tuple[list[str | None], dict[str, int], list[int]]:
+    """The row -> id table, the id -> row map and the free rows (a stack) of a saved state."""
+    owned = unpack_bools(state["owned"])
+    ids = unpack_strings(state["ids"])
+    if len(owned) != len(ids) or owned[UNKNOWN_ROW]:
+        raise VocabularyError("corrupt vocabulary state: row tables disagree")
+    # every loaded version pays this (each second, in each serving process): C loops only
+    free = [] if all(owned[1:]) else [r for r in range(1, len(ids)) if not owned[r]][::-1]
+    table: list[str | None] = list(ids)
+    for row in (UNKNOWN_ROW, *free):
+        table[row] = None
+    rows = dict(zip(table, range(len(table)), strict=True))
+    rows.pop(None, None)  # row 0 and the free rows
+    return table, cast(dict[str, int], rows), free

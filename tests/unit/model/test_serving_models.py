@@ -62,9 +62,9 @@ def test_a_version_not_on_disk_is_looked_for_again_only_once_a_while(
     reads: list[int] = []
     load = store.load_serving
 
-    def counted(version: int) -> object:
+    def counted(version: int, like: TwoTowerRecommender | None = None) -> object:
         reads.append(version)
-        return load(version)
+        return load(version, like)
 
     monkeypatch.setattr(store, "load_serving", counted)
     now = [100.0]
@@ -88,9 +88,9 @@ def test_loading_a_version_never_holds_up_asking_for_a_loaded_one(
     release = threading.Event()
     load = store.load_serving
 
-    def slow(version: int) -> object:
+    def slow(version: int, like: TwoTowerRecommender | None = None) -> object:
         release.wait(10)  # a big checkpoint being read, as an API replica does a version a second
-        return load(version)
+        return load(version, like)
 
     monkeypatch.setattr(store, "load_serving", slow)
     loading = threading.Thread(target=models.get, args=(versions[1],))
@@ -104,3 +104,15 @@ def test_loading_a_version_never_holds_up_asking_for_a_loaded_one(
         release.set()
         loading.join()
     assert models.loaded == [versions[0], versions[1]]
+
+
+def test_a_version_reuses_the_id_tables_of_the_one_loaded_before_it(tmp_path: Path) -> None:
+    store, trainer, versions = _store(tmp_path)
+    models = ServingModels(store, keep=3)
+    first = models.get(versions[-1])
+    assert first is not None
+    trainer.learn_one(TrainingExample((), Interaction("u", "i-new", "click", 9)))  # appends
+    nxt = models.get(store.save(trainer, {}))
+    assert nxt is not None
+    assert nxt.vocabulary.lookup(["i0", "i2", "i-new"]).tolist() == [1, 3, 4]
+    assert nxt.vocabulary.id_of(2) is first.vocabulary.id_of(2)  # taken, not decoded again

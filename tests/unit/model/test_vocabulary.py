@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
+import torch
 
 from model.vocabulary import UNKNOWN_ROW, IdVocabulary, VocabularyError
 
@@ -76,3 +79,94 @@ def test_a_restored_vocabulary_hands_out_free_rows_as_the_saved_one_would() -> N
     assert restored.lookup(["", "a", "b", "c", "d"]).tolist() == [0, 0, 2, 0, 4]
     new = ["x", "y", "z"]  # the two free rows first, then a new one
     assert sorted(restored.observe(new, ts_ms=30).rows.tolist()) == [1, 3, 5]
+
+
+def _tables(vocab: IdVocabulary) -> tuple[object, ...]:
+    return (vocab._ids, vocab._rows, vocab._free, vocab._last_seen, vocab._pending, vocab.capacity)
+
+
+def test_a_state_restored_like_an_earlier_one_equals_one_restored_alone() -> None:
+    rng = random.Random(0)
+    vocab = IdVocabulary(admit_after=2, expire_after_ms=50, chunk=4)
+    restored = [IdVocabulary.from_state_dict(vocab.state_dict())]
+    for step in range(300):
+        now = step * 5
+        if rng.random() < 0.1:
+            vocab.expire(now_ms=now)
+        elif rng.random() < 0.2:  # ids whose names extend others': x1, x12, x123
+            vocab.observe(["x123"[: rng.randrange(2, 5)]] * 2, ts_ms=now)
+        else:
+            vocab.observe([f"i{rng.randrange(40)}" for _ in range(rng.randrange(4))], ts_ms=now)
+        state = vocab.state_dict()
+        alone = IdVocabulary.from_state_dict(state)
+        like = IdVocabulary.from_state_dict(state, like=rng.choice(restored[-8:]))
+        assert _tables(like) == _tables(alone)
+        assert (like._ids, like._rows, sorted(like._free)) == (
+            vocab._ids,
+            vocab._rows,
+            sorted(vocab._free),
+        )
+        restored.append(like)
+
+
+def _expire_then(vocab: IdVocabulary, kept: list[str], admitted: list[str], at: int) -> None:
+    """Free every row but those of `kept`, then admit `admitted` (into the freed rows first)."""
+    vocab.observe(kept, ts_ms=at)
+    vocab.expire(now_ms=at + 5)
+    vocab.observe(admitted, ts_ms=at + 6)
+
+
+@pytest.mark.parametrize(
+    ("first", "kept", "admitted"),
+    [
+        (["x1"], [], ["x12", "y"]),  # the last id was replaced by a longer one, rows appended
+        (["x1"], [], ["x12"]),  # the same, no row appended
+        (["a"], ["a"], ["b", "c"]),  # rows appended, then freed below
+    ],
+)
+def test_a_state_that_is_not_the_earlier_one_plus_rows_is_restored_as_it_is(
+    first: list[str], kept: list[str], admitted: list[str]
+) -> None:
+    vocab = IdVocabulary(expire_after_ms=10, chunk=4)
+    vocab.observe(first, ts_ms=0)
+    before = IdVocabulary.from_state_dict(vocab.state_dict())
+    _expire_then(vocab, kept, admitted, at=100)
+    if kept:  # the appended rows go free while the earlier ones stay
+        _expire_then(vocab, kept, [], at=200)
+    state = vocab.state_dict()
+    restored = IdVocabulary.from_state_dict(state, like=before)
+    assert _tables(restored) == _tables(IdVocabulary.from_state_dict(state))
+
+
+def test_a_vocabulary_that_only_gained_ids_extends_the_tables_of_the_one_before() -> None:
+    vocab = IdVocabulary(chunk=4)
+    vocab.observe(["item-a", "item-b"], ts_ms=0)
+    before = IdVocabulary.from_state_dict(vocab.state_dict())
+    vocab.observe(["item-c", "item-a"], ts_ms=1)
+    after = IdVocabulary.from_state_dict(vocab.state_dict(), like=before)
+    assert after.lookup(["item-a", "item-b", "item-c"]).tolist() == [1, 2, 3]
+    assert after.id_of(1) is before.id_of(1)  # reused, not decoded again
+    assert after._rows is not before._rows  # a copy: the older version keeps its own
+
+
+def test_a_vocabulary_changed_since_it_was_restored_is_not_extended() -> None:
+    vocab = IdVocabulary(chunk=4)
+    vocab.observe(["item-a"], ts_ms=0)
+    before = IdVocabulary.from_state_dict(vocab.state_dict())
+    before.observe(["item-z"], ts_ms=1)  # its tables no longer match the state it came from
+    vocab.observe(["item-b"], ts_ms=1)
+    after = IdVocabulary.from_state_dict(vocab.state_dict(), like=before)
+    assert after.lookup(["item-a", "item-b", "item-z"]).tolist() == [1, 2, 0]
+    assert after.id_of(1) is not before.id_of(1)
+
+
+def test_a_restored_vocabulary_unpacks_when_ids_were_seen_only_once_it_needs_them() -> None:
+    vocab = IdVocabulary(expire_after_ms=10)
+    vocab.observe(["item-a", "item-b"], ts_ms=1_700_000_000_000)
+    restored = IdVocabulary.from_state_dict(vocab.state_dict())
+    assert restored.lookup(["item-b"]).tolist() == [2]  # what a serving process asks
+    assert isinstance(restored._seen, torch.Tensor)  # 1M ints were ~0.1 s of each load
+    again = IdVocabulary.from_state_dict(restored.state_dict())
+    assert again._last_seen == vocab._last_seen
+    assert restored.expire(now_ms=1_700_000_000_011) == ["item-a", "item-b"]
+    assert restored._last_seen == vocab._last_seen
