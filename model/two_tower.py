@@ -132,6 +132,30 @@ def _last_position(layer: nn.TransformerEncoderLayer, tokens: Tensor, real: Tens
     return state + fed
 
 
+class OverlaidEmbedding(nn.Embedding):
+    """A served version's item table: a shared base table (mapped from its file, the same
+    pages for every process and version that uses it) and the rows changed since, looked up
+    over it. Written into the base instead, those rows would copy every page they touch:
+    at 1M items the whole 256 MB table once ~60k rows had moved."""
+
+    def __init__(self, base: Tensor, rows: Tensor, values: Tensor) -> None:
+        count, dim = base.shape
+        super().__init__(count, dim, _weight=base, _freeze=True)
+        slots = torch.full((len(base),), -1, dtype=torch.int32)
+        slots[rows] = torch.arange(len(rows), dtype=torch.int32)
+        self.slots: Tensor = slots  # row -> its place in `values`, -1 for a base row
+        self.values: Tensor = values
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """The rows' vectors: the changed ones' from `values`, the others' from the base."""
+        found = super().forward(rows)
+        slot = self.slots[rows]
+        changed = slot >= 0
+        if bool(changed.any()):  # `found` is a gathered copy: the base is never written
+            found[changed] = self.values[slot[changed].long()]
+        return found
+
+
 class TwoTowerRecommender(nn.Module):
     """Scores `user · item` between L2-normalised towers, so inner-product search ranks alike.
 

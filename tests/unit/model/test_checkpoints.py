@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import os
 import time
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from model import checkpoints
 from model.checkpoints import CheckpointError, CheckpointStore
 from model.device import choose_device
 from model.interaction import Interaction
@@ -150,6 +153,7 @@ def test_a_failed_write_keeps_the_last_version_current_and_leaves_no_partial_fil
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "CURRENT",
         "checkpoint-00000001.pt",
+        "items-00000001.pt",  # version 1's item table
         "model-00000001.pt",
     ]
     assert store.save(trainer, {"clicks/0": 3}) == 2
@@ -247,3 +251,136 @@ def test_a_model_built_from_a_live_state_copies_it_and_one_read_from_disk_takes_
     taken = model_from_state(state, take=True)
     assert taken.item_embedding.weight.data_ptr() == table.data_ptr()
     assert isinstance(taken.item_embedding.weight, torch.nn.Parameter)
+
+
+def _mapped(path: Path) -> bool:
+    return str(path.resolve()) in Path("/proc/self/maps").read_text()
+
+
+def test_a_served_version_maps_its_file_and_serves_on_once_the_file_is_pruned(
+    tmp_path: Path,
+) -> None:
+    """Every serving process on a host shares the pages of a version's item table (one copy
+    of a 277 MB table at 1M items, not one a process) and reads only the rows it touches."""
+    store = CheckpointStore(tmp_path, keep=1)
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    version = store.save(trainer, {}, full=False)
+    expected = _embeddings(trainer)
+    model, _ = store.load_serving(version)
+    path = tmp_path / f"model-{version:08d}.pt"
+    assert _mapped(path)
+    trainer.learn_many(_examples(24))
+    store.save(trainer, {}, full=False)
+    store.save(trainer, {})
+    assert not path.exists()  # pruned: the mapping keeps its pages
+    assert torch.allclose(
+        torch.cat([model.embed_users(*_user()), model.embed_items(_ITEMS)]), expected
+    )
+    del model
+    resumed = store.load()  # a trainer's state is read, not mapped: it will be written to
+    assert not _mapped(tmp_path / f"checkpoint-{store.current():08d}.pt")
+    assert resumed.version == store.current()
+
+
+def test_a_saved_version_carries_no_checksum_that_no_reader_checks(tmp_path: Path) -> None:
+    """`torch.load` never verifies the zip entries' CRC-32 (a flipped byte of a table loads),
+    so computing it was time spent on every version for nothing."""
+    store = CheckpointStore(tmp_path, keep=1)
+    version = store.save(_trainer(), {})
+    for name in (f"model-{version:08d}.pt", f"checkpoint-{version:08d}.pt"):
+        with zipfile.ZipFile(tmp_path / name) as saved:
+            assert {entry.CRC for entry in saved.infolist()} == {0}
+
+
+def _serves(store: CheckpointStore, version: int, expected: torch.Tensor) -> bool:
+    model, _ = store.load_serving(version)
+    return torch.allclose(
+        torch.cat([model.embed_users(*_user()), model.embed_items(_ITEMS)]), expected
+    )
+
+
+def _saved(tmp_path: Path, version: int) -> dict[str, Any]:
+    payload: dict[str, Any] = torch.load(tmp_path / f"model-{version:08d}.pt", weights_only=True)
+    return payload
+
+
+def test_a_version_carries_the_item_rows_changed_since_its_base_and_serves_the_whole_table(
+    tmp_path: Path,
+) -> None:
+    """At 1M items the table is 256 MB: written whole each version, it was most of a save."""
+    store = CheckpointStore(tmp_path, keep=5)
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    first = store.save(trainer, {}, full=False)
+    at_first = _embeddings(trainer)
+    trainer.learn_many(_examples(24, n=2))  # moves a few rows
+    second = store.save(trainer, {}, full=False)
+    items = _saved(tmp_path, second)["items"]
+    rows = len(trainer.model.item_embedding.weight)
+    assert items["base"] == first
+    assert 0 < len(items["rows"]) < rows
+    assert "item_embedding.weight" not in _saved(tmp_path, second)["trainer"]["model"]
+    assert _serves(store, second, _embeddings(trainer))
+    served, _ = store.load_serving(second)
+    base = tmp_path / f"items-{first:08d}.pt"
+    assert _mapped(base)  # shared by every version over it, in every process
+    written = torch.load(base, weights_only=True)["table"]
+    assert torch.equal(served.item_embedding.weight, written)  # the changed rows go over it
+    assert _serves(store, first, at_first)
+    restarted = CheckpointStore(tmp_path, keep=5)  # a new trainer process: a new base first
+    assert _saved(tmp_path, restarted.save(trainer, {}, full=False))["items"]["base"] == 3
+
+
+def test_a_new_base_is_written_past_the_share_of_rows_changed_or_when_the_table_grows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CheckpointStore(tmp_path, keep=5)
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    store.save(trainer, {}, full=False)
+    monkeypatch.setattr(checkpoints, "REBASE_SHARE", 0.0)
+    assert _saved(tmp_path, store.save(trainer, {}, full=False))["items"]["base"] == 1  # no change
+    trainer.learn_many(_examples(24, n=2))
+    assert _saved(tmp_path, store.save(trainer, {}, full=False))["items"]["base"] == 3
+    monkeypatch.setattr(checkpoints, "REBASE_SHARE", 1.0)
+    rows = len(trainer.model.item_embedding.weight)
+    new_ids = [f"new-{n}" for n in range(rows + 1)]  # past the table's capacity
+    trainer.learn_many([TrainingExample((), Interaction("u", i, "click", 9)) for i in new_ids])
+    assert len(trainer.model.item_embedding.weight) > rows
+    assert _saved(tmp_path, store.save(trainer, {}, full=False))["items"]["base"] == 4
+    assert _serves(store, 4, _embeddings(trainer))
+
+
+def test_a_base_table_is_deleted_once_no_version_on_disk_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CheckpointStore(tmp_path, keep=2)
+    trainer = _trainer()
+    for step in range(6):
+        monkeypatch.setattr(checkpoints, "REBASE_SHARE", 0.0 if step in (0, 3) else 1.0)
+        trainer.learn_many(_examples(step * 24, n=2))
+        store.save(trainer, {}, full=False)
+    expected = _embeddings(trainer)
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
+        "items-00000004.pt",
+        "model-00000005.pt",
+        "model-00000006.pt",
+    ]
+    assert _serves(store, 6, expected)
+    (tmp_path / "items-00000004.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"items-00000004\.pt is not on disk"):
+        store.load_serving(6)
+
+
+def test_a_version_saved_with_its_table_inside_still_serves(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, keep=5)
+    trainer = _trainer()
+    trainer.learn_many(_examples(0))
+    version = store.save(trainer, {}, full=False)
+    payload = _saved(tmp_path, version)
+    payload["trainer"]["model"]["item_embedding.weight"] = trainer.model.item_embedding.weight
+    del payload["items"]  # as versions were written before the base tables
+    torch.save(payload, tmp_path / f"model-{version:08d}.pt")
+    (tmp_path / f"items-{version:08d}.pt").unlink()
+    assert _serves(store, version, _embeddings(trainer))

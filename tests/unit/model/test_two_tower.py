@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from model.interaction import Interaction
-from model.two_tower import TwoTowerConfig, TwoTowerRecommender
+from model.two_tower import OverlaidEmbedding, TwoTowerConfig, TwoTowerRecommender
 
 
 def _model(**overrides: object) -> TwoTowerRecommender:
@@ -135,3 +135,16 @@ def test_the_catalogue_follows_admissions_expiries_features_and_training() -> No
     model.set_item_features("c", {"category": "shoes"})
     ids, vectors = model.catalogue()
     assert torch.equal(vectors, expected(["c"]))
+
+
+def test_an_overlaid_table_looks_up_changed_rows_over_a_base_it_never_writes() -> None:
+    base = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    kept = base.clone()
+    table = OverlaidEmbedding(
+        base, torch.tensor([1, 4]), torch.tensor([[-1.0, -1.0], [-4.0, -4.0]])
+    )
+    found = table(torch.tensor([[0, 1], [4, 5]]))
+    assert found.tolist() == [[[0.0, 1.0], [-1.0, -1.0]], [[-4.0, -4.0], [10.0, 11.0]]]
+    found += 100  # what a caller does with its lookup stays its own
+    assert torch.equal(base, kept)
+    assert table(torch.tensor([0])).tolist() == [[0.0, 1.0]]
