@@ -22,7 +22,7 @@ from typing import TypeVar
 
 import torch
 
-from bench.trainer_catalogue import _admit, _clicks
+from bench.trainer_catalogue import admit_items, zipf_clicks
 from model.checkpoints import CheckpointStore
 from model.evaluation import training_examples
 from model.interaction import Interaction
@@ -51,8 +51,8 @@ def main() -> int:
     settings = Settings()
     torch.set_num_threads(settings.torch_threads)  # as every trainer and serving process sets it
     learner = fresh_learner(settings, seed=0)
-    _admit(learner, args.items)
-    clicks = _clicks(args.events * args.versions, 20_000, args.items, seed=1)
+    admit_items(learner, args.items)
+    clicks = zipf_clicks(args.events * args.versions, 20_000, args.items, seed=1)
     examples = list(
         training_examples(Interaction(c.user_id, c.item_id, "click", c.ts_ms) for c in clicks)
     )

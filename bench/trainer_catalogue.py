@@ -39,7 +39,7 @@ from stream.training.tower_index import IndexedTowerViews
 _ORIGIN_MS = 1_700_000_000_000
 
 
-def _clicks(n: int, users: int, items: int, seed: int) -> list[ClickEvent]:
+def zipf_clicks(n: int, users: int, items: int, seed: int) -> list[ClickEvent]:
     """`n` clicks, users uniform, items Zipf-like (a = 1.1) over the catalogue, 100 ms apart."""
     rng = np.random.default_rng(seed)
     picks = (rng.zipf(1.1, size=n) - 1) % items
@@ -55,7 +55,7 @@ def _clicks(n: int, users: int, items: int, seed: int) -> list[ClickEvent]:
     ]
 
 
-def _admit(learner: StreamLearner, items: int) -> None:
+def admit_items(learner: StreamLearner, items: int) -> None:
     """Give every catalogue id a row, as if each had been seen (in 50k-id steps)."""
     for start in tqdm(range(0, items, 50_000), desc="admitting items", unit="50k"):
         chunk = [
@@ -131,19 +131,19 @@ def main() -> int:
     indexed_settings = Settings(index_factory=args.factory, index_nprobe=args.nprobe)
     torch.set_num_threads(exact_settings.torch_threads)  # as the trainer process sets it
     step = exact_settings.train_step_events
-    clicks = _clicks(args.events, args.users, args.items, seed=1)
+    clicks = zipf_clicks(args.events, args.users, args.items, seed=1)
     rates: dict[str, float] = {}
     recall = 0.0
     for label, settings in (("exact", exact_settings), ("indexed", indexed_settings)):
         learner = fresh_learner(settings, seed=0)
-        _admit(learner, args.items)
+        admit_items(learner, args.items)
         rates[label] = _rate(learner, clicks, step, f"learner, {label} candidates")
         views = learner.recommender.tower_side
         if isinstance(views, IndexedTowerViews):
             recall = _recall(learner, views, 500, 100)
         del learner
     floor_learner = fresh_learner(exact_settings, seed=0)
-    _admit(floor_learner, args.items)
+    admit_items(floor_learner, args.items)
     floor = _tower_rate(floor_learner, clicks, step)
     print(
         f"\ntrainer at {args.items:,} items ({args.events:,} clicks of {args.users:,} users, "
