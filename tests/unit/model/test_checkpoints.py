@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import time
 import zipfile
@@ -384,3 +385,13 @@ def test_a_version_saved_with_its_table_inside_still_serves(tmp_path: Path) -> N
     torch.save(payload, tmp_path / f"model-{version:08d}.pt")
     (tmp_path / f"items-{version:08d}.pt").unlink()
     assert _serves(store, version, _embeddings(trainer))
+
+
+@pytest.mark.parametrize("dim", [4, 3])  # compared as 64-bit words, and as floats
+def test_the_rows_a_version_carries_are_exactly_those_that_moved_from_its_base(dim: int) -> None:
+    written = torch.randn(50, dim)
+    table = written.clone()
+    for row, column in ((7, dim - 1), (31, 0)):  # the smallest move a float can make
+        table[row, column] = torch.nextafter(table[row, column], torch.tensor(math.inf))
+    assert checkpoints._changed_rows(table, written).tolist() == [7, 31]
+    assert checkpoints._changed_rows(written, written).tolist() == []
