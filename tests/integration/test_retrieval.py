@@ -671,6 +671,9 @@ def test_a_follower_stops_even_when_redis_py_absorbed_its_cancellation(
 
         world.follower.state.read_feed = absorbing  # type: ignore[method-assign]
         following = asyncio.create_task(world.follower.run(block_ms=200))
+        # built first: on a loaded box the build outlasted the 0.5 s below, and a cancel
+        # during the build ends the follower outright; this one lands in a feed read
+        await asyncio.wait_for(world.follower.ready.wait(), 30)
         await asyncio.sleep(0.5)
         following.cancel()
         await asyncio.sleep(0.5)
