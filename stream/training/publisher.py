@@ -10,6 +10,7 @@ from functools import partial
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from model.checkpoints import CheckpointStore
 from store.vector_state import Fence, RedisVectorState
@@ -45,6 +46,11 @@ class ModelPublisher:
         self.fence = fence  # the trainer lease's: a publish goes through only while it holds
         self._published = VectorChanges(state.dim)
         self._served: int | None = None
+        # the catalogue is written into one of two tables kept from call to call (a new
+        # 256 MB one at 1M items costs its page faults every time): never into the one the
+        # vectors last remembered live in, which the next comparison reads
+        self._tables: list[torch.Tensor | None] = [None, None]
+        self._held: int | None = None  # which table that is (None: neither, a copy)
 
     async def resume(self, learner: StreamLearner, version: int) -> int:
         """After loading checkpoint `version`: make sure Redis serves it (a crash may have
@@ -56,15 +62,14 @@ class ModelPublisher:
         if served is not None and served > version:
             note = {"resumed_from": version}
             return (await self.publish(learner, _now_ms(), 0.0, note, full=True)).version
-        ids, vectors = await asyncio.to_thread(
-            _catalogue, learner, await retrying(self.state.tombstones)
-        )
+        deleted = await retrying(self.state.tombstones)
+        ids, vectors, table = await asyncio.to_thread(self._catalogue, learner, deleted)
         if served != version:
             info = {"learned_ms": _now_ms(), "events_learned": learner.events_learned}
             await retrying(
                 partial(self.state.put_item_vectors, ids, vectors, version, info, self.fence())
             )
-        self._published.remember(ids, vectors)
+        self._remember(ids, vectors, table)
         self._served = version
         return version
 
@@ -84,7 +89,9 @@ class ModelPublisher:
         if await retrying(self.state.model_version) != self._served:
             self._published.forget()  # Redis lost (or never had) our last version: all
         deleted = await retrying(self.state.tombstones)
-        ids, vectors, changed, retired = await asyncio.to_thread(self._changes, learner, deleted)
+        ids, vectors, table, changed, retired = await asyncio.to_thread(
+            self._changes, learner, deleted
+        )
         version = await asyncio.to_thread(self._checkpoint, learner, full)
         info = {
             "learned_ms": learned_ms,
@@ -107,19 +114,46 @@ class ModelPublisher:
                 retired,
             )
         )
-        self._published.remember(ids, vectors)
+        self._remember(ids, vectors, table)
         self._served = version
         return Published(version, int(changed.sum()), time.perf_counter() - began)
 
     def _changes(
         self, learner: StreamLearner, deleted: set[str]
-    ) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.bool_], list[str]]:
-        """The catalogue to publish (less `deleted`), which of its vectors changed since the
-        last version, and the ids that left since (expired): off the event loop, as at 1M
-        items the comparison takes 0.1 s."""
-        ids, vectors = _catalogue(learner, deleted)
+    ) -> tuple[list[str], npt.NDArray[np.float32], int | None, npt.NDArray[np.bool_], list[str]]:
+        """The catalogue to publish (less `deleted`) and the table it is in, which of its
+        vectors changed since the last version, and the ids that left since (expired): off
+        the event loop, as at 1M items the comparison takes 0.1 s."""
+        ids, vectors, table = self._catalogue(learner, deleted)
         changed, retired = self._published.since(ids, vectors)
-        return ids, vectors, changed, retired
+        return ids, vectors, table, changed, retired
+
+    def _catalogue(
+        self, learner: StreamLearner, deleted: set[str]
+    ) -> tuple[list[str], npt.NDArray[np.float32], int | None]:
+        """The model's item vectors less the items deleted through the API (their tombstones,
+        read just before: a deleted item is never published again), and which of the kept
+        tables holds them (None: a copy does)."""
+        model = learner.trainer.model
+        free = 0 if self._held == 1 else 1
+        table = self._tables[free]
+        rows = len(model.vocabulary) + len(model.vocabulary) // 8  # room to grow a while
+        if table is None or table.shape[0] < len(model.vocabulary):
+            table = self._tables[free] = torch.empty(rows, self.state.dim)
+        ids, vectors = model.catalogue(out=table)
+        matrix = np.ascontiguousarray(vectors.float().cpu().numpy())
+        if any(item in model.vocabulary for item in deleted):  # not a set of 1M ids: 0.1 s
+            keep = [n for n, item in enumerate(ids) if item not in deleted]
+            return [ids[n] for n in keep], matrix[keep], None
+        in_table = matrix.ctypes.data == table.data_ptr()  # not on a GPU's model
+        return ids, matrix, free if in_table else None
+
+    def _remember(
+        self, ids: list[str], vectors: npt.NDArray[np.float32], table: int | None
+    ) -> None:
+        """What the next version is compared with, and the table it lives in."""
+        self._published.remember(ids, vectors)
+        self._held = table
 
     def _checkpoint(self, learner: StreamLearner, full: bool) -> int:
         """Save the version (its states are gathered here too: off the event loop); the
@@ -132,19 +166,6 @@ class ModelPublisher:
             learner.ranking.state_dict(),
             full=full,
         )
-
-
-def _catalogue(
-    learner: StreamLearner, deleted: set[str]
-) -> tuple[list[str], npt.NDArray[np.float32]]:
-    """The model's item vectors, less the items deleted through the API (their tombstones,
-    read just before: a deleted item is never published again)."""
-    ids, vectors = learner.trainer.model.catalogue()
-    matrix = np.ascontiguousarray(vectors.float().cpu().numpy())
-    if deleted & set(ids):
-        keep = [n for n, item in enumerate(ids) if item not in deleted]
-        return [ids[n] for n in keep], matrix[keep]
-    return ids, matrix
 
 
 def _now_ms() -> int:

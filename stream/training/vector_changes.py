@@ -8,6 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+# rows compared at a time: one [rows, dim] comparison of 1M rows made a 64 MB temporary,
+# new (and paid in page faults) at every publish
+_CHUNK = 1 << 14
+
 
 class VectorChanges:
     """The last catalogue seen (ids and their vectors, held as given: pass a matrix nobody
@@ -26,7 +30,9 @@ class VectorChanges:
         seen = len(self._ids)
         if len(ids) >= seen and ids[:seen] == self._ids:  # the same or appended (compared in C)
             changed = np.ones(len(ids), dtype=bool)
-            changed[:seen] = (self._vectors != vectors[:seen]).any(axis=1)
+            for start in range(0, seen, _CHUNK):
+                part = slice(start, min(start + _CHUNK, seen))
+                np.any(self._vectors[part] != vectors[part], axis=1, out=changed[part])
             return changed, []
         row_of = self._rows()
         rows = np.fromiter((row_of.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))

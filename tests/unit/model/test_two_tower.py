@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.interaction import Interaction
@@ -148,3 +149,30 @@ def test_an_overlaid_table_looks_up_changed_rows_over_a_base_it_never_writes() -
     found += 100  # what a caller does with its lookup stays its own
     assert torch.equal(base, kept)
     assert table(torch.tensor([0])).tolist() == [[0.0, 1.0]]
+
+
+def test_the_catalogue_is_made_in_chunks_into_a_table_the_caller_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Made a few rows at a time and into the caller's table (at 1M items a new 256 MB one
+    each call cost its page faults), the catalogue is the same to the bit."""
+    monkeypatch.setattr("model.two_tower.CATALOGUE_CHUNK", 3)
+    model = _model(feature_fields=("category",))
+    with torch.no_grad():
+        model.feature_embedding.weight.normal_()
+    for n in (1, 4, 8):
+        model.set_item_features(f"i{n}", {"category": f"c{n % 2}"})
+    ids, made = model.catalogue()
+    rows = torch.from_numpy(model.vocabulary.lookup(ids))
+    assert torch.equal(made, model.item_vectors(rows, model.feature_ids(ids)))
+    table = torch.full((len(ids) + 5, 16), float("nan"))
+    again, into = model.catalogue(out=table)
+    assert again is ids
+    assert into.data_ptr() == table.data_ptr()  # its first rows, written
+    assert torch.equal(into, made)
+    assert table[len(ids) :].isnan().all()  # the rest untouched
+    for unfit in (torch.zeros(len(ids) - 1, 16), torch.zeros(len(ids), 16, dtype=torch.float64)):
+        _, elsewhere = model.catalogue(out=unfit)
+        assert elsewhere.data_ptr() != unfit.data_ptr()
+        assert torch.equal(elsewhere, made)
+        assert not unfit.any()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from stream.training.vector_changes import VectorChanges
 
@@ -51,3 +52,20 @@ def test_ids_appended_to_the_last_list_are_new_and_the_rest_compared_row_by_row(
     changed, retired = changes.since(["a", "b", "c"], _matrix([1, 0], [0, 2], [0, 1]))
     assert changed.tolist() == [False, True, True]
     assert retired == []
+
+
+def test_rows_are_compared_a_chunk_at_a_time_with_every_row_compared(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Chunks keep the comparison's temporaries small; none may skip or repeat a row."""
+    monkeypatch.setattr("stream.training.vector_changes._CHUNK", 3)
+    rng = np.random.default_rng(3)
+    before = rng.normal(size=(11, 4)).astype(np.float32)
+    ids = [f"i{n}" for n in range(11)]
+    for moved in ([], [0], [2, 3], [10], [5, 8, 9]):
+        changes = VectorChanges(dim=4)
+        changes.remember(ids, before)
+        after = before.copy()
+        after[moved, 1] += 1
+        changed, _ = changes.since([*ids, "new"], np.vstack([after, before[:1]]))
+        assert np.flatnonzero(changed).tolist() == [*moved, 11]
