@@ -67,6 +67,7 @@ class IdVocabulary:
         self.capacity = chunk
         self.changes = 0  # counts admissions and expiries: the owned ids changed
         self._loaded: _Loaded | None = None  # the packed ids restored from, until they change
+        self._packed: _Packed | None = None  # the ids packed last, while only appended to
 
     def configure(self, *, admit_after: int, expire_after_ms: int | None) -> None:
         """Set the admission threshold and expiry (from the next `observe` / `expire` on)."""
@@ -141,10 +142,8 @@ class IdVocabulary:
             row = self._rows.pop(external)
             self._ids[row] = None
             self._free.append(row)
+            self._changed_row(row)
         self._pending = {i: p for i, p in self._pending.items() if p[1] >= cutoff}
-        if gone:
-            self.changes += 1
-            self._loaded = None
         return gone
 
     @property
@@ -166,8 +165,7 @@ class IdVocabulary:
             if row >= self.capacity:
                 self.capacity += self.chunk
         self._rows[external] = row
-        self.changes += 1
-        self._loaded = None
+        self._changed_row(row)
         return row
 
     def state_dict(self) -> dict[str, Any]:
@@ -177,8 +175,7 @@ class IdVocabulary:
             "expire_after_ms": self.expire_after_ms,
             "chunk": self.chunk,
             "capacity": self.capacity,
-            "ids": pack_strings(["" if i is None else i for i in self._ids]),
-            "owned": pack_bools([i is not None for i in self._ids]),
+            **self._packed_ids(),
             "last_seen": self._seen
             if isinstance(self._seen, torch.Tensor)
             else pack_ints(self._seen),
@@ -186,6 +183,36 @@ class IdVocabulary:
             "pending_counts": pack_ints([c for c, _ in self._pending.values()]),
             "pending_last_ms": pack_ints([t for _, t in self._pending.values()]),
         }
+
+    def _packed_ids(self) -> dict[str, Any]:
+        """The `ids` and `owned` of `state_dict`. The last ones packed are kept, and while
+        rows are only appended after them (a trainer's usual next version), only those rows
+        are packed and joined on: at 1M ids, packing every row took ~0.13 s of each save."""
+        kept = self._packed
+        if kept is None or kept.rows > len(self._ids):
+            kept = _Packed(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.bool), 0)
+        tail = self._ids[kept.rows :]
+        if not tail:
+            return {"ids": kept.ids(len(self._ids)), "owned": kept.owned}
+        strings = pack_strings(["" if i is None else i for i in tail])
+        if "nul_joined" not in strings:  # an id holds a NUL: packed whole, not kept
+            self._packed = None
+            return {
+                "ids": pack_strings(["" if i is None else i for i in self._ids]),
+                "owned": pack_bools([i is not None for i in self._ids]),
+            }
+        separator = [torch.zeros(1, dtype=torch.uint8)] if kept.rows else []
+        joined = torch.cat([kept.joined, *separator, strings["nul_joined"]])
+        owned = torch.cat([kept.owned, pack_bools([i is not None for i in tail])])
+        self._packed = _Packed(joined, owned, len(self._ids))
+        return {"ids": self._packed.ids(len(self._ids)), "owned": owned}
+
+    def _changed_row(self, row: int) -> None:
+        """A row's id was freed or replaced: the packed ids kept no longer hold."""
+        self.changes += 1
+        self._loaded = None
+        if self._packed is not None and row < self._packed.rows:
+            self._packed = None
 
     @classmethod
     def from_state_dict(
@@ -208,6 +235,7 @@ class IdVocabulary:
         vocab._seen = last_seen if isinstance(last_seen, torch.Tensor) else unpack_ints(last_seen)
         if isinstance(state["owned"], torch.Tensor) and "nul_joined" in state["ids"]:
             vocab._loaded = _Loaded(state["ids"]["nul_joined"], state["owned"])
+            vocab._packed = _Packed(state["ids"]["nul_joined"], state["owned"], len(vocab._ids))
         vocab._pending = {
             i: (int(c), int(t))
             for i, c, t in zip(
@@ -246,6 +274,19 @@ class IdVocabulary:
                 rows[external] = row
         free = [r for r in range(len(table) - 1, kept - 1, -1) if table[r] is None]
         return table, rows, [*free, *self._free]
+
+
+@dataclass(frozen=True, slots=True)
+class _Packed:
+    """The ids of a vocabulary's first `rows` rows as `pack_strings` packs them (joined by
+    NUL), and their owned flags: still its own while no row among them changes."""
+
+    joined: torch.Tensor
+    owned: torch.Tensor
+    rows: int
+
+    def ids(self, count: int) -> dict[str, torch.Tensor]:
+        return {"nul_joined": self.joined, "count": torch.tensor(count)}
 
 
 @dataclass(frozen=True, slots=True)

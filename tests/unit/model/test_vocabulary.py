@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from model.packed import unpack_bools, unpack_strings
 from model.vocabulary import UNKNOWN_ROW, IdVocabulary, VocabularyError
 
 
@@ -170,3 +171,25 @@ def test_a_restored_vocabulary_unpacks_when_ids_were_seen_only_once_it_needs_the
     assert again._last_seen == vocab._last_seen
     assert restored.expire(now_ms=1_700_000_000_011) == ["item-a", "item-b"]
     assert restored._last_seen == vocab._last_seen
+
+
+def test_a_saved_state_packs_every_row_as_it_is_now_whatever_was_packed_before() -> None:
+    """The ids packed by the last save are kept and only rows appended since are packed: the
+    state must still hold every row as it is, through expiries, reused rows, ids holding a
+    NUL (not packed by joining), saves at random moments and a restore in between."""
+    rng = random.Random(1)
+    vocab = IdVocabulary(admit_after=1, expire_after_ms=40, chunk=4)
+    for step in range(400):
+        now = step * 5
+        if rng.random() < 0.08:
+            vocab.expire(now_ms=now)
+        elif rng.random() < 0.03:
+            vocab.observe([f"nul\x00{rng.randrange(3)}"], ts_ms=now)
+        else:
+            vocab.observe([f"é{rng.randrange(60)}" for _ in range(rng.randrange(4))], ts_ms=now)
+        if rng.random() < 0.3:
+            state = vocab.state_dict()
+            assert unpack_strings(state["ids"]) == ["" if i is None else i for i in vocab._ids]
+            assert unpack_bools(state["owned"]) == [i is not None for i in vocab._ids]
+            if rng.random() < 0.1:  # a trainer resumed from it goes on from its packed ids
+                vocab = IdVocabulary.from_state_dict(state)
