@@ -195,12 +195,11 @@ class IdVocabulary:
         if not tail:
             return {"ids": kept.ids(len(self._ids)), "owned": kept.owned}
         strings = pack_strings(["" if i is None else i for i in tail])
-        if "nul_joined" not in strings:  # an id holds a NUL: packed whole, not kept
+        if "nul_joined" not in strings:  # an id holds a NUL: every row end to end, not kept
             self._packed = None
-            return {
-                "ids": pack_strings(["" if i is None else i for i in self._ids]),
-                "owned": pack_bools([i is not None for i in self._ids]),
-            }
+            if kept.rows:
+                strings = pack_strings(["" if i is None else i for i in self._ids])
+            return {"ids": strings, "owned": pack_bools([i is not None for i in self._ids])}
         separator = [torch.zeros(1, dtype=torch.uint8)] if kept.rows else []
         joined = torch.cat([kept.joined, *separator, strings["nul_joined"]])
         owned = torch.cat([kept.owned, pack_bools([i is not None for i in tail])])
