@@ -66,8 +66,7 @@ class IdVocabulary:
         self._free: list[int] = []
         self.capacity = chunk
         self.changes = 0  # counts admissions and expiries: the owned ids changed
-        self._loaded: _Loaded | None = None  # the packed ids restored from, until they change
-        self._packed: _Packed | None = None  # the ids packed last, while only appended to
+        self._packed: _Packed | None = None  # the ids packed last (or restored from)
 
     def configure(self, *, admit_after: int, expire_after_ms: int | None) -> None:
         """Set the admission threshold and expiry (from the next `observe` / `expire` on)."""
@@ -189,7 +188,7 @@ class IdVocabulary:
         rows are only appended after them (a trainer's usual next version), only those rows
         are packed and joined on: at 1M ids, packing every row took ~0.13 s of each save."""
         kept = self._packed
-        if kept is None or kept.rows > len(self._ids):
+        if kept is None:
             kept = _Packed(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.bool), 0)
         tail = self._ids[kept.rows :]
         if not tail:
@@ -209,7 +208,6 @@ class IdVocabulary:
     def _changed_row(self, row: int) -> None:
         """A row's id was freed or replaced: the packed ids kept no longer hold."""
         self.changes += 1
-        self._loaded = None
         if self._packed is not None and row < self._packed.rows:
             self._packed = None
 
@@ -217,8 +215,8 @@ class IdVocabulary:
     def from_state_dict(
         cls, state: dict[str, Any], like: IdVocabulary | None = None
     ) -> IdVocabulary:
-        """Rebuild a vocabulary saved with `state_dict`. `like`: one restored before and not
-        changed since; when this state holds the same ids plus rows appended (a trainer's
+        """Rebuild a vocabulary saved with `state_dict`. `like`: one restored (or saved) before
+        and not changed since; when this state holds the same ids plus rows appended (a trainer's
         usual next version), its id tables are copied and extended instead of rebuilt."""
         vocab = cls(
             admit_after=int(state["admit_after"]),
@@ -233,7 +231,6 @@ class IdVocabulary:
         # a serving process never reads when each id was last seen: unpacked on first need
         vocab._seen = last_seen if isinstance(last_seen, torch.Tensor) else unpack_ints(last_seen)
         if isinstance(state["owned"], torch.Tensor) and "nul_joined" in state["ids"]:
-            vocab._loaded = _Loaded(state["ids"]["nul_joined"], state["owned"])
             vocab._packed = _Packed(state["ids"]["nul_joined"], state["owned"], len(vocab._ids))
         vocab._pending = {
             i: (int(c), int(t))
@@ -254,13 +251,16 @@ class IdVocabulary:
     ) -> tuple[list[str | None], dict[str, int], list[int]] | None:
         """Copies of this vocabulary's id tables with the rows `state` appends after them,
         when `state` holds its rows unchanged and only appends (None otherwise): at 1M ids,
-        ~30 ms to copy where a rebuild took ~0.4 s."""
-        loaded = self._loaded
-        kept = _rows_kept(loaded, state)
-        if loaded is None or not kept:
+        ~30 ms to copy where a rebuild took ~0.4 s. Only while its packed ids are all of
+        its rows: restored (or saved) and not changed since."""
+        packed = self._packed
+        if packed is None or packed.rows != len(self._ids):
+            return None
+        kept = _rows_kept(packed, state)
+        if not kept:
             return None
         owned = state["owned"][kept:].tolist()
-        size = len(loaded.ids)
+        size = len(packed.joined)
         appended = state["ids"]["nul_joined"][size + 1 :].numpy().tobytes().decode("utf-8")
         tail = appended.split("\x00") if owned else []
         if len(tail) != len(owned):
@@ -288,32 +288,23 @@ class _Packed:
         return {"nul_joined": self.joined, "count": torch.tensor(count)}
 
 
-@dataclass(frozen=True, slots=True)
-class _Loaded:
-    """The packed ids and owned flags a vocabulary was restored from."""
-
-    ids: torch.Tensor
-    owned: torch.Tensor
-
-
-def _rows_kept(loaded: _Loaded | None, state: dict[str, Any]) -> int:
-    """How many rows `state` shares unchanged with the state `loaded` packed, when it holds
-    those rows and only rows appended after them (0 when it does not, or when there is no
-    such state: the vocabulary changed since it was restored)."""
+def _rows_kept(packed: _Packed, state: dict[str, Any]) -> int:
+    """How many rows `state` shares unchanged with `packed`, when it holds those rows and
+    only rows appended after them (0 when it does not)."""
     ids, owned = state["ids"], state["owned"]
-    if loaded is None or not isinstance(ids, dict) or "nul_joined" not in ids:
+    if not isinstance(ids, dict) or "nul_joined" not in ids:
         return 0
     if not isinstance(owned, torch.Tensor):
         return 0
-    joined, rows = ids["nul_joined"], len(loaded.owned)
-    size = len(loaded.ids)
+    joined, rows = ids["nul_joined"], len(packed.owned)
+    size = len(packed.joined)
     if len(owned) < rows or len(joined) < size:
         return 0
     if len(owned) == rows and len(joined) != size:  # the last id changed
         return 0
     if len(owned) > rows and int(joined[size]) != 0:  # the last old id went on growing
         return 0
-    if not (torch.equal(joined[:size], loaded.ids) and torch.equal(owned[:rows], loaded.owned)):
+    if not (torch.equal(joined[:size], packed.joined) and torch.equal(owned[:rows], packed.owned)):
         return 0
     return rows
 
