@@ -5,10 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 InteractionKind = Literal["click", "order"]
 INTERACTION_KINDS: tuple[InteractionKind, ...] = ("click", "order")  # a kind's code: its index
+
+
+class Interacted(Protocol):
+    """What a user tower reads of an interaction: an `Interaction`, or a history entry read
+    back from a store as it is (no conversion per entry on the serving path)."""
+
+    @property
+    def item_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def ts_ms(self) -> int: ...
 
 
 def kind_code(kind: InteractionKind) -> int:

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from model.checkpoints import CheckpointError, CheckpointStore
-from model.interaction import Interaction
+from model.interaction import Interacted
 from model.ranking import Ranking
 from model.two_tower import TwoTowerRecommender
 
@@ -80,7 +80,7 @@ class ServingModels:
     def embed(
         self,
         version: int,
-        histories: Sequence[Sequence[Interaction]],
+        histories: Sequence[Sequence[Interacted]],
         now_ms: Sequence[int],
     ) -> npt.NDArray[np.float32] | None:
         """User vectors [B, dim] of `version` from oldest-first histories, or None."""

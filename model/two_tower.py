@@ -14,10 +14,13 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from model.errors import ModelError
-from model.interaction import Interaction, kind_code
+from model.interaction import INTERACTION_KINDS, Interacted
 from model.vocabulary import IdVocabulary
 
 PAD_KIND = 0  # a history slot's kind embedding: 0 is padding, else 1 + the kind's code
+# a kind's token in histories; a kind read back that is not one of ours counts as a click,
+# as `kind_of` reads it
+_KIND_TOKENS: dict[str, int] = {kind: 1 + code for code, kind in enumerate(INTERACTION_KINDS)}
 ITEM_FEATURE_FIELDS = ("brand", "category")  # item metadata the tower can hash
 CATALOGUE_CHUNK = 1 << 15  # items per step of `catalogue`: its temporaries stay a few MB
 
@@ -84,7 +87,7 @@ def age_bucket(age_ms: Tensor, buckets: int) -> Tensor:
     return torch.log2(1.0 + seconds).floor().clamp(max=buckets - 1).to(torch.long)
 
 
-def newest_ms(history: Sequence[Interaction], default: int) -> int:
+def newest_ms(history: Sequence[Interacted], default: int) -> int:
     """The time user towers measure history ages from: the user's newest interaction.
 
     Not the request time: a user vector made at ingest, before any request, must be the
@@ -177,6 +180,7 @@ class TwoTowerRecommender(nn.Module):
     >>> items = model.embed_items(["i1", "i2", "new"])
     >>> items.shape, items.dtype
     (torch.Size([3, 8]), torch.float32)
+    >>> from model.interaction import Interaction
     >>> users = model.embed_users([[Interaction("u", "i1", "click", 0)], []], now_ms=1_000)
     >>> users.shape, bool(torch.allclose(users.norm(dim=1), torch.ones(2)))
     (torch.Size([2, 8]), True)
@@ -372,7 +376,7 @@ class TwoTowerRecommender(nn.Module):
         return blocked.repeat_interleave(self.config.heads, dim=0)
 
     def encode_histories(
-        self, histories: Sequence[Sequence[Interaction]], now_ms: int | Sequence[int]
+        self, histories: Sequence[Sequence[Interacted]], now_ms: int | Sequence[int]
     ) -> HistoryBatch:
         """Tensors for the last `max_history` interactions of each history (known ids only)."""
         length = self.config.max_history
@@ -391,7 +395,7 @@ class TwoTowerRecommender(nn.Module):
         mask = np.zeros((batch, length), dtype=np.bool_)
         rows[owner, column] = self.vocabulary.lookup(i.item_id for i in flat)
         kinds[owner, column] = np.fromiter(
-            (1 + kind_code(i.kind) for i in flat), dtype=np.int64, count=len(flat)
+            (_KIND_TOKENS.get(i.kind, 1) for i in flat), dtype=np.int64, count=len(flat)
         )
         ages[owner, column] = age_bucket(
             torch.from_numpy(nows[owner] - stamps), self.config.age_buckets
@@ -402,7 +406,7 @@ class TwoTowerRecommender(nn.Module):
 
     @torch.no_grad()
     def embed_users(
-        self, histories: Sequence[Sequence[Interaction]], now_ms: int | Sequence[int]
+        self, histories: Sequence[Sequence[Interacted]], now_ms: int | Sequence[int]
     ) -> Tensor:
         """float32 [B, dim] unit vectors for users given their histories, as of `now_ms`."""
         if not self.training:  # a served model: switching modes walks every module (~0.3 ms)

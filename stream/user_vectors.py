@@ -13,7 +13,6 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
-from model.interaction import Interaction
 from model.serving_models import ServingModels
 from model.two_tower import newest_ms
 from store.interaction_store import HistoryEntry, RedisInteractionStore
@@ -29,9 +28,9 @@ log = logging.getLogger(__name__)
 INLINE_USERS = 32
 
 
-def _oldest_first(user_id: str, history: Sequence[HistoryEntry]) -> list[Interaction]:
+def _oldest_first(history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
     """Redis keeps histories newest first; the user tower reads them oldest first."""
-    return [entry.interaction(user_id) for entry in reversed(history)]
+    return list(reversed(history))
 
 
 class ModelUserEncoder:
@@ -43,9 +42,10 @@ class ModelUserEncoder:
     def encode(
         self, model_version: int, user_id: str, history: Sequence[HistoryEntry]
     ) -> npt.NDArray[np.float32] | None:
-        if not history:
+        model = self.models.get(model_version)
+        if not history or model is None:
             return None
-        past = _oldest_first(user_id, history)
+        past = _oldest_first(history[: model.config.max_history])  # all it reads
         vectors = self.models.embed(model_version, [past], [newest_ms(past, 0)])
         return None if vectors is None else vectors[0]
 
@@ -71,7 +71,7 @@ async def _embedded(
         chunk = [u for u, history in histories.items() if history]
         if not chunk:
             continue
-        pasts = [_oldest_first(u, histories[u]) for u in chunk]
+        pasts = [_oldest_first(histories[u]) for u in chunk]
         embed = partial(models.embed, version, pasts, [newest_ms(p, 0) for p in pasts])
         vectors = embed() if len(chunk) <= INLINE_USERS else await asyncio.to_thread(embed)
         if vectors is None:

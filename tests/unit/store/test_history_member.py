@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from model.interaction import Interaction
-from store.interaction_store import history_member
+from store.interaction_store import HistoryEntry, history_entries, history_member
 
 ids = st.text(max_size=20) | st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126))
 
@@ -27,3 +27,37 @@ def test_a_history_member_is_the_compact_json_of_its_entry_whatever_the_ids(
     expected = json.dumps(entry | {"ts_ms": ts_ms}, separators=(",", ":"))
     member = history_member(event_id, line, Interaction("u", item_id, kind, ts_ms))  # type: ignore[arg-type]
     assert member == expected
+
+
+@given(
+    members=st.lists(
+        st.tuples(
+            ids,
+            ids,
+            st.integers(0, 999),
+            st.sampled_from(["click", "order"]),
+            st.integers(0, 2**53),
+        ),
+        max_size=5,
+    )
+)
+def test_history_members_read_back_as_the_entries_they_were_made_from(
+    members: list[tuple[str, str, int, str, int]],
+) -> None:
+    raw = [
+        history_member(e, n, Interaction("u", i, k, t)).encode()  # type: ignore[arg-type]
+        for e, i, n, k, t in members
+    ]
+    assert history_entries(raw) == [HistoryEntry(i, k, t, e) for e, i, _, k, t in members]
+
+
+def test_entries_older_versions_wrote_read_back_too() -> None:
+    """Spaced JSON without an event id, and a time kept as text."""
+    raw = [
+        '{"item_id": "a", "kind": "click", "ts_ms": 1000}',
+        b'{"item_id":"b","kind":"order","ts_ms":"2000"}',
+    ]
+    assert history_entries(raw) == [
+        HistoryEntry("a", "click", 1_000),
+        HistoryEntry("b", "order", 2_000),
+    ]
