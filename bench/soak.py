@@ -3,6 +3,7 @@
     python -m bench.soak [--seconds 300] [--rate 500] [--qps 100] [--json OUT]
                          [--history-len N] [--trainer-dedup-window N] [--users N]
                          [--items N] [--feed-retention-s S]
+                         [--visit-requests N] [--visit-gap-s S]
 
 Starts the local stack, a worker, the trainer and an API replica (real processes), produces
 synthetic events at `--rate` through the SDK and asks the API for `--qps` recommendations/s
@@ -19,8 +20,14 @@ the API grow with the items seen so far, up to the catalogue); Redis then grows 
 idempotency records, reported per event over the second half. The growth of each memory
 figure over the second half is also given as a slope (MB/min).
 
+Queries: the users take turns, each asked `--visit-requests` times `--visit-gap-s` apart
+per visit (default 1: every user once per round, which at 100 q/s and 6,000 users is once a
+minute, a new visit each time).
+
 User vectors: how many the API prepared off the request path before serving new versions,
-and how many it had to make while a request waited (point 2 of issue 17: none, steady).
+how many it had to make while a request waited, and of those the misses: requests of users
+it prepares for (asking again within RECSTREAM_PREPARE_WINDOW_S) that still waited (point 2
+of issue 17: none, steady). A visit's first request waits for its forward pass.
 
 Each 10 s sample also holds the cores each role used since the last one (`<role>_cores`:
 api, worker, trainer, redis, broker, and other: this benchmark and its load generator), so a
@@ -48,6 +55,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +83,9 @@ def _lag(port: int) -> float:
     return float("nan")
 
 
-async def _query(
-    base: str, qps: float, seconds: float, users: int, path_of: Any
-) -> tuple[list[float], int]:
-    """Ask `qps` requests/s for `seconds` (open loop); latencies in ms and the error count."""
+async def _query(base: str, qps: float, seconds: float, path_of: Any) -> tuple[list[float], int]:
+    """Ask `qps` requests/s for `seconds` (open loop), the n-th at `path_of(n)`; latencies in
+    ms and the error count."""
     latencies: list[float] = []
     errors = 0
     timeout = aiohttp.ClientTimeout(total=10)
@@ -87,7 +94,7 @@ async def _query(
         nonlocal errors
         began = time.perf_counter()
         try:
-            async with session.get(base + path_of(n % users)) as answer:
+            async with session.get(base + path_of(n)) as answer:
                 await answer.read()
                 if answer.status != 200:
                     errors += 1
@@ -108,15 +115,29 @@ async def _query(
 
 
 def _user_vectors_made(base: str) -> dict[str, float]:
-    """The API's `recstream_api_user_vectors_total` by `when` (prepared / on_request)."""
+    """The API's `recstream_api_user_vectors_total` by `when` (prepared / on_request), and
+    `missed`: its `recstream_api_prepared_user_misses_total`."""
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
         text = answer.read().decode()
-    return {
-        sample.labels["when"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "recstream_api_user_vectors_total"
-    }
+    made = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "recstream_api_user_vectors_total":
+                made[sample.labels["when"]] = sample.value
+            elif sample.name == "recstream_api_prepared_user_misses_total":
+                made["missed"] = sample.value
+    return made
+
+
+def visiting_user(users: int, visits: int, gap: int, n: int) -> int:
+    """The user of the `n`-th query when each user visits with `visits` requests, `gap`
+    queries apart, and the users take turns (`visits` 1: every user once per round).
+
+    >>> [visiting_user(100, 2, 3, n) for n in range(8)]
+    [0, 1, 2, 0, 1, 2, 3, 4]
+    """
+    round_, slot = divmod(n, visits * gap)
+    return (round_ * gap + slot % gap) % users
 
 
 def _freshness(settings: Settings, base: str, stop_at: threading.Event) -> tuple[list[float], int]:
@@ -177,7 +198,9 @@ def soak(
     qps: float,
     shape: tuple[int, int],
     caps: dict[str, float],
+    visit: tuple[int, float] = (1, 5.0),
 ) -> dict[str, Any]:
+    visits, visit_gap_s = visit
     tag = uuid.uuid4().hex[:8]
     settings = base.model_copy(
         update={
@@ -240,20 +263,18 @@ def soak(
         watcher.start()
         prober.start()
         users = int(shape[0] * 1.2)  # a sixth of the queries are for users with no events
+        user_of = partial(visiting_user, users, visits, max(1, round(qps * visit_gap_s)))
         try:
             latencies, errors = asyncio.run(
                 _query(
                     base_url,
                     qps,
                     seconds,
-                    users,
-                    lambda u: f"/v1/users/user-{u:06d}/recommendations",
+                    lambda n: f"/v1/users/user-{user_of(n):06d}/recommendations",
                 )
             )
             made = _user_vectors_made(base_url)
-            floor, _ = asyncio.run(
-                _query(base_url, qps, min(30.0, seconds), 1, lambda _: "/healthz")
-            )
+            floor, _ = asyncio.run(_query(base_url, qps, min(30.0, seconds), lambda _: "/healthz"))
         finally:  # the threads end before the processes they watch are stopped
             stop_at.set()
             producer.join()
@@ -276,6 +297,9 @@ def soak(
             "query_p99_ms": _pct(latencies, 99),
             "user_vectors_prepared": made.get("prepared", 0.0),
             "user_vectors_made_on_request": made.get("on_request", 0.0),
+            "prepared_user_misses": made.get("missed", 0.0),
+            "visit_requests": visits,
+            "visit_gap_s": visit_gap_s,
             "healthz_p50_ms": _pct(floor, 50),
             "healthz_p99_ms": _pct(floor, 99),
             "freshness_probes": len(probes),
@@ -327,6 +351,15 @@ def main() -> int:
     parser.add_argument("--history-len", type=int, default=Settings().history_len)
     parser.add_argument("--trainer-dedup-window", type=int, default=Settings().trainer_dedup_window)
     parser.add_argument("--feed-retention-s", type=float, default=Settings().feed_retention_s)
+    parser.add_argument(
+        "--visit-requests",
+        type=int,
+        default=1,
+        help="requests of a user per visit (1: each user asked once per round of all users)",
+    )
+    parser.add_argument(
+        "--visit-gap-s", type=float, default=5.0, help="between the requests of one visit"
+    )
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
@@ -338,7 +371,8 @@ def main() -> int:
                 "feed_retention_s": args.feed_retention_s,
             }
             shape = (args.users, args.items)
-            result = soak(stack, args.seconds, args.rate, args.qps, shape, caps)
+            visits = (args.visit_requests, args.visit_gap_s)
+            result = soak(stack, args.seconds, args.rate, args.qps, shape, caps, visits)
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))

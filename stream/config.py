@@ -195,14 +195,17 @@ class Settings(BaseSettings):
     )
     embed_batch: int = Field(256, ge=1, description="users a worker re-embeds per model call")
     prepare_users: int = Field(
-        0,
+        1_000,
         ge=0,
-        description="users an API process re-embeds before it serves a new model version "
-        "(those it served within prepare_window_s, newest first; 0: none, each is embedded "
-        "on their first request of a version)",
+        description="users an API process follows; before it serves a new model version it "
+        "re-embeds those who asked again within prepare_window_s of their previous request, "
+        "newest first (0: none; a user is then embedded on their first request of a version)",
     )
     prepare_window_s: float = Field(
-        30.0, gt=0, description="an API process prepares users it served this recently"
+        30.0,
+        gt=0,
+        description="a user asking again this soon after their previous request is prepared "
+        "for each new version until they stop",
     )
     worker_metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus port of a worker (0: none)"

@@ -114,8 +114,9 @@ class UserVectorWriter:
 
 
 class UserVectorPreparer:
-    """Before a replica's index switches to a version: the vectors of the users it served
-    lately, made with that version, so their next requests need no forward pass."""
+    """Before a replica's index switches to a version: the vectors of the users who keep
+    asking it (again within the window), made with that version, so their next requests
+    need no forward pass."""
 
     def __init__(
         self,
@@ -130,9 +131,9 @@ class UserVectorPreparer:
         self.batch = batch
 
     async def prepare(self, version: int) -> int:
-        """Make the vectors of `version` for the users requested lately; returns how many."""
+        """Make the vectors of `version` for the returning users; returns how many."""
         made = 0
-        recent = self.users.recent()
+        recent = self.users.recent(returning=True)
         async for chunk, vectors, as_of in _embedded(
             self.interactions, self.models, version, recent, self.batch
         ):

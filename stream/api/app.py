@@ -37,7 +37,11 @@ def _observe(histogram: Histogram, served: ServedVersion) -> None:
 
 def _user_vectors(serving: Serving) -> dict[str, int]:
     prepared = serving.prepared
-    return {"prepared": prepared.prepared, "on_request": prepared.on_request}
+    return {
+        "prepared": prepared.prepared,
+        "on_request": prepared.on_request,
+        "missed": prepared.missed,
+    }
 
 
 def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:

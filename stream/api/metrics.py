@@ -65,7 +65,8 @@ class _Measure:
 
 class _UserVectors(Collector):
     """How this process got the user vectors it could not read from Redis: prepared before
-    a version switch, or made while a request waited (the fallback: rare when steady)."""
+    a version switch, or made while a request waited (the fallback); and how many of those
+    were for users it prepares for (the steady state: none)."""
 
     def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
         self._counts = counts
@@ -77,9 +78,18 @@ class _UserVectors(Collector):
             "'on_request' while a request waited",
             labels=["when"],
         )
-        for when, count in self._counts().items():
+        counts = dict(self._counts())
+        missed = counts.pop("missed", 0)
+        for when, count in counts.items():
             family.add_metric([when], count)
         yield family
+        yield CounterMetricFamily(
+            "recstream_api_prepared_user_misses",
+            "requests of users this process prepares vectors for (asking again within "
+            "RECSTREAM_PREPARE_WINDOW_S) that still waited for a forward pass: their event "
+            "not yet re-embedded for the served version, or a switch beyond the cap",
+            value=missed,
+        )
 
 
 def install_metrics(

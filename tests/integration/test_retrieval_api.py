@@ -107,6 +107,7 @@ def test_metrics_and_openapi_are_served(api: TestClient) -> None:
         in metrics
     )
     assert "recstream_index_items 100.0" in metrics
+    assert "recstream_api_prepared_user_misses_total 0.0" in metrics
     document = api.get("/openapi.json").json()
     paths = document["paths"]
     assert {"/v1/users/{user_id}/recommendations", "/v1/items/{item_id}/similar"} <= set(paths)

@@ -53,7 +53,7 @@ def test_history_members_read_back_as_the_entries_they_were_made_from(
 
 def test_entries_older_versions_wrote_read_back_too() -> None:
     """Spaced JSON without an event id, and a time kept as text."""
-    raw = [
+    raw: list[bytes | str] = [
         '{"item_id": "a", "kind": "click", "ts_ms": 1000}',
         b'{"item_id":"b","kind":"order","ts_ms":"2000"}',
     ]

@@ -69,3 +69,38 @@ def test_the_served_versions_vector_stays_while_the_next_one_is_prepared() -> No
     users.put("u", _vector(18, "e"))
     assert users.get("u", 16, "e") is None  # two versions are kept
     assert users.get("u", 18, "e") is not None
+
+
+def test_only_users_asking_again_within_the_window_are_prepared_for() -> None:
+    """A user who asks once is not worth a forward pass per version; one who comes back
+    within the window is, until a request comes after a longer pause."""
+    clock = Clock()
+    users = PreparedUsers(most=10, window_s=30.0, clock=clock)
+    users.requested("once")
+    users.requested("again")
+    clock.now = 10.0
+    users.requested("late")
+    clock.now = 20.0
+    users.requested("again")
+    clock.now = 45.0
+    users.requested("late")  # 35 s after their first request: a new visit
+    assert users.recent(returning=True) == ["again"]
+    assert users.recent() == ["late", "again"]
+
+
+def test_a_prepared_user_who_still_waits_for_a_forward_pass_is_a_miss() -> None:
+    clock = Clock()
+    users = PreparedUsers(clock=clock)
+    users.requested("u")
+    users.put("u", _vector(1, "e1"), on_request=True)  # their first request: not a miss
+    clock.now = 5.0
+    users.requested("u")
+    users.put("u", _vector(2, "e1"))  # prepared before the switch to 2
+    clock.now = 10.0
+    users.requested("u")
+    users.put("u", _vector(2, "e2"), on_request=True)  # an event not yet re-embedded
+    assert (users.prepared, users.on_request, users.missed) == (1, 2, 1)
+    clock.now = 100.0
+    users.requested("u")  # a new visit: not prepared for until they come back
+    users.put("u", _vector(3, "e2"), on_request=True)
+    assert users.missed == 1
