@@ -14,13 +14,11 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from model.errors import ModelError
-from model.interaction import INTERACTION_KINDS, Interacted
+from model.interaction import INTERACTION_KINDS, Interacted, kind_code, kind_of
 from model.vocabulary import IdVocabulary
 
 PAD_KIND = 0  # a history slot's kind embedding: 0 is padding, else 1 + the kind's code
-# a kind's token in histories; a kind read back that is not one of ours counts as a click,
-# as `kind_of` reads it
-_KIND_TOKENS: dict[str, int] = {kind: 1 + code for code, kind in enumerate(INTERACTION_KINDS)}
+_KIND_TOKENS = {kind: 1 + kind_code(kind) for kind in INTERACTION_KINDS}  # see PAD_KIND
 ITEM_FEATURE_FIELDS = ("brand", "category")  # item metadata the tower can hash
 CATALOGUE_CHUNK = 1 << 15  # items per step of `catalogue`: its temporaries stay a few MB
 
@@ -395,7 +393,7 @@ class TwoTowerRecommender(nn.Module):
         mask = np.zeros((batch, length), dtype=np.bool_)
         rows[owner, column] = self.vocabulary.lookup(i.item_id for i in flat)
         kinds[owner, column] = np.fromiter(
-            (_KIND_TOKENS.get(i.kind, 1) for i in flat), dtype=np.int64, count=len(flat)
+            (_KIND_TOKENS[kind_of(i.kind)] for i in flat), dtype=np.int64, count=len(flat)
         )
         ages[owner, column] = age_bucket(
             torch.from_numpy(nows[owner] - stamps), self.config.age_buckets

@@ -42,10 +42,9 @@ class ModelUserEncoder:
     def encode(
         self, model_version: int, user_id: str, history: Sequence[HistoryEntry]
     ) -> npt.NDArray[np.float32] | None:
-        model = self.models.get(model_version)
-        if not history or model is None:
+        if not history:
             return None
-        past = _oldest_first(history[: model.config.max_history])  # all it reads
+        past = _oldest_first(history)
         vectors = self.models.embed(model_version, [past], [newest_ms(past, 0)])
         return None if vectors is None else vectors[0]
 

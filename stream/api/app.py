@@ -37,11 +37,7 @@ def _observe(histogram: Histogram, served: ServedVersion) -> None:
 
 def _user_vectors(serving: Serving) -> dict[str, int]:
     prepared = serving.prepared
-    return {
-        "prepared": prepared.prepared,
-        "on_request": prepared.on_request,
-        "missed": prepared.missed,
-    }
+    return {"prepared": prepared.prepared, "on_request": prepared.on_request}
 
 
 def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:
@@ -94,6 +90,7 @@ def create_api(settings: Settings, listen_when_ready: bool = False) -> FastAPI:
         lambda: float(app.state.serving.index.size),
         lambda: float(app.state.serving.index.stamp.model_version or -1),
         lambda: _user_vectors(app.state.serving),
+        lambda: app.state.serving.prepared.missed,
     )
     app.include_router(events.router, dependencies=[Depends(require("ingest"))], responses=ERRORS)
     app.include_router(recommend.router, dependencies=[Depends(require("read"))], responses=ERRORS)

@@ -68,8 +68,9 @@ class _UserVectors(Collector):
     a version switch, or made while a request waited (the fallback); and how many of those
     were for users it prepares for (the steady state: none)."""
 
-    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(self, counts: Callable[[], Mapping[str, int]], misses: Callable[[], int]) -> None:
         self._counts = counts
+        self._misses = misses
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(
@@ -78,9 +79,7 @@ class _UserVectors(Collector):
             "'on_request' while a request waited",
             labels=["when"],
         )
-        counts = dict(self._counts())
-        missed = counts.pop("missed", 0)
-        for when, count in counts.items():
+        for when, count in self._counts().items():
             family.add_metric([when], count)
         yield family
         yield CounterMetricFamily(
@@ -88,7 +87,7 @@ class _UserVectors(Collector):
             "requests of users this process prepares vectors for (asking again within "
             "RECSTREAM_PREPARE_WINDOW_S) that still waited for a forward pass: their event "
             "not yet re-embedded for the served version, or a switch beyond the cap",
-            value=missed,
+            value=self._misses(),
         )
 
 
@@ -97,6 +96,7 @@ def install_metrics(
     index_size: Callable[[], float],
     model_version: Callable[[], float],
     user_vectors: Callable[[], Mapping[str, int]],
+    prepared_misses: Callable[[], int],
 ) -> Histogram:
     """Time every request and serve `GET /metrics`; one registry per app, no globals.
 
@@ -127,7 +127,7 @@ def install_metrics(
         buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         registry=registry,
     )
-    registry.register(_UserVectors(user_vectors))
+    registry.register(_UserVectors(user_vectors, prepared_misses))
     app.add_middleware(_Measure, latency=latency, responses=responses)
 
     @app.get("/metrics", include_in_schema=False)
